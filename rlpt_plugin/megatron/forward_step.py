@@ -1,0 +1,94 @@
+"""The plugin's forward step and loss function, as Megatron's schedules call them.
+
+Contract with megatron-core 0.16 schedules (``calculate_per_token_loss=False``): the loss
+function returns ``(loss, num_tokens, reporting)``; the schedule divides ``loss`` by
+``num_tokens`` and by the number of micro-batches, and DDP averages gradients over the
+data-parallel group. Our loss is already this micro-batch's contribution to the GLOBALLY
+normalised step loss, so we pass ``num_tokens = 1`` and pre-multiply by
+``num_microbatches * dp_size`` (:func:`parallel.loss_scale_for_schedule`). The result: the
+gradient of the true step loss, for every TP/PP/DP layout and micro-batch split.
+
+Per-token log-probs come from ``GPTModel(..., labels=...)``: the per-token cross-entropy,
+already reduced over the vocab-parallel shards, negated. The full vocabulary is never gathered.
+
+``reporting`` maps each metric to ``[sum, count]``; Megatron-Bridge sums both over micro-batches,
+all-reduces them over data-parallel ranks, and logs ``sum / count``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Iterator
+
+import torch
+
+from rlpt_plugin.megatron import parallel
+from rlpt_plugin.rl.losses import LossConfig, mixed_loss
+from rlpt_plugin.rl.packing import MicroBatch
+from rlpt_plugin.rl.step import StepMicroBatch
+from rlpt_plugin.rl.weights import MixedWeights
+
+
+def causal_attention_mask(seq_length: int, device: torch.device | str) -> torch.Tensor:
+    """[1, 1, S, S] bool, True = masked (megatron's convention).
+
+    Passed explicitly because megatron's default causal mask is built on ``device="cuda"``.
+    Rows are right-padded, so a causal mask is exact for every real token.
+    """
+    return torch.triu(torch.ones(seq_length, seq_length, dtype=torch.bool, device=device), 1)[None, None]
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+class RLPTForwardStep:
+    """Forward-step functor for Megatron-Bridge's ``pretrain()`` and megatron-core schedules.
+
+    Signature ``(data_iterator, model, return_schedule_plan=False)`` is one Bridge accepts and
+    the one megatron-core's schedules call. The iterator yields :class:`StepMicroBatch`.
+    """
+
+    def __init__(self, loss_config: LossConfig, weights: MixedWeights, *, check_values: bool = True):
+        self.loss_config = loss_config
+        self.weights = weights
+        self.check_values = check_values
+        self._mask_cache: dict[tuple[int, str], torch.Tensor] = {}
+
+    def __call__(self, data_iterator: Iterator[StepMicroBatch], model: torch.nn.Module,
+                 return_schedule_plan: bool = False) -> tuple[torch.Tensor, Any]:
+        if return_schedule_plan:
+            raise ValueError("rlpt forward step does not support combined 1F1B schedule plans "
+                             "(model.overlap_moe_expert_parallel_comm must be False)")
+        item = next(data_iterator)
+        device = model_device(model)
+        mb = item.batch.to(device, non_blocking=True)
+        seq_length = mb.tokens_BS.shape[1]
+        key = (seq_length, str(device))
+        if key not in self._mask_cache:
+            self._mask_cache[key] = causal_attention_mask(seq_length, device)
+        output = model(mb.tokens_BS, mb.position_ids_BS, self._mask_cache[key], labels=mb.labels_BS)
+        return output, partial(self.loss_func, mb, item)
+
+    def loss_func(self, mb: MicroBatch, item: StepMicroBatch, output_tensor: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """output_tensor: [B, S] per-token cross-entropy from the last pipeline stage."""
+        token_logps_BS = -output_tensor.float()
+        out = mixed_loss(token_logps_BS, mb.ref_logps_BS, mb.lm_mask_BS, mb.rl_mask_BS,
+                         mb.chosen_rows_P, mb.rejected_rows_P, mb.rf_rows_R,
+                         weights=self.weights.at(item.step), denominators=item.denominators,
+                         config=self.loss_config, check_values=self.check_values)
+        scale = parallel.loss_scale_for_schedule()
+        # Per-step totals are reported as [value, 1/scale]: summed over the scale's
+        # num_microbatches * dp contributions, the count is exactly 1.
+        share = torch.tensor(1.0 / scale, dtype=torch.float64, device=token_logps_BS.device)
+        reporting = {"loss": torch.stack([out.loss.detach().to(torch.float64), share])}
+        for name, term in out.terms.items():
+            reporting[f"term_{name}"] = torch.stack([term.to(torch.float64), share])
+        for name, (total, count) in out.metrics.items():
+            reporting[name] = torch.stack([total, count])
+        for name, count in out.counts.items():
+            reporting[name] = torch.stack([torch.tensor(count, dtype=torch.float64,
+                                                        device=share.device), share])
+        num_tokens = torch.ones((), dtype=torch.int, device=token_logps_BS.device)
+        return out.loss * scale, num_tokens, reporting

@@ -1,0 +1,90 @@
+"""Builds each training step's micro-batches for this rank, outside the schedule.
+
+Per step: take this data-parallel rank's share of the step's candidate groups, select
+chosen/rejected/best, pack into ``num_microbatches`` fixed-shape micro-batches, fill reference
+log-probs (a forward-only pass over every pipeline stage), and sum the loss denominators over
+the data-parallel group. Then the forward step pops one micro-batch per call.
+
+``prepare(step)`` must run on every rank at step start (the Bridge callback does it) whenever
+reference log-probs need a model pass; without one, a step is also built lazily on first use.
+The source keeps no state beyond the next step index, which the host's iteration counter
+restores on resume: a step's content is a pure function of its index and the layout-free
+global group ids, so a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Iterator
+
+import torch
+
+from rlpt_plugin.megatron import parallel
+from rlpt_plugin.megatron.reference import ReferenceScorer
+from rlpt_plugin.rl.packing import PackSpec, pack_step
+from rlpt_plugin.rl.pool import CandidateGroup, SelectionStats, select_all
+from rlpt_plugin.rl.losses import Denominators
+from rlpt_plugin.rl.step import StepMicroBatch, local_denominators
+
+GroupFn = Callable[[int], CandidateGroup]
+
+
+class StepSource(Iterator[StepMicroBatch]):
+    """Iterator of :class:`StepMicroBatch` for this rank, one step at a time.
+
+    groups_per_step: GLOBAL number of candidate groups per optimizer step (all DP ranks).
+    """
+
+    def __init__(self, group_fn: GroupFn, *, groups_per_step: int, spec: PackSpec,
+                 rule: str = "dpo", reference: ReferenceScorer | None = None,
+                 start_step: int = 0):
+        if groups_per_step < 1:
+            raise ValueError(f"groups_per_step must be >= 1, but is {groups_per_step} instead.")
+        self.group_fn = group_fn
+        self.groups_per_step = groups_per_step
+        self.spec = spec
+        self.rule = rule
+        self.reference = reference
+        self.next_step = start_step
+        self.last_stats: SelectionStats | None = None
+        self.last_denominators: Denominators | None = None
+        self._queue: deque[StepMicroBatch] = deque()
+
+    def group_ids(self, step: int) -> range:
+        """This rank's contiguous share of the step's global group ids."""
+        lay = parallel.layout()
+        if self.groups_per_step % lay.dp_size:
+            raise ValueError(f"groups_per_step ({self.groups_per_step}) must be divisible by the "
+                             f"data-parallel size ({lay.dp_size})")
+        per_rank = self.groups_per_step // lay.dp_size
+        first = step * self.groups_per_step + lay.dp_rank * per_rank
+        return range(first, first + per_rank)
+
+    def prepare(self, step: int | None = None) -> None:
+        """Build step ``step`` (default: the next one). Collective over DP and, with a
+        reference, over the pipeline: call it on every rank."""
+        step = self.next_step if step is None else step
+        if self._queue:
+            raise RuntimeError(f"step {step} prepared while {len(self._queue)} micro-batches of "
+                               "the previous step are unconsumed")
+        groups = [self.group_fn(i) for i in self.group_ids(step)]
+        selections = select_all(groups, rule=self.rule)
+        batches = pack_step(groups, selections, self.spec)
+        if self.reference is not None:
+            self.reference.fill(batches)
+        local = local_denominators(batches)
+        summed = parallel.all_reduce_sum_over_dp(torch.tensor(
+            [local.num_lm_tokens, local.num_pairs, local.num_rf_tokens], dtype=torch.float64))
+        denominators = Denominators(*(float(v) for v in summed.tolist()))
+        self.last_stats = SelectionStats.from_selections(zip(groups, selections))
+        self.last_denominators = denominators
+        self._queue.extend(StepMicroBatch(mb, denominators, step) for mb in batches)
+        self.next_step = step + 1
+
+    def __next__(self) -> StepMicroBatch:
+        if not self._queue:
+            if self.reference is not None:
+                raise RuntimeError("StepSource.prepare() must run at step start when reference "
+                                   "log-probs need a model pass (install the rlpt callback)")
+            self.prepare()
+        return self._queue.popleft()

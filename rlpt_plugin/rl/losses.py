@@ -1,0 +1,345 @@
+"""Loss math for self-improving pretraining: token-level LM NLL + online DPO + RF-NLL.
+
+Everything here sees ONE micro-batch, while the denominators are GLOBAL over the
+whole optimizer step (all micro-batches, all data-parallel ranks). Each call
+returns this micro-batch's additive contribution, so summing the returned losses
+over micro-batches and ranks gives the step loss independently of the split.
+
+Shape legend for tensor-name suffixes:
+    B = rows (sequences) in a micro-batch
+    S = sequence positions (label positions)
+    P = DPO pairs
+    R = RF-NLL rows (the best candidate of their pool)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_REDUCTIONS = ("sum", "mean")
+
+
+class NonFiniteLogProbsError(ValueError):
+    """A log-prob tensor holds NaN/inf at a position that enters the loss."""
+
+
+def _masked(values_BS: Tensor, mask_BS: Tensor) -> Tensor:
+    # torch.where instead of multiplication: 0 * NaN would poison the sum and the
+    # gradient, and garbage at padded positions must stay harmless.
+    return torch.where(mask_BS != 0, values_BS, torch.zeros((), dtype=values_BS.dtype,
+                                                             device=values_BS.device))
+
+
+def sequence_logps(token_logps_BS: Tensor, mask_BS: Tensor, reduction: str = "sum") -> Tensor:
+    """Per-row log-prob of the masked tokens.
+
+    Args:
+        token_logps_BS: [B, S] log-probs of the label tokens.
+        mask_BS: [B, S] 0/1 mask of the tokens that belong to the sequence.
+        reduction: "sum" (the log-prob of the whole sequence) or "mean" (per token).
+
+    Returns:
+        [B] tensor. In "mean" mode a row without any mask token raises ValueError.
+    """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, but got {reduction!r}")
+    _check_same_shape(("token_logps_BS", token_logps_BS), ("mask_BS", mask_BS))
+    summed_B = _masked(token_logps_BS, mask_BS).sum(dim=-1)
+    if reduction == "sum":
+        return summed_B
+    counts_B = (mask_BS != 0).sum(dim=-1)
+    empty_B = counts_B == 0
+    if bool(empty_B.any()):
+        row = int(empty_B.nonzero()[0, 0])
+        raise ValueError(f"mask_BS must have at least one token per row for reduction='mean', "
+                         f"but row {row} is empty")
+    return summed_B / counts_B.to(summed_B.dtype)
+
+
+def token_nll_sum(token_logps_BS: Tensor, mask_BS: Tensor) -> Tensor:
+    """Sum of -logp over masked positions: [B, S], [B, S] -> [] (0-dim)."""
+    _check_same_shape(("token_logps_BS", token_logps_BS), ("mask_BS", mask_BS))
+    return -_masked(token_logps_BS, mask_BS).sum()
+
+
+class DPOPairs(NamedTuple):
+    """Per-pair DPO quantities, all [P]. Only loss_P carries gradient."""
+
+    loss_P: Tensor
+    reward_margin_P: Tensor
+    chosen_reward_P: Tensor
+    rejected_reward_P: Tensor
+
+
+def dpo_pair_losses(policy_chosen_P: Tensor, policy_rejected_P: Tensor, ref_chosen_P: Tensor,
+                    ref_rejected_P: Tensor, beta: float) -> DPOPairs:
+    """DPO loss per pair: -logsigmoid(beta * ((pc - rc) - (pr - rr))).
+
+    All inputs are [P] sequence log-probs; the reward tensors are detached
+    diagnostics (implicit rewards beta * (policy - reference)).
+    """
+    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta must be a finite number > 0, but got {beta!r}")
+    _check_same_shape(("policy_chosen_P", policy_chosen_P),
+                      ("policy_rejected_P", policy_rejected_P),
+                      ("ref_chosen_P", ref_chosen_P), ("ref_rejected_P", ref_rejected_P))
+    if policy_chosen_P.dim() != 1:
+        raise ValueError(f"policy_chosen_P must be 1-D, "
+                         f"but got shape {tuple(policy_chosen_P.shape)}")
+    chosen_reward_P = beta * (policy_chosen_P - ref_chosen_P)
+    rejected_reward_P = beta * (policy_rejected_P - ref_rejected_P)
+    logits_P = chosen_reward_P - rejected_reward_P
+    return DPOPairs(loss_P=-F.logsigmoid(logits_P), reward_margin_P=logits_P.detach(),
+                    chosen_reward_P=chosen_reward_P.detach(),
+                    rejected_reward_P=rejected_reward_P.detach())
+
+
+def _check_non_negative(owner: str, **values: float) -> None:
+    for name, value in values.items():
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"{owner}.{name} must be a finite number >= 0, but got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossWeights:
+    """Non-negative weights of the three loss terms."""
+
+    lm: float = 1.0
+    dpo: float = 1.0
+    rf_nll: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_non_negative("LossWeights", lm=self.lm, dpo=self.dpo, rf_nll=self.rf_nll)
+
+
+@dataclass(frozen=True)
+class Denominators:
+    """Counts normalising each term. GLOBAL when passed to mixed_loss, local from count_local."""
+
+    num_lm_tokens: float
+    num_pairs: float
+    num_rf_tokens: float
+
+    def __post_init__(self) -> None:
+        _check_non_negative("Denominators", num_lm_tokens=self.num_lm_tokens,
+                            num_pairs=self.num_pairs, num_rf_tokens=self.num_rf_tokens)
+
+    def __add__(self, other: Denominators) -> Denominators:
+        # Lets callers write sum(pieces, Denominators(0, 0, 0)) over micro-batches.
+        return Denominators(self.num_lm_tokens + other.num_lm_tokens,
+                            self.num_pairs + other.num_pairs,
+                            self.num_rf_tokens + other.num_rf_tokens)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossConfig:
+    """beta: DPO temperature (> 0). dpo_reduction: how a candidate's token log-probs
+    become its sequence log-prob ("sum" as in the paper, or per-token "mean")."""
+
+    beta: float = 0.1
+    dpo_reduction: str = "sum"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta > 0):
+            raise ValueError(f"LossConfig.beta must be a finite number > 0, but got {self.beta!r}")
+        if self.dpo_reduction not in _REDUCTIONS:
+            raise ValueError(f"LossConfig.dpo_reduction must be one of {_REDUCTIONS}, "
+                             f"but got {self.dpo_reduction!r}")
+
+
+@dataclass
+class LossOutput:
+    """loss: [] contribution to the step loss (carries grad).
+    metrics: name -> (local sum, local count), detached float64 0-dim tensors.
+    terms: "lm" / "dpo" / "rf_nll" -> [] detached unweighted term / global denominator.
+    counts: local num_lm_tokens / num_pairs / num_rf_tokens as python floats."""
+
+    loss: Tensor
+    metrics: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    terms: dict[str, Tensor] = field(default_factory=dict)
+    counts: dict[str, float] = field(default_factory=dict)
+
+
+def _check_same_shape(*named: tuple[str, Tensor]) -> None:
+    (first_name, first), rest = named[0], named[1:]
+    for name, tensor in rest:
+        if tensor.shape != first.shape:
+            raise ValueError(f"{first_name} and {name} must have the same shape, "
+                             f"but got {tuple(first.shape)} and {tuple(tensor.shape)}")
+
+
+def _check_rows(name: str, rows: Tensor, num_rows: int) -> None:
+    if rows.dim() != 1 or rows.dtype.is_floating_point or rows.dtype.is_complex \
+            or rows.dtype == torch.bool:
+        raise ValueError(f"{name} must be a 1-D integer tensor, but got dtype {rows.dtype} "
+                         f"and shape {tuple(rows.shape)}")
+    bad = (rows < 0) | (rows >= num_rows)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(f"{name} must hold row indices in [0, {num_rows}), "
+                         f"but {name}[{i}] is {int(rows[i])}")
+
+
+def _check_binary(name: str, mask_BS: Tensor) -> None:
+    bad_BS = (mask_BS != 0) & (mask_BS != 1)
+    if bool(bad_BS.any()):
+        row, pos = (int(v) for v in bad_BS.nonzero()[0])
+        raise ValueError(f"{name} must contain only 0 and 1, but has "
+                         f"{mask_BS[row, pos].item()} at (row {row}, position {pos})")
+
+
+def _check_finite(name: str, values_BS: Tensor, used_BS: Tensor) -> None:
+    bad_BS = used_BS & ~torch.isfinite(values_BS)
+    if bool(bad_BS.any()):
+        row, pos = (int(v) for v in bad_BS.nonzero()[0])
+        raise NonFiniteLogProbsError(f"{name} must be finite at used positions, but has "
+                                     f"{values_BS[row, pos].item()} at (row {row}, position {pos})")
+
+
+def _check_structure(lm_mask_BS: Tensor, rl_mask_BS: Tensor, chosen_rows_P: Tensor,
+                     rejected_rows_P: Tensor, rf_rows_R: Tensor) -> None:
+    _check_same_shape(("lm_mask_BS", lm_mask_BS), ("rl_mask_BS", rl_mask_BS))
+    if lm_mask_BS.dim() != 2:
+        raise ValueError(f"lm_mask_BS must be 2-D [B, S], but got shape {tuple(lm_mask_BS.shape)}")
+    if chosen_rows_P.shape != rejected_rows_P.shape:
+        raise ValueError(f"chosen_rows_P and rejected_rows_P must have the same length, but got "
+                         f"{tuple(chosen_rows_P.shape)} and {tuple(rejected_rows_P.shape)}")
+    num_rows = lm_mask_BS.shape[0]
+    for name, rows in (("chosen_rows_P", chosen_rows_P), ("rejected_rows_P", rejected_rows_P),
+                       ("rf_rows_R", rf_rows_R)):
+        _check_rows(name, rows, num_rows)
+
+
+def count_local(lm_mask_BS: Tensor, rl_mask_BS: Tensor, chosen_rows_P: Tensor,
+                rf_rows_R: Tensor) -> Denominators:
+    """Local counts of one micro-batch; sum them over micro-batches and DP ranks
+    to get the GLOBAL Denominators for mixed_loss.
+
+    Args: lm_mask_BS / rl_mask_BS [B, S] 0/1, chosen_rows_P [P], rf_rows_R [R] row indices.
+    """
+    _check_structure(lm_mask_BS, rl_mask_BS, chosen_rows_P, chosen_rows_P, rf_rows_R)
+    return Denominators(num_lm_tokens=float((lm_mask_BS != 0).sum()),
+                        num_pairs=float(chosen_rows_P.numel()),
+                        num_rf_tokens=float((rl_mask_BS[rf_rows_R] != 0).sum()))
+
+
+def mixed_loss(token_logps_BS: Tensor, ref_token_logps_BS: Tensor, lm_mask_BS: Tensor,
+               rl_mask_BS: Tensor, chosen_rows_P: Tensor, rejected_rows_P: Tensor,
+               rf_rows_R: Tensor, *, weights: LossWeights, denominators: Denominators,
+               config: LossConfig, check_values: bool = True) -> LossOutput:
+    """This micro-batch's contribution to the mixed step loss.
+
+    loss = w.lm     * NLL(token_logps_BS, lm_mask_BS)              / num_lm_tokens
+         + w.dpo    * sum_P DPO(chosen_rows_P vs rejected_rows_P)   / num_pairs
+         + w.rf_nll * NLL(token_logps_BS[rf_rows_R], rl_mask[rf_rows_R]) / num_rf_tokens
+
+    Args:
+        token_logps_BS: [B, S] policy label log-probs (requires grad).
+        ref_token_logps_BS: [B, S] reference label log-probs (zeros = reference-free);
+            detached here so the reference never receives gradient.
+        lm_mask_BS, rl_mask_BS: [B, S] 0/1 masks of LM positions and candidate-suffix positions.
+        chosen_rows_P, rejected_rows_P: [P] row indices of each DPO pair.
+        rf_rows_R: [R] row indices of the RF-NLL targets.
+        weights, denominators (GLOBAL counts), config: see the dataclasses.
+        check_values: run the value checks (0/1 masks, empty suffixes, finiteness);
+            each forces a host-device sync, so a caller that already checked may skip them.
+    """
+    _check_same_shape(("token_logps_BS", token_logps_BS),
+                      ("ref_token_logps_BS", ref_token_logps_BS),
+                      ("lm_mask_BS", lm_mask_BS), ("rl_mask_BS", rl_mask_BS))
+    _check_structure(lm_mask_BS, rl_mask_BS, chosen_rows_P, rejected_rows_P, rf_rows_R)
+    same_P = chosen_rows_P == rejected_rows_P
+    if bool(same_P.any()):
+        i = int(same_P.nonzero()[0, 0])
+        raise ValueError(f"chosen_rows_P and rejected_rows_P must differ within a pair, "
+                         f"but pair {i} uses row {int(chosen_rows_P[i])} for both")
+    ref_token_logps_BS = ref_token_logps_BS.detach()
+    lm_used_BS, rl_used_BS = lm_mask_BS != 0, rl_mask_BS != 0
+    pair_rows = torch.cat([chosen_rows_P, rejected_rows_P])
+    if check_values:
+        _check_binary("lm_mask_BS", lm_mask_BS)
+        _check_binary("rl_mask_BS", rl_mask_BS)
+        suffix_len_B = rl_used_BS.sum(dim=-1)
+        for name, rows in (("chosen_rows_P", chosen_rows_P), ("rejected_rows_P", rejected_rows_P),
+                           ("rf_rows_R", rf_rows_R)):
+            empty = suffix_len_B[rows] == 0
+            if bool(empty.any()):
+                row = int(rows[empty.nonzero()[0, 0]])
+                raise ValueError(f"rl_mask_BS must mark at least one token in every row of {name}, "
+                                 f"but found an empty suffix mask in row {row}")
+        # Row selectors: which rows enter DPO (policy and reference) and RF-NLL.
+        in_pairs_B = torch.zeros(lm_mask_BS.shape[0], dtype=torch.bool, device=lm_mask_BS.device)
+        in_rf_B = in_pairs_B.clone()
+        in_pairs_B[pair_rows] = True
+        in_rf_B[rf_rows_R] = True
+        rl_rows_used_BS = rl_used_BS & (in_pairs_B | in_rf_B)[:, None]
+        _check_finite("token_logps_BS", token_logps_BS, lm_used_BS | rl_rows_used_BS)
+        _check_finite("ref_token_logps_BS", ref_token_logps_BS, rl_used_BS & in_pairs_B[:, None])
+
+    local = count_local(lm_mask_BS, rl_mask_BS, chosen_rows_P, rf_rows_R)
+    for term, weight, count, denom in (
+            ("num_lm_tokens", weights.lm, local.num_lm_tokens, denominators.num_lm_tokens),
+            ("num_pairs", weights.dpo, local.num_pairs, denominators.num_pairs),
+            ("num_rf_tokens", weights.rf_nll, local.num_rf_tokens, denominators.num_rf_tokens)):
+        if weight != 0 and count > 0 and denom <= 0:
+            raise ValueError(f"denominators.{term} must be > 0 when its term has a non-zero weight "
+                             f"and {count:g} local items, but got {denom!r}")
+
+    grad_on = torch.is_grad_enabled()
+    # Weight-0 terms are still computed for metrics, but without building a graph.
+    with torch.set_grad_enabled(grad_on and weights.lm != 0):
+        lm_sum = token_nll_sum(token_logps_BS, lm_mask_BS)
+    with torch.set_grad_enabled(grad_on and weights.dpo != 0):
+        seq_logps = sequence_logps(token_logps_BS[pair_rows], rl_mask_BS[pair_rows],
+                                   config.dpo_reduction)
+        ref_seq_logps = sequence_logps(ref_token_logps_BS[pair_rows], rl_mask_BS[pair_rows],
+                                       config.dpo_reduction)
+        num_pairs = chosen_rows_P.numel()
+        pairs = dpo_pair_losses(seq_logps[:num_pairs], seq_logps[num_pairs:],
+                                ref_seq_logps[:num_pairs], ref_seq_logps[num_pairs:], config.beta)
+        dpo_sum = pairs.loss_P.sum()
+    with torch.set_grad_enabled(grad_on and weights.rf_nll != 0):
+        rf_sum = token_nll_sum(token_logps_BS[rf_rows_R], rl_mask_BS[rf_rows_R])
+
+    # Anchor with zero gradient everywhere: backward() works even when no term
+    # contributes (e.g. a padding-only micro-batch), and NaN garbage stays out.
+    loss = _masked(token_logps_BS, torch.zeros_like(lm_used_BS)).sum()
+    terms: dict[str, Tensor] = {}
+    for name, weight, total, denom in (("lm", weights.lm, lm_sum, denominators.num_lm_tokens),
+                                       ("dpo", weights.dpo, dpo_sum, denominators.num_pairs),
+                                       ("rf_nll", weights.rf_nll, rf_sum,
+                                        denominators.num_rf_tokens)):
+        # A zero global denominator only passes the check above when this term has
+        # nothing locally (or weight 0), so its contribution is 0.
+        term = total / denom if denom > 0 else torch.zeros_like(total)
+        terms[name] = term.detach()
+        if weight != 0:
+            loss = loss + weight * term
+
+    def metric(total: Tensor, count: float) -> tuple[Tensor, Tensor]:
+        # float64 keeps sums of counts exact across many micro-batches and ranks.
+        return (total.detach().to(torch.float64).reshape(()),
+                torch.tensor(count, dtype=torch.float64, device=total.device))
+
+    chosen_logps_P = seq_logps[:num_pairs].detach()
+    rejected_logps_P = seq_logps[num_pairs:].detach()
+    metrics = {
+        "lm_nll": metric(lm_sum, local.num_lm_tokens),
+        "dpo_loss": metric(dpo_sum, local.num_pairs),
+        "rf_nll": metric(rf_sum, local.num_rf_tokens),
+        "dpo_reward_margin": metric(pairs.reward_margin_P.sum(), local.num_pairs),
+        "dpo_accuracy": metric((pairs.reward_margin_P > 0).sum(), local.num_pairs),
+        "dpo_chosen_reward": metric(pairs.chosen_reward_P.sum(), local.num_pairs),
+        "dpo_rejected_reward": metric(pairs.rejected_reward_P.sum(), local.num_pairs),
+        "chosen_logp": metric(chosen_logps_P.sum(), local.num_pairs),
+        "rejected_logp": metric(rejected_logps_P.sum(), local.num_pairs),
+    }
+    counts = {"num_lm_tokens": local.num_lm_tokens, "num_pairs": local.num_pairs,
+              "num_rf_tokens": local.num_rf_tokens}
+    return LossOutput(loss=loss, metrics=metrics, terms=terms, counts=counts)

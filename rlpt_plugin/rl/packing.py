@@ -1,0 +1,405 @@
+"""Turn selected candidate groups into fixed-shape micro-batches.
+
+Shape legend for tensor-name suffixes:
+    B  rows per micro-batch (``PackSpec.micro_batch_size``)
+    S  positions per row (``PackSpec.seq_length``)
+    P  DPO pairs in a micro-batch (varies per micro-batch)
+    R  reward-filtered NLL rows in a micro-batch (varies per micro-batch)
+
+Row layout (Megatron GPT convention): a row holds a full sequence
+``x = prefix + candidate`` of length ``L <= S + 1``;
+``tokens_BS[b, :L-1] = x[:-1]`` and ``labels_BS[b, :L-1] = x[1:]``. Positions
+``>= L-1`` are padding: token and label ``pad_id``, every mask and ref 0.
+``rl_mask_BS`` is 1 at the last ``len(candidate)`` label positions of every
+real row (the positions whose label is a candidate token); which rows an RL
+term reads is given by ``chosen_rows_P`` / ``rejected_rows_P`` / ``rf_rows_R``.
+Real rows come first in a micro-batch, padding rows (group id -1) after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+import torch
+
+from rlpt_plugin.rl.pool import CandidateGroup, Selection
+
+ROLE_CHOSEN = "chosen"
+ROLE_REJECTED = "rejected"
+ROLE_RF = "rf"
+ROLES: frozenset[str] = frozenset({ROLE_CHOSEN, ROLE_REJECTED, ROLE_RF})
+
+
+@dataclass(frozen=True)
+class PackSpec:
+    """Static shape and loss switches of one training step on one DP rank."""
+
+    seq_length: int
+    micro_batch_size: int
+    num_microbatches: int
+    pad_id: int = 0
+    lm_on_original: bool = True
+    use_dpo: bool = True
+    use_rf_nll: bool = False
+    ref_from_rollout: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("seq_length", "micro_batch_size", "num_microbatches"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"PackSpec.{name} must be an int >= 1, got {v!r}")
+        if isinstance(self.pad_id, bool) or not isinstance(self.pad_id, int) or self.pad_id < 0:
+            raise ValueError(f"PackSpec.pad_id must be an int >= 0, got {self.pad_id!r}")
+        if not (self.lm_on_original or self.use_dpo or self.use_rf_nll):
+            raise ValueError(
+                "PackSpec: at least one of lm_on_original, use_dpo, use_rf_nll must be True, got all False"
+            )
+
+
+@dataclass(frozen=True)
+class Row:
+    """One sequence to place in a micro-batch.
+
+    Attributes:
+        group_id: id of the group the row came from (>= 0).
+        tokens: full sequence ``x = prefix + candidate`` (already truncated).
+        candidate_length: number of trailing tokens of ``x`` that are the
+            candidate; ``1 <= candidate_length < len(tokens)`` because the first
+            candidate token must be predicted from at least one context token.
+        lm: the row carries the LM loss on every real label position.
+        roles: subset of ``{"chosen", "rejected", "rf"}``.
+        pair_id: identifies the DPO pair; required iff chosen/rejected in roles.
+        ref_logps: reference log-prob per candidate token, or ``None``.
+    """
+
+    group_id: int
+    tokens: tuple[int, ...]
+    candidate_length: int
+    lm: bool = False
+    roles: frozenset[str] = frozenset()
+    pair_id: int | None = None
+    ref_logps: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tokens", tuple(self.tokens))
+        object.__setattr__(self, "roles", frozenset(self.roles))
+        if self.ref_logps is not None:
+            object.__setattr__(self, "ref_logps", tuple(float(v) for v in self.ref_logps))
+        where = f"row of group {self.group_id}"
+        if self.group_id < 0:
+            raise ValueError(f"{where}: group_id must be >= 0, got {self.group_id}")
+        if not 1 <= self.candidate_length < len(self.tokens):
+            raise ValueError(
+                f"{where}: candidate_length must be in [1, len(tokens)={len(self.tokens)}) so the "
+                f"candidate has a context token, got {self.candidate_length}"
+            )
+        bad = self.roles - ROLES
+        if bad:
+            raise ValueError(f"{where}: roles must be a subset of {sorted(ROLES)}, got {sorted(bad)}")
+        if ROLE_CHOSEN in self.roles and ROLE_REJECTED in self.roles:
+            raise ValueError(f"{where}: roles cannot hold both 'chosen' and 'rejected'")
+        in_pair = bool(self.roles & {ROLE_CHOSEN, ROLE_REJECTED})
+        if in_pair != (self.pair_id is not None):
+            raise ValueError(
+                f"{where}: pair_id must be set exactly when roles hold chosen/rejected, "
+                f"got pair_id={self.pair_id} with roles {sorted(self.roles)}"
+            )
+        if not self.lm and not self.roles:
+            raise ValueError(f"{where}: row has no loss (lm=False and no roles)")
+        if self.ref_logps is not None and len(self.ref_logps) != self.candidate_length:
+            raise ValueError(
+                f"{where}: len(ref_logps) must equal candidate_length={self.candidate_length}, "
+                f"got {len(self.ref_logps)}"
+            )
+
+
+@dataclass
+class MicroBatch:
+    """One packed micro-batch; every tensor on the same device (CPU when built).
+
+    Shapes: ``*_BS`` [B, S]; ``chosen_rows_P`` / ``rejected_rows_P`` [P] (row
+    indices, pair p = (chosen_rows_P[p], rejected_rows_P[p])); ``rf_rows_R``
+    [R]; ``group_ids_B`` [B] (-1 for padding). Rows ``>= num_real_rows`` are
+    padding.
+    """
+
+    tokens_BS: torch.Tensor
+    labels_BS: torch.Tensor
+    position_ids_BS: torch.Tensor
+    lm_mask_BS: torch.Tensor
+    rl_mask_BS: torch.Tensor
+    ref_logps_BS: torch.Tensor
+    chosen_rows_P: torch.Tensor
+    rejected_rows_P: torch.Tensor
+    rf_rows_R: torch.Tensor
+    group_ids_B: torch.Tensor
+    num_real_rows: int
+
+    _DTYPES: ClassVar[dict[str, torch.dtype]] = {
+        "tokens_BS": torch.int64, "labels_BS": torch.int64, "position_ids_BS": torch.int64,
+        "lm_mask_BS": torch.float32, "rl_mask_BS": torch.float32, "ref_logps_BS": torch.float32,
+        "chosen_rows_P": torch.int64, "rejected_rows_P": torch.int64, "rf_rows_R": torch.int64,
+        "group_ids_B": torch.int64,
+    }  # fmt: skip
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> MicroBatch:
+        """This micro-batch with every tensor on ``device`` (self when already there)."""
+        moved = {f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+                 for f in fields(self) if f.name != "num_real_rows"}
+        return MicroBatch(**moved, num_real_rows=self.num_real_rows)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` if the micro-batch breaks the packing contract."""
+        for name, dtype in self._DTYPES.items():
+            t = getattr(self, name)
+            if not isinstance(t, torch.Tensor) or t.dtype != dtype:
+                got = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(f"MicroBatch.{name} must be a {dtype} tensor, got {got}")
+        if self.tokens_BS.dim() != 2:
+            shape = tuple(self.tokens_BS.shape)
+            raise ValueError(f"MicroBatch.tokens_BS must be 2-D [B, S], got shape {shape}")
+        b, s = self.tokens_BS.shape
+        for name in ("labels_BS", "position_ids_BS", "lm_mask_BS", "rl_mask_BS", "ref_logps_BS"):
+            shape = tuple(getattr(self, name).shape)
+            if shape != (b, s):
+                raise ValueError(f"MicroBatch.{name} must have shape {(b, s)}, got {shape}")
+        for name in ("chosen_rows_P", "rejected_rows_P", "rf_rows_R", "group_ids_B"):
+            shape = tuple(getattr(self, name).shape)
+            if len(shape) != 1:
+                raise ValueError(f"MicroBatch.{name} must be 1-D, got shape {shape}")
+        if (got := self.group_ids_B.shape[0]) != b:
+            raise ValueError(f"MicroBatch.group_ids_B must have length B={b}, got {got}")
+        if self.chosen_rows_P.shape != self.rejected_rows_P.shape:
+            raise ValueError(
+                f"MicroBatch.chosen_rows_P and rejected_rows_P must have the same length, got "
+                f"{self.chosen_rows_P.shape[0]} and {self.rejected_rows_P.shape[0]}"
+            )
+        if not 0 <= self.num_real_rows <= b:
+            raise ValueError(f"MicroBatch.num_real_rows must be in [0, {b}], got {self.num_real_rows}")
+        for name in ("lm_mask_BS", "rl_mask_BS"):
+            m = getattr(self, name)
+            if not bool(((m == 0) | (m == 1)).all()):
+                raise ValueError(f"MicroBatch.{name} must hold only 0 and 1")
+        real = self.num_real_rows
+        if bool((self.group_ids_B[:real] < 0).any()) or bool((self.group_ids_B[real:] != -1).any()):
+            raise ValueError(
+                f"MicroBatch.group_ids_B must be >= 0 for the {real} real rows and -1 after, "
+                f"got {self.group_ids_B.tolist()}"
+            )
+        if bool(self.lm_mask_BS[real:].any()) or bool(self.rl_mask_BS[real:].any()):
+            raise ValueError(f"MicroBatch: padding rows (>= num_real_rows={real}) must have all-zero masks")
+        rl_rows = self.rl_mask_BS.sum(dim=1) > 0  # [B]
+        for name in ("chosen_rows_P", "rejected_rows_P", "rf_rows_R"):
+            idx = getattr(self, name)
+            if idx.numel() == 0:
+                continue
+            if bool((idx < 0).any()) or bool((idx >= b).any()):
+                raise ValueError(f"MicroBatch.{name} must index rows in [0, {b}), got {idx.tolist()}")
+            empty = idx[~rl_rows[idx]]
+            if empty.numel():
+                raise ValueError(f"MicroBatch.{name}: rows {empty.tolist()} have an empty rl_mask")
+        same = self.chosen_rows_P == self.rejected_rows_P
+        if bool(same.any()):
+            pairs = same.nonzero().flatten().tolist()
+            raise ValueError(f"MicroBatch: pairs {pairs} have chosen row == rejected row")
+
+
+def _overflow_message(needed: int, mb: int, spec: PackSpec, total: int, what: str) -> str:
+    available = spec.num_microbatches * spec.micro_batch_size
+    return (
+        f"micro-batch {mb} needs {needed} rows ({what}) but micro_batch_size is {spec.micro_batch_size}; "
+        f"the step needs {total} rows vs {spec.num_microbatches} x {spec.micro_batch_size} = {available} "
+        f"available; use a larger micro_batch_size or fewer groups per step"
+    )
+
+
+def pack_rows(rows: Sequence[Row], assignment: Sequence[int], spec: PackSpec) -> list[MicroBatch]:
+    """Place ``rows[i]`` into micro-batch ``assignment[i]``, keeping row order.
+
+    Returns exactly ``spec.num_microbatches`` micro-batches of exactly
+    ``spec.micro_batch_size`` rows. Raises ``ValueError`` on an out-of-range
+    assignment, a row longer than ``S + 1``, a micro-batch overflow, a DPO pair
+    that is incomplete or split across micro-batches, or (with
+    ``ref_from_rollout``) a pair row without ``ref_logps``.
+    """
+    if len(rows) != len(assignment):
+        raise ValueError(f"assignment must have one entry per row ({len(rows)}), got {len(assignment)}")
+    s, bsz, m_count = spec.seq_length, spec.micro_batch_size, spec.num_microbatches
+    per_mb: list[list[Row]] = [[] for _ in range(m_count)]
+    # pair_id -> {role: micro-batch index}; a pair must be one chosen + one rejected row.
+    pairs: dict[int, dict[str, int]] = {}
+    for row, mb in zip(rows, assignment):
+        if not 0 <= mb < m_count:
+            raise ValueError(
+                f"assignment of a row of group {row.group_id} must be in [0, {m_count}), got {mb}"
+            )
+        if len(row.tokens) > s + 1:
+            raise ValueError(
+                f"row of group {row.group_id}: len(tokens) must be <= seq_length + 1 = {s + 1}, "
+                f"got {len(row.tokens)}"
+            )
+        if spec.ref_from_rollout and row.pair_id is not None and row.ref_logps is None:
+            raise ValueError(
+                f"row of group {row.group_id} (pair {row.pair_id}): ref_logps must be set when "
+                f"ref_from_rollout=True, got None"
+            )
+        for role in (ROLE_CHOSEN, ROLE_REJECTED):
+            if role in row.roles:
+                slots = pairs.setdefault(row.pair_id, {})  # type: ignore[arg-type]
+                if role in slots:
+                    raise ValueError(f"pair {row.pair_id} has more than one {role} row")
+                slots[role] = mb
+        per_mb[mb].append(row)
+    for pair_id, slots in pairs.items():
+        if len(slots) != 2:
+            raise ValueError(f"pair {pair_id} must have one chosen and one rejected row, got {sorted(slots)}")
+        if slots[ROLE_CHOSEN] != slots[ROLE_REJECTED]:
+            a, b = sorted((slots[ROLE_CHOSEN], slots[ROLE_REJECTED]))
+            raise ValueError(f"pair {pair_id} is split across micro-batches {a} and {b}")
+    for mb, mb_rows in enumerate(per_mb):
+        if len(mb_rows) > bsz:
+            raise ValueError(_overflow_message(len(mb_rows), mb, spec, len(rows), "explicit assignment"))
+    return [_build(mb_rows, spec) for mb_rows in per_mb]
+
+
+def _build(rows: Sequence[Row], spec: PackSpec) -> MicroBatch:
+    s, bsz = spec.seq_length, spec.micro_batch_size
+    tokens_BS = torch.full((bsz, s), spec.pad_id, dtype=torch.int64)
+    labels_BS = torch.full((bsz, s), spec.pad_id, dtype=torch.int64)
+    lm_mask_BS = torch.zeros((bsz, s), dtype=torch.float32)
+    rl_mask_BS = torch.zeros((bsz, s), dtype=torch.float32)
+    ref_logps_BS = torch.zeros((bsz, s), dtype=torch.float32)
+    group_ids_B = torch.full((bsz,), -1, dtype=torch.int64)
+    chosen_by_pair: dict[int, int] = {}
+    rejected_by_pair: dict[int, int] = {}
+    rf_rows: list[int] = []
+    for b, row in enumerate(rows):
+        x = torch.tensor(row.tokens, dtype=torch.int64)
+        n_lab = x.numel() - 1  # label positions of this row
+        c_start = n_lab - row.candidate_length  # first label position that is a candidate token
+        tokens_BS[b, :n_lab] = x[:-1]
+        labels_BS[b, :n_lab] = x[1:]
+        rl_mask_BS[b, c_start:n_lab] = 1.0
+        if row.lm:
+            lm_mask_BS[b, :n_lab] = 1.0
+        if spec.ref_from_rollout and row.ref_logps is not None:
+            ref_logps_BS[b, c_start:n_lab] = torch.tensor(row.ref_logps, dtype=torch.float32)
+        group_ids_B[b] = row.group_id
+        if ROLE_CHOSEN in row.roles:
+            chosen_by_pair[row.pair_id] = b  # type: ignore[index]
+        if ROLE_REJECTED in row.roles:
+            rejected_by_pair[row.pair_id] = b  # type: ignore[index]
+        if ROLE_RF in row.roles:
+            rf_rows.append(b)
+    # Pairs in order of their chosen row so the P order follows the row order.
+    pair_ids = sorted(chosen_by_pair, key=chosen_by_pair.__getitem__)
+    return MicroBatch(
+        tokens_BS=tokens_BS,
+        labels_BS=labels_BS,
+        position_ids_BS=torch.arange(s, dtype=torch.int64).repeat(bsz, 1),
+        lm_mask_BS=lm_mask_BS,
+        rl_mask_BS=rl_mask_BS,
+        ref_logps_BS=ref_logps_BS,
+        chosen_rows_P=torch.tensor([chosen_by_pair[p] for p in pair_ids], dtype=torch.int64),
+        rejected_rows_P=torch.tensor([rejected_by_pair[p] for p in pair_ids], dtype=torch.int64),
+        rf_rows_R=torch.tensor(rf_rows, dtype=torch.int64),
+        group_ids_B=group_ids_B,
+        num_real_rows=len(rows),
+    )
+
+
+def group_rows(group: CandidateGroup, selection: Selection, spec: PackSpec) -> list[Row]:
+    """Rows of one group, one per distinct candidate index, in candidate order.
+
+    A candidate that plays several roles (e.g. the original is also the chosen
+    one) becomes ONE row with the roles merged, so it is neither trained twice
+    by the LM term nor duplicated in the forward pass. The pair id is the
+    group id. The prefix is truncated from the left to fit ``S + 1`` tokens.
+    """
+    selection.validate_for(group)
+    gid = group.group_id
+    if spec.use_dpo and selection.skip_reason is None and selection.chosen is None:
+        raise ValueError(
+            f"group {gid}: use_dpo=True needs selections made with rule='dpo', got one with best only"
+        )
+    lm: set[int] = set()
+    roles: dict[int, set[str]] = {}
+    orig = group.original_index
+    if spec.lm_on_original and orig is not None:
+        lm.add(orig)
+    if spec.use_dpo and selection.chosen is not None:
+        roles.setdefault(selection.chosen, set()).add(ROLE_CHOSEN)
+        roles.setdefault(selection.rejected, set()).add(ROLE_REJECTED)  # type: ignore[arg-type]
+    if spec.use_rf_nll and selection.best is not None:
+        roles.setdefault(selection.best, set()).add(ROLE_RF)
+    in_pair = spec.use_dpo and selection.chosen is not None
+    if spec.ref_from_rollout and in_pair and group.ref_logps is None:
+        raise ValueError(f"group {gid}: ref_logps must be set when ref_from_rollout=True, got None")
+
+    rows: list[Row] = []
+    for idx in sorted(lm | set(roles)):
+        cand = group.candidates[idx]
+        if len(cand) > spec.seq_length:
+            raise ValueError(
+                f"group {gid}: candidates[{idx}] has {len(cand)} tokens, "
+                f"must be <= seq_length={spec.seq_length}"
+            )
+        keep = min(len(group.prefix), spec.seq_length + 1 - len(cand))
+        if keep == 0:
+            raise ValueError(
+                f"group {gid}: prefix must keep >= 1 token before candidates[{idx}], got an empty prefix"
+            )
+        r = roles.get(idx, set())
+        rows.append(
+            Row(
+                group_id=gid,
+                tokens=group.prefix[len(group.prefix) - keep :] + cand,
+                candidate_length=len(cand),
+                lm=idx in lm,
+                roles=frozenset(r),
+                pair_id=gid if r & {ROLE_CHOSEN, ROLE_REJECTED} else None,
+                ref_logps=group.ref_logps[idx] if group.ref_logps is not None else None,
+            )
+        )
+    return rows
+
+
+def block_bounds(num_groups: int, num_microbatches: int) -> list[tuple[int, int]]:
+    """``[start, end)`` group ranges: micro-batch m gets ``[m*G//M, (m+1)*G//M)``."""
+    g, m = num_groups, num_microbatches
+    return [(i * g // m, (i + 1) * g // m) for i in range(m)]
+
+
+def pack_step(
+    groups: Sequence[CandidateGroup], selections: Sequence[Selection], spec: PackSpec
+) -> list[MicroBatch]:
+    """Pack one step of one data-parallel rank into fixed-shape micro-batches.
+
+    Groups go to micro-batches in contiguous, near-equal blocks (see
+    :func:`block_bounds`), so the split depends only on ``len(groups)`` and
+    ``num_microbatches``; a group's rows are never split, hence a DPO pair
+    always sits in one micro-batch. Returns ``spec.num_microbatches``
+    micro-batches of ``spec.micro_batch_size`` rows each (tails are padding).
+    """
+    if len(groups) != len(selections):
+        raise ValueError(f"selections must have one entry per group ({len(groups)}), got {len(selections)}")
+    seen: set[int] = set()
+    for g in groups:
+        if g.group_id in seen:
+            raise ValueError(f"group_id must be unique within a step, got {g.group_id} twice")
+        seen.add(g.group_id)
+    per_group = [group_rows(g, sel, spec) for g, sel in zip(groups, selections)]
+    total = sum(len(r) for r in per_group)
+    rows: list[Row] = []
+    assignment: list[int] = []
+    for mb, (start, end) in enumerate(block_bounds(len(groups), spec.num_microbatches)):
+        block = [row for rs in per_group[start:end] for row in rs]
+        if len(block) > spec.micro_batch_size:
+            what = f"groups {start}..{end - 1}"
+            raise ValueError(_overflow_message(len(block), mb, spec, total, what))
+        rows.extend(block)
+        assignment.extend([mb] * len(block))
+    return pack_rows(rows, assignment, spec)
+

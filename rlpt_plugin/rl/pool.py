@@ -1,0 +1,305 @@
+"""Candidate pools for one document prefix and the judge-driven selection.
+
+A *group* is one document prefix together with its pool of candidate
+continuations (the original suffix, a teacher rewrite, K policy rollouts).
+The judge gives each candidate a scalar reward; :func:`select` turns those
+rewards into the rows the trainer uses (a DPO pair and/or the best candidate
+for reward-filtered NLL). Everything here is plain Python: no tensors, so the
+selection can be computed and logged on any rank before packing.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import operator
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class CandidateKind(enum.StrEnum):
+    """Where a candidate continuation came from."""
+
+    ORIGINAL = "original"
+    REWRITE = "rewrite"
+    ROLLOUT = "rollout"
+
+
+SKIP_UNJUDGED = "unjudged"
+SKIP_ALL_TIED = "all_tied"
+SKIP_SINGLE_CANDIDATE = "single_candidate"
+SKIP_REASONS: tuple[str, ...] = (SKIP_UNJUDGED, SKIP_ALL_TIED, SKIP_SINGLE_CANDIDATE)
+
+RULE_DPO = "dpo"
+RULE_RF_NLL = "rf_nll"
+RULES: tuple[str, ...] = (RULE_DPO, RULE_RF_NLL)
+
+
+def _token_ids(name: str, ids: Iterable[Any]) -> tuple[int, ...]:
+    """Normalise ``ids`` to a tuple of non-negative Python ints.
+
+    ``operator.index`` accepts numpy / torch integer scalars as well, while
+    rejecting floats that would silently truncate.
+    """
+    out: list[int] = []
+    for pos, tok in enumerate(ids):
+        if isinstance(tok, bool):
+            raise ValueError(f"{name}[{pos}] must be an int token id, got bool {tok!r}")
+        try:
+            value = operator.index(tok)
+        except TypeError:
+            raise ValueError(f"{name}[{pos}] must be an int token id, got {tok!r}") from None
+        if value < 0:
+            raise ValueError(f"{name}[{pos}] must be a token id >= 0, got {value}")
+        out.append(value)
+    return tuple(out)
+
+
+def _finite_floats(name: str, values: Iterable[Any]) -> tuple[float, ...]:
+    out: list[float] = []
+    for pos, v in enumerate(values):
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}[{pos}] must be a float, got {v!r}") from None
+        if not math.isfinite(f):
+            raise ValueError(f"{name}[{pos}] must be finite, got {f}")
+        out.append(f)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class CandidateGroup:
+    """One prefix and its judged (or not yet judged) candidate pool.
+
+    Attributes:
+        prefix: token ids of the document prefix (the shared context).
+        candidates: suffix token ids per candidate; each non-empty.
+        kinds: provenance of each candidate, ``len(kinds) == len(candidates)``;
+            at most one ``"original"``.
+        scores: judge reward per candidate, or ``None`` when not judged (the
+            group then only feeds the LM term).
+        ref_logps: per-token reference log-probs per candidate, recorded when
+            the rollout was generated; ``len(ref_logps[i]) == len(candidates[i])``.
+        group_id: stable non-negative id (e.g. the global sample index);
+            ``-1`` is reserved for padding rows downstream.
+
+    Sequences are normalised to tuples (and kinds to :class:`CandidateKind`) so
+    the group stays hashable and immutable whatever the caller passed in.
+    """
+
+    prefix: tuple[int, ...]
+    candidates: tuple[tuple[int, ...], ...]
+    kinds: tuple[CandidateKind, ...]
+    scores: tuple[float, ...] | None
+    ref_logps: tuple[tuple[float, ...], ...] | None
+    group_id: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.group_id, bool) or not isinstance(self.group_id, int) or self.group_id < 0:
+            raise ValueError(f"group_id must be an int >= 0, got {self.group_id!r}")
+        gid = self.group_id
+        object.__setattr__(self, "prefix", _token_ids(f"group {gid}: prefix", self.prefix))
+
+        cands = tuple(
+            _token_ids(f"group {gid}: candidates[{i}]", c) for i, c in enumerate(self.candidates)
+        )
+        if not cands:
+            raise ValueError(f"group {gid}: candidates must be non-empty, got 0 candidates")
+        for i, c in enumerate(cands):
+            if not c:
+                raise ValueError(f"group {gid}: candidates[{i}] must be non-empty, got 0 tokens")
+        object.__setattr__(self, "candidates", cands)
+
+        kinds: list[CandidateKind] = []
+        for i, k in enumerate(self.kinds):
+            try:
+                kinds.append(CandidateKind(k))
+            except ValueError:
+                allowed = [m.value for m in CandidateKind]
+                raise ValueError(f"group {gid}: kinds[{i}] must be one of {allowed}, got {k!r}") from None
+        if len(kinds) != len(cands):
+            raise ValueError(
+                f"group {gid}: len(kinds) must equal len(candidates)={len(cands)}, got {len(kinds)}"
+            )
+        n_orig = kinds.count(CandidateKind.ORIGINAL)
+        if n_orig > 1:
+            raise ValueError(f"group {gid}: kinds may hold at most one 'original', got {n_orig}")
+        object.__setattr__(self, "kinds", tuple(kinds))
+
+        if self.scores is not None:
+            scores = _finite_floats(f"group {gid}: scores", self.scores)
+            if len(scores) != len(cands):
+                raise ValueError(
+                    f"group {gid}: len(scores) must equal len(candidates)={len(cands)}, got {len(scores)}"
+                )
+            object.__setattr__(self, "scores", scores)
+
+        if self.ref_logps is not None:
+            refs = tuple(
+                _finite_floats(f"group {gid}: ref_logps[{i}]", r) for i, r in enumerate(self.ref_logps)
+            )
+            if len(refs) != len(cands):
+                raise ValueError(
+                    f"group {gid}: len(ref_logps) must equal len(candidates)={len(cands)}, got {len(refs)}"
+                )
+            for i, (r, c) in enumerate(zip(refs, cands)):
+                if len(r) != len(c):
+                    raise ValueError(
+                        f"group {gid}: len(ref_logps[{i}]) must equal len(candidates[{i}])={len(c)}, "
+                        f"got {len(r)}"
+                    )
+            object.__setattr__(self, "ref_logps", refs)
+
+    @property
+    def num_candidates(self) -> int:
+        return len(self.candidates)
+
+    @property
+    def original_index(self) -> int | None:
+        """Index of the ``"original"`` candidate, or ``None`` if the pool has none."""
+        try:
+            return self.kinds.index(CandidateKind.ORIGINAL)
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which candidates of one group the RL terms train on.
+
+    ``chosen``/``rejected`` form the DPO pair (both set or both ``None``);
+    ``best`` is the reward-filtered NLL target. ``skip_reason`` is set exactly
+    when nothing was selected: one of :data:`SKIP_REASONS`.
+    """
+
+    chosen: int | None
+    rejected: int | None
+    best: int | None
+    skip_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.chosen is None) != (self.rejected is None):
+            raise ValueError(
+                f"chosen and rejected must both be set or both be None, got chosen={self.chosen}, "
+                f"rejected={self.rejected}"
+            )
+        if self.chosen is not None and self.chosen == self.rejected:
+            raise ValueError(f"chosen must differ from rejected, got both = {self.chosen}")
+        if self.skip_reason is not None and self.skip_reason not in SKIP_REASONS:
+            raise ValueError(f"skip_reason must be None or one of {SKIP_REASONS}, got {self.skip_reason!r}")
+        selected = self.chosen is not None or self.best is not None
+        if selected and self.skip_reason is not None:
+            raise ValueError(
+                f"skip_reason must be None when a candidate is selected, got {self.skip_reason!r}"
+            )
+
+    def validate_for(self, group: CandidateGroup) -> None:
+        """Raise ``ValueError`` if an index does not exist in ``group``."""
+        n = group.num_candidates
+        for name in ("chosen", "rejected", "best"):
+            idx = getattr(self, name)
+            if idx is not None and not 0 <= idx < n:
+                raise ValueError(
+                    f"group {group.group_id}: selection.{name} must be in [0, {n}), got {idx}"
+                )
+
+
+def select(group: CandidateGroup, *, rule: str = RULE_DPO) -> Selection:
+    """Pick the training candidates of ``group`` from its judge scores.
+
+    Tie rule (deterministic, so every rank and every re-run agree):
+
+    * ``best`` / ``chosen`` = the highest score; among equal maxima the
+      LOWEST candidate index wins (pool order is the caller's priority order,
+      e.g. original before rewrite before rollouts).
+    * ``rejected`` = the lowest score; among equal minima the HIGHEST index.
+    * If every score is equal (``max == min``) nothing was preferred: no pair
+      AND no ``best`` (reward-filtered NLL on an arbitrary candidate would
+      just be noise), ``skip_reason = "all_tied"``.
+    * A single-candidate pool has nothing to compare against:
+      all ``None``, ``skip_reason = "single_candidate"``.
+    * ``scores is None``: all ``None``, ``skip_reason = "unjudged"``.
+
+    ``rule="dpo"`` fills ``chosen``, ``rejected`` and ``best`` (``best ==
+    chosen``); ``rule="rf_nll"`` fills only ``best``.
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    if group.scores is None:
+        return Selection(None, None, None, SKIP_UNJUDGED)
+    if group.num_candidates == 1:
+        return Selection(None, None, None, SKIP_SINGLE_CANDIDATE)
+    scores = group.scores
+    hi, lo = max(scores), min(scores)
+    if hi == lo:
+        return Selection(None, None, None, SKIP_ALL_TIED)
+    best = scores.index(hi)  # index() returns the first, i.e. lowest, maximum
+    if rule == RULE_RF_NLL:
+        return Selection(None, None, best)
+    worst = len(scores) - 1 - scores[::-1].index(lo)  # last (highest-index) minimum
+    return Selection(best, worst, best)
+
+
+@dataclass(frozen=True)
+class SelectionStats:
+    """Counters over one step's selections, for logging.
+
+    Attributes:
+        num_groups: groups seen.
+        num_pairs: selections with a DPO pair.
+        num_best: selections with an rf-NLL target.
+        skipped: count per skip reason (only reasons that occurred).
+        chosen_kinds / best_kinds: count per candidate kind of the chosen /
+            best candidate.
+        rollout_chosen_rate: fraction of selections with a ``chosen`` whose
+            chosen candidate is a ``"rollout"``; ``None`` if none had one
+            (e.g. all rf_nll or all skipped) -- 0.0 would read as a signal.
+        rollout_best_rate: the same over ``best``.
+    """
+
+    num_groups: int
+    num_pairs: int
+    num_best: int
+    skipped: dict[str, int] = field(default_factory=dict)
+    chosen_kinds: dict[str, int] = field(default_factory=dict)
+    best_kinds: dict[str, int] = field(default_factory=dict)
+    rollout_chosen_rate: float | None = None
+    rollout_best_rate: float | None = None
+
+    @classmethod
+    def from_selections(cls, items: Iterable[tuple[CandidateGroup, Selection]]) -> SelectionStats:
+        """Aggregate ``(group, selection)`` pairs; validates each selection's indices."""
+        n = 0
+        skipped: Counter[str] = Counter()
+        chosen_kinds: Counter[str] = Counter()
+        best_kinds: Counter[str] = Counter()
+        for group, sel in items:
+            sel.validate_for(group)
+            n += 1
+            if sel.skip_reason is not None:
+                skipped[sel.skip_reason] += 1
+            if sel.chosen is not None:
+                chosen_kinds[group.kinds[sel.chosen].value] += 1
+            if sel.best is not None:
+                best_kinds[group.kinds[sel.best].value] += 1
+        num_pairs = sum(chosen_kinds.values())
+        num_best = sum(best_kinds.values())
+        rollout = CandidateKind.ROLLOUT.value
+        return cls(
+            num_groups=n,
+            num_pairs=num_pairs,
+            num_best=num_best,
+            skipped=dict(skipped),
+            chosen_kinds=dict(chosen_kinds),
+            best_kinds=dict(best_kinds),
+            rollout_chosen_rate=chosen_kinds[rollout] / num_pairs if num_pairs else None,
+            rollout_best_rate=best_kinds[rollout] / num_best if num_best else None,
+        )
+
+
+def select_all(groups: Sequence[CandidateGroup], *, rule: str = RULE_DPO) -> list[Selection]:
+    """:func:`select` applied to every group, in order."""
+    return [select(g, rule=rule) for g in groups]

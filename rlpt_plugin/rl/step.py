@@ -1,0 +1,32 @@
+"""What the trainer consumes per micro-batch: a packed batch plus its step's global counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from rlpt_plugin.rl.losses import Denominators, count_local
+from rlpt_plugin.rl.packing import MicroBatch
+
+
+@dataclass(frozen=True)
+class StepMicroBatch:
+    """One micro-batch of a training step.
+
+    ``denominators`` are the GLOBAL counts of the whole step (every micro-batch on every
+    data-parallel rank): each loss term is divided by its own count, so the step's loss and
+    gradients do not depend on how the step is split over micro-batches or ranks.
+    ``step`` is the optimizer step this batch belongs to (loss-weight schedules read it).
+    """
+
+    batch: MicroBatch
+    denominators: Denominators
+    step: int
+
+
+def local_denominators(batches: Sequence[MicroBatch]) -> Denominators:
+    """Sum of the per-micro-batch counts of one rank's share of a step."""
+    total = Denominators(0.0, 0.0, 0.0)
+    for mb in batches:
+        total = total + count_local(mb.lm_mask_BS, mb.rl_mask_BS, mb.chosen_rows_P, mb.rf_rows_R)
+    return total
