@@ -1,0 +1,172 @@
+"""Megatron-Bridge as the host: the plugin enters through Bridge's public extension points.
+
+- :class:`RLPTConfigContainer`: Bridge's ``ConfigContainer`` plus an ``rlpt`` section, so
+  ``rlpt.*`` and Bridge's own fields take the same Hydra-syntax overrides and both land in the
+  checkpoint's ``run_config.yaml``.
+- :class:`RLPTDataProvider`: a Bridge ``DatasetProvider`` (``dataloader_type="external"``)
+  whose training "dataset" is a feed of packed micro-batches.
+- :class:`RLPTCallback`: builds the step source at train start and each step's micro-batches at
+  step start, outside the schedule (reference log-probs need a pass through every stage).
+- :func:`rlpt_pretrain`: validates everything up front, then calls Bridge's real ``pretrain()``
+  with the plugin's forward step.
+
+Resume: the step source is a pure function of the step index, which Bridge's checkpoint
+restores, so a resumed run sees exactly the batches an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+
+from rlpt_plugin.megatron.bridge_cpu import install_import_guard
+
+install_import_guard()  # before the first Bridge import (CPU only)
+
+from megatron.bridge.training.callbacks import Callback, CallbackContext
+from megatron.bridge.training.config import ConfigContainer, DatasetBuildContext, DatasetProvider
+
+from rlpt_plugin.config import ConfigError, RLPTConfig
+from rlpt_plugin.megatron import parallel
+from rlpt_plugin.megatron.forward_step import RLPTForwardStep
+from rlpt_plugin.megatron.reference import ReferenceScorer
+from rlpt_plugin.megatron.step_source import StepSource
+from rlpt_plugin.megatron.validation import host_errors
+from rlpt_plugin.rl.packing import PackSpec
+from rlpt_plugin.rl.step import StepMicroBatch
+from rlpt_plugin.rl.synthetic import SyntheticGroups
+
+
+@dataclass(kw_only=True)
+class RLPTConfigContainer(ConfigContainer):
+    """A Bridge job config with the self-improving-pretraining section."""
+
+    rlpt: RLPTConfig = field(default_factory=RLPTConfig)
+
+    def validate(self) -> None:
+        errors = self.rlpt.errors() + host_errors(self)
+        if errors:
+            raise ConfigError(errors)
+        super().validate()
+
+
+class StepFeed(Iterator[StepMicroBatch]):
+    """What Bridge iterates: forwards to the step source the callback attaches at train start."""
+
+    def __init__(self) -> None:
+        self.source: StepSource | None = None
+
+    def __next__(self) -> StepMicroBatch:
+        if self.source is None:
+            raise RuntimeError("the rlpt step source is not attached: pass the callbacks from "
+                               "rlpt_plugin.megatron.bridge_host.rlpt_pretrain to pretrain()")
+        return next(self.source)
+
+
+@dataclass(kw_only=True)
+class RLPTDataProvider(DatasetProvider):
+    """Training data for the rlpt loss; the groups themselves are described by ``rlpt.data``."""
+
+    dataloader_type: str | None = "external"
+    num_workers: int = 0
+    pin_memory: bool = False
+
+    def build_datasets(self, context: DatasetBuildContext) -> tuple[Any, Any, Any]:
+        feed = StepFeed()
+        object.__setattr__(self, "_train_feed", feed)  # runtime object: not a config field
+        return feed, None, None
+
+    @property
+    def train_feed(self) -> StepFeed:
+        feed = getattr(self, "_train_feed", None)
+        if feed is None:
+            raise RuntimeError("RLPTDataProvider.build_datasets() has not run yet")
+        return feed
+
+
+def pack_spec(cfg: RLPTConfigContainer) -> PackSpec:
+    lay = parallel.layout()
+    loss = cfg.rlpt.loss
+    return PackSpec(
+        seq_length=cfg.model.seq_length, micro_batch_size=cfg.train.micro_batch_size,
+        num_microbatches=cfg.train.global_batch_size // (cfg.train.micro_batch_size * lay.dp_size),
+        lm_on_original=cfg.rlpt.data.lm_on_original, use_dpo=loss.selection == "dpo",
+        use_rf_nll=bool(loss.rf_nll.start or loss.rf_nll.end), ref_from_rollout=False)
+
+
+def group_source(cfg: RLPTConfigContainer) -> SyntheticGroups:
+    data = cfg.rlpt.data
+    s = data.synthetic
+    return SyntheticGroups(vocab_size=cfg.tokenizer.vocab_size or cfg.model.vocab_size, seed=data.seed,
+                           min_prefix=s.min_prefix, max_prefix=s.max_prefix,
+                           suffix_length=s.suffix_length, num_rollouts=s.num_rollouts,
+                           include_original=s.include_original)
+
+
+def frozen_copy(model: list[torch.nn.Module]) -> list[torch.nn.Module]:
+    """Detached copies of the (unwrapped) policy chunks: the frozen start weights."""
+    chunks = []
+    for chunk in model:
+        inner = getattr(chunk, "module", chunk)  # strip DDP; Float16Module stays (same dtype)
+        ref = copy.deepcopy(inner)
+        for p in ref.parameters():
+            p.requires_grad_(False)
+        chunks.append(ref)
+    return chunks
+
+
+class RLPTCallback(Callback):
+    """Attaches the step source at train start and prepares each step before it runs."""
+
+    def __init__(self) -> None:
+        self.source: StepSource | None = None
+
+    def on_train_start(self, context: CallbackContext) -> None:
+        cfg: RLPTConfigContainer = context.state.cfg
+        step = context.state.train_state.step
+        mode = cfg.rlpt.loss.reference
+        reference = None
+        if mode == "rollout":
+            reference = ReferenceScorer(context.model)
+        elif mode == "frozen":
+            if step > 0:
+                raise ConfigError([
+                    "`rlpt.loss.reference` is 'frozen', but this run resumes at step "
+                    f"{step}: the frozen start weights are not in the checkpoint yet. Resume "
+                    "with reference=rollout or none, or restart from the start checkpoint."])
+            reference = ReferenceScorer(frozen_copy(context.model))
+        self.source = StepSource(group_source(cfg).group, groups_per_step=cfg.rlpt.data.groups_per_step,
+                                 spec=pack_spec(cfg), rule=cfg.rlpt.loss.selection,
+                                 reference=reference, start_step=step)
+        cfg.dataset.train_feed.source = self.source
+
+    def on_train_step_start(self, context: CallbackContext) -> None:
+        assert self.source is not None
+        self.source.prepare(context.state.train_state.step)
+
+    def on_train_step_end(self, context: CallbackContext) -> None:
+        stats = self.source.last_stats if self.source is not None else None
+        if stats is not None and context.loss_dict is not None and stats.rollout_chosen_rate is not None:
+            # Local to this DP rank's groups; the summed, global view is in the loss dict.
+            context.user_state.setdefault("rollout_chosen_rate", []).append(stats.rollout_chosen_rate)
+
+
+def forward_step(cfg: RLPTConfigContainer) -> RLPTForwardStep:
+    loss = cfg.rlpt.loss
+    return RLPTForwardStep(loss.loss_config(), loss.weights(), check_values=loss.check_values)
+
+
+def rlpt_pretrain(cfg: RLPTConfigContainer, extra_callbacks: list[Callback] | None = None) -> None:
+    """Run Bridge's ``pretrain()`` with the plugin's forward step, data and callbacks."""
+    from rlpt_plugin.megatron.bridge_cpu import enable_bridge_cpu
+
+    enable_bridge_cpu()  # no-op with CUDA present (then only rlpt_plugin.patches apply)
+    from megatron.bridge.training.pretrain import pretrain
+
+    errors = cfg.rlpt.errors() + host_errors(cfg)
+    if errors:
+        raise ConfigError(errors)
+    pretrain(cfg, forward_step(cfg), callbacks=[RLPTCallback(), *(extra_callbacks or [])])

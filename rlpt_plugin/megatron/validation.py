@@ -1,0 +1,52 @@
+"""Cross-checks between the ``rlpt`` section and the host (Bridge/megatron) config.
+
+Everything that would otherwise fail deep in the loop, or silently do nothing, is reported at
+setup, all at once, each naming the field, the constraint and the bad value.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+FP8_FIELDS = ("fp8", "fp8_recipe", "fp8_param")
+
+
+def transformer_engine_available() -> bool:
+    return importlib.util.find_spec("transformer_engine") is not None
+
+
+def fp8_errors(model: Any, path: str = "model") -> list[str]:
+    """FP8 requested without Transformer Engine: megatron-core would silently train without it."""
+    if getattr(model, "fp8", None) in (None, False, "") or transformer_engine_available():
+        return []
+    return [f"`{path}.fp8` is {model.fp8!r}, but Transformer Engine is not installed: FP8 needs "
+            "it (megatron-core would silently train in higher precision). Install "
+            "transformer-engine[pytorch] on a CUDA machine or set model.fp8=null."]
+
+
+def host_errors(cfg: Any) -> list[str]:
+    """Checks that need both the rlpt section and the Bridge ConfigContainer."""
+    errors = fp8_errors(cfg.model)
+    model, train = cfg.model, cfg.train
+    if getattr(model, "calculate_per_token_loss", False):
+        errors.append("`model.calculate_per_token_loss` must be False: the rlpt loss normalises "
+                      "each term by its own global count and undoes the schedule's averaging "
+                      "(rlpt_plugin/megatron/forward_step.py), but it is True.")
+    if getattr(model, "context_parallel_size", 1) != 1:
+        errors.append("`model.context_parallel_size` must be 1 (context parallelism is not "
+                      f"supported by the rlpt loss yet), but is {model.context_parallel_size}.")
+    dataset = getattr(cfg, "dataset", None)
+    if type(dataset).__name__ != "RLPTDataProvider":
+        errors.append("`dataset` must be an RLPTDataProvider (rlpt_plugin.megatron.bridge_host), "
+                      f"but is {type(dataset).__name__}.")
+    vocab = getattr(cfg.tokenizer, "vocab_size", None)
+    model_vocab = getattr(model, "vocab_size", None)
+    if vocab is not None and model_vocab is not None and vocab > model_vocab:
+        errors.append(f"`tokenizer.vocab_size` ({vocab}) must be <= `model.vocab_size` "
+                      f"({model_vocab}): token ids past the embedding would index out of range.")
+    mbs, gbs = train.micro_batch_size, train.global_batch_size
+    if mbs and gbs and gbs % mbs:
+        errors.append(f"`train.global_batch_size` ({gbs}) must be a multiple of "
+                      f"`train.micro_batch_size` ({mbs}).")
+    return errors

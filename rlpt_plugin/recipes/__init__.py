@@ -1,0 +1,1 @@
+"""Recipes: functions returning a Megatron-Bridge ConfigContainer with the ``rlpt`` section."""
