@@ -16,15 +16,10 @@ restores, so a resumed run sees exactly the batches an uninterrupted run would h
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import torch
-
-from rlpt_plugin.megatron.bridge_cpu import install_import_guard
-
-install_import_guard()  # before the first Bridge import (CPU only)
 
 from megatron.bridge.training.callbacks import Callback, CallbackContext
 from megatron.bridge.training.config import ConfigContainer, DatasetBuildContext, DatasetProvider
@@ -32,6 +27,7 @@ from megatron.bridge.training.config import ConfigContainer, DatasetBuildContext
 from rlpt_plugin.config import ConfigError, RLPTConfig
 from rlpt_plugin.megatron import parallel
 from rlpt_plugin.megatron.forward_step import RLPTForwardStep
+from rlpt_plugin.megatron.frozen_reference import frozen_reference
 from rlpt_plugin.megatron.reference import ReferenceScorer
 from rlpt_plugin.megatron.step_source import StepSource
 from rlpt_plugin.megatron.validation import host_errors
@@ -87,14 +83,19 @@ class RLPTDataProvider(DatasetProvider):
         return feed
 
 
+def pack_spec_flags(cfg: RLPTConfigContainer) -> dict[str, bool]:
+    """Which rows the data carries: a term whose weight is zero for the whole run gets none."""
+    loss = cfg.rlpt.loss
+    return dict(lm_on_original=cfg.rlpt.data.lm_on_original, use_dpo=loss.selection == "dpo",
+                use_rf_nll=bool(loss.rf_nll.start or loss.rf_nll.end))
+
+
 def pack_spec(cfg: RLPTConfigContainer) -> PackSpec:
     lay = parallel.layout()
-    loss = cfg.rlpt.loss
     return PackSpec(
         seq_length=cfg.model.seq_length, micro_batch_size=cfg.train.micro_batch_size,
         num_microbatches=cfg.train.global_batch_size // (cfg.train.micro_batch_size * lay.dp_size),
-        lm_on_original=cfg.rlpt.data.lm_on_original, use_dpo=loss.selection == "dpo",
-        use_rf_nll=bool(loss.rf_nll.start or loss.rf_nll.end), ref_from_rollout=False)
+        ref_from_rollout=False, **pack_spec_flags(cfg))
 
 
 def group_source(cfg: RLPTConfigContainer) -> SyntheticGroups:
@@ -104,18 +105,6 @@ def group_source(cfg: RLPTConfigContainer) -> SyntheticGroups:
                            min_prefix=s.min_prefix, max_prefix=s.max_prefix,
                            suffix_length=s.suffix_length, num_rollouts=s.num_rollouts,
                            include_original=s.include_original)
-
-
-def frozen_copy(model: list[torch.nn.Module]) -> list[torch.nn.Module]:
-    """Detached copies of the (unwrapped) policy chunks: the frozen start weights."""
-    chunks = []
-    for chunk in model:
-        inner = getattr(chunk, "module", chunk)  # strip DDP; Float16Module stays (same dtype)
-        ref = copy.deepcopy(inner)
-        for p in ref.parameters():
-            p.requires_grad_(False)
-        chunks.append(ref)
-    return chunks
 
 
 class RLPTCallback(Callback):
@@ -132,12 +121,8 @@ class RLPTCallback(Callback):
         if mode == "rollout":
             reference = ReferenceScorer(context.model)
         elif mode == "frozen":
-            if step > 0:
-                raise ConfigError([
-                    "`rlpt.loss.reference` is 'frozen', but this run resumes at step "
-                    f"{step}: the frozen start weights are not in the checkpoint yet. Resume "
-                    "with reference=rollout or none, or restart from the start checkpoint."])
-            reference = ReferenceScorer(frozen_copy(context.model))
+            reference = ReferenceScorer(frozen_reference(
+                context.model, step=step, save_root=cfg.checkpoint.save, load_root=cfg.checkpoint.load))
         self.source = StepSource(group_source(cfg).group, groups_per_step=cfg.rlpt.data.groups_per_step,
                                  spec=pack_spec(cfg), rule=cfg.rlpt.loss.selection,
                                  reference=reference, start_step=step)
@@ -155,8 +140,12 @@ class RLPTCallback(Callback):
 
 
 def forward_step(cfg: RLPTConfigContainer) -> RLPTForwardStep:
+    spec = pack_spec_flags(cfg)
+    terms = {name for name, on in (("lm", spec["lm_on_original"]), ("dpo", spec["use_dpo"]),
+                                   ("rf_nll", spec["use_rf_nll"])) if on}
     loss = cfg.rlpt.loss
-    return RLPTForwardStep(loss.loss_config(), loss.weights(), check_values=loss.check_values)
+    return RLPTForwardStep(loss.loss_config(), loss.weights(), check_values=loss.check_values,
+                           terms=frozenset(terms))
 
 
 def rlpt_pretrain(cfg: RLPTConfigContainer, extra_callbacks: list[Callback] | None = None) -> None:

@@ -29,6 +29,15 @@ from rlpt_plugin.rl.step import StepMicroBatch
 from rlpt_plugin.rl.weights import MixedWeights
 
 
+# Metrics that only mean something when their term's rows are in the data.
+TERM_METRICS = {
+    "lm": ("term_lm", "lm_nll", "num_lm_tokens"),
+    "dpo": ("term_dpo", "dpo_loss", "dpo_reward_margin", "dpo_accuracy", "dpo_chosen_reward",
+            "dpo_rejected_reward", "chosen_logp", "rejected_logp", "num_pairs"),
+    "rf_nll": ("term_rf_nll", "rf_nll", "num_rf_tokens"),
+}
+
+
 def causal_attention_mask(seq_length: int, device: torch.device | str) -> torch.Tensor:
     """[1, 1, S, S] bool, True = masked (megatron's convention).
 
@@ -49,10 +58,17 @@ class RLPTForwardStep:
     the one megatron-core's schedules call. The iterator yields :class:`StepMicroBatch`.
     """
 
-    def __init__(self, loss_config: LossConfig, weights: MixedWeights, *, check_values: bool = True):
+    def __init__(self, loss_config: LossConfig, weights: MixedWeights, *, check_values: bool = True,
+                 terms: frozenset[str] = frozenset(TERM_METRICS)):
+        """terms: which of "lm", "dpo", "rf_nll" the data carries rows for; metrics of the others
+        are not reported (their global count is 0, and Bridge would log 0/0 = nan)."""
+        unknown = set(terms) - set(TERM_METRICS)
+        if unknown:
+            raise ValueError(f"terms must be a subset of {sorted(TERM_METRICS)}, got {sorted(unknown)}")
         self.loss_config = loss_config
         self.weights = weights
         self.check_values = check_values
+        self.hidden = frozenset(m for t in set(TERM_METRICS) - set(terms) for m in TERM_METRICS[t])
         self._mask_cache: dict[tuple[int, str], torch.Tensor] = {}
 
     def __call__(self, data_iterator: Iterator[StepMicroBatch], model: torch.nn.Module,
@@ -90,5 +106,7 @@ class RLPTForwardStep:
         for name, count in out.counts.items():
             reporting[name] = torch.stack([torch.tensor(count, dtype=torch.float64,
                                                         device=share.device), share])
+        for name in self.hidden:
+            reporting.pop(name, None)
         num_tokens = torch.ones((), dtype=torch.int, device=token_logps_BS.device)
         return out.loss * scale, num_tokens, reporting

@@ -1,0 +1,93 @@
+"""Load a recipe by dotted path, apply Hydra-syntax overrides, validate, run ``pretrain()``.
+
+Works as a single process (sets a loopback rendezvous) and under torchrun/Slurm (reads the
+usual RANK/WORLD_SIZE/MASTER_* variables). ``rlpt.*`` and Bridge's own fields take the same
+``key=value`` syntax: ``rlpt.loss.beta=0.05 model.tensor_model_parallel_size=2``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+from pathlib import Path
+from typing import Any, Callable
+
+from hydra.errors import HydraException
+from megatron.bridge.training.initialize import destroy_global_state
+from megatron.bridge.training.utils.omegaconf_utils import process_config_with_overrides
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+from rlpt_plugin.config import ConfigError
+from rlpt_plugin.megatron.bridge_host import RLPTConfigContainer, rlpt_pretrain
+from rlpt_plugin.megatron.metrics_log import MetricsLog
+from rlpt_plugin.megatron.validation import host_errors
+
+
+def load_recipe(path: str) -> Callable[..., Any]:
+    """``package.module:function`` or ``package.module.function``."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ConfigError([f"`--recipe` must be 'package.module:function', but is {path!r}."])
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError([f"`--recipe` module {module_name!r} cannot be imported: {err}"]) from err
+    recipe = getattr(module, attr, None)
+    if not callable(recipe):
+        raise ConfigError([f"`--recipe` {path!r}: {module_name} has no callable {attr!r}."])
+    return recipe
+
+
+def build_config(recipe: str, out_dir: str | Path, overrides: list[str]) -> RLPTConfigContainer:
+    cfg = load_recipe(recipe)(out_dir)
+    if not isinstance(cfg, RLPTConfigContainer):
+        raise ConfigError([f"recipe {recipe!r} must return an RLPTConfigContainer, "
+                           f"but returned {type(cfg).__name__}."])
+    if overrides:
+        try:
+            cfg = process_config_with_overrides(cfg, cli_overrides=list(overrides))
+        except (HydraException, ConfigAttributeError, ConfigKeyError, ValidationError) as err:
+            raise ConfigError([f"override rejected: {err}"]) from err
+    errors = cfg.rlpt.errors() + host_errors(cfg)
+    if errors:
+        raise ConfigError(errors)
+    return cfg
+
+
+def _single_process_env() -> None:
+    if "RANK" in os.environ:
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
+                      LOCAL_RANK="0")
+
+
+def run(cfg: RLPTConfigContainer, metrics_path: str | Path,
+        extra_callbacks: list[Any] | None = None) -> list[dict[str, float]]:
+    """``pretrain()`` with the metrics log; returns the per-step metrics of this rank.
+
+    A run that stops at ``train.exit_interval`` leaves megatron's global state (micro-batch
+    calculator, parallel groups) behind, and may end with ``sys.exit(0)``; both are handled so
+    the process can train again (tests, notebooks, several phases of a demo).
+    """
+    log = MetricsLog(metrics_path)
+    try:
+        rlpt_pretrain(cfg, extra_callbacks=[log, *(extra_callbacks or [])])
+    except SystemExit as stop:
+        if stop.code not in (0, None):
+            raise
+    finally:
+        destroy_global_state()  # idempotent
+    return log.records
+
+
+def train(recipe: str, out_dir: str | Path, overrides: list[str]) -> list[dict[str, float]]:
+    """Run a job from a recipe and overrides; returns the per-step metrics."""
+    _single_process_env()
+    cfg = build_config(recipe, out_dir, overrides)
+    return run(cfg, Path(out_dir) / "metrics.jsonl")

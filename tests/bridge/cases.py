@@ -1,0 +1,48 @@
+"""Worker bodies for the Bridge ``pretrain()`` tests (spawned; Bridge mutates process state)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RECIPE = "rlpt_plugin.recipes.tiny:tiny_config"
+
+
+class _FinalWeights:
+    """Callback capturing every parameter at the end of training."""
+
+    def __init__(self) -> None:
+        self.weights: dict[str, torch.Tensor] = {}
+
+    def on_train_end(self, context: Any) -> None:
+        for i, chunk in enumerate(context.model):
+            for name, p in chunk.named_parameters():
+                self.weights[f"{i}.{name}"] = p.detach().clone()
+
+
+def _train(out: Path, overrides: list[str]) -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:
+    from rlpt_plugin.megatron import launch  # first: installs the CPU import guard
+    from megatron.bridge.training.callbacks import Callback
+
+    capture = type("Capture", (_FinalWeights, Callback), {})()
+    cfg = launch.build_config(RECIPE, out, overrides)
+    records = launch.run(cfg, out / "metrics.jsonl", extra_callbacks=[capture])
+    return records, capture.weights
+
+
+def resume_case(rank: int, world_size: int, root: str, overrides: list[str], steps: int,
+                stop_at: int) -> dict[str, Any]:
+    root_path = Path(root)
+    common = [f"train.train_iters={steps}", f"checkpoint.save_interval={stop_at}", *overrides]
+    straight, straight_w = _train(root_path / "straight", common)
+    first, _ = _train(root_path / "resumed", [*common, f"train.exit_interval={stop_at}"])
+    second, resumed_w = _train(root_path / "resumed", common)
+    return {"straight": straight, "first": first, "second": second,
+            "straight_weights": straight_w, "resumed_weights": resumed_w}
+
+
+def learning_case(rank: int, world_size: int, root: str, runs: dict[str, list[str]]) -> dict[str, Any]:
+    return {name: _train(Path(root) / name, ["checkpoint.save=null", "checkpoint.load=null", *ov])[0]
+            for name, ov in runs.items()}
