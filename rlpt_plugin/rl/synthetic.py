@@ -2,8 +2,11 @@
 
 Group ``i`` is a pure function of ``(seed, i)``, so the global batch of a step is the same
 whatever the data-parallel layout: rank ``r`` of ``D`` takes a contiguous share of the step's
-group ids. The "judge" is a fixed rule -- a candidate's score is the fraction of its tokens
-that are even -- so DPO and RF-NLL have a learnable preference to move towards. This is not the
+group ids. Every prefix counts upward (token t is followed by t + 1, wrapping within
+[1, vocab_size)); each candidate continues the count but replaces each token by a random one
+with its own corruption rate (drawn uniformly in [0, 1)), and the "judge" scores a candidate
+by the fraction of its tokens that keep counting. The rule is learnable, so the LM term (on
+the original), DPO (best vs worst) and RF-NLL (best) all have something to learn. This is not the
 synthetic world of the demo (rlpt_plugin/world); it exists so the loss and the Megatron
 integration can be exercised before any teacher is wired in.
 """
@@ -47,15 +50,25 @@ class SyntheticGroups:
         if errors:
             raise ValueError("SyntheticGroups: " + " ".join(errors))
 
+    def _count(self, start: torch.Tensor, length: int) -> torch.Tensor:
+        """[..., length] tokens counting up from ``start`` within [1, vocab_size)."""
+        steps = torch.arange(length)
+        return (start[..., None] - 1 + steps) % (self.vocab_size - 1) + 1
+
     def group(self, group_id: int) -> CandidateGroup:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + group_id)
         prefix_len = int(torch.randint(self.min_prefix, self.max_prefix + 1, (1,), generator=gen))
-        prefix = torch.randint(1, self.vocab_size, (prefix_len,), generator=gen).tolist()
+        start = torch.randint(1, self.vocab_size, (), generator=gen)
+        sequence = self._count(start, prefix_len + self.suffix_length)
+        prefix, truth = sequence[:prefix_len].tolist(), sequence[prefix_len:]
         num = self.num_rollouts + int(self.include_original)
-        cands = torch.randint(1, self.vocab_size, (num, self.suffix_length), generator=gen)
+        rate = torch.rand(num, 1, generator=gen)
+        noise = torch.randint(1, self.vocab_size, (num, self.suffix_length), generator=gen)
+        corrupt = torch.rand(num, self.suffix_length, generator=gen) < rate
+        cands = torch.where(corrupt, noise, truth.expand(num, -1))
         kinds = ([CandidateKind.ORIGINAL] if self.include_original else []) + \
             [CandidateKind.ROLLOUT] * self.num_rollouts
-        scores = ((cands % 2) == 0).float().mean(dim=1).tolist()
+        scores = (cands == truth).float().mean(dim=1).tolist()
         return CandidateGroup(prefix=tuple(prefix), candidates=tuple(tuple(c) for c in cands.tolist()),
                               kinds=tuple(kinds), scores=tuple(scores), ref_logps=None,
                               group_id=group_id)

@@ -46,3 +46,10 @@ def resume_case(rank: int, world_size: int, root: str, overrides: list[str], ste
 def learning_case(rank: int, world_size: int, root: str, runs: dict[str, list[str]]) -> dict[str, Any]:
     return {name: _train(Path(root) / name, ["checkpoint.save=null", "checkpoint.load=null", *ov])[0]
             for name, ov in runs.items()}
+
+
+def pp2_case(rank: int, world_size: int, root: str) -> list[dict[str, float]]:
+    records, _ = _train(Path(root) / "pp2", [
+        "model.pipeline_model_parallel_size=2", "train.train_iters=3", "rlpt.loss.reference=frozen",
+        "checkpoint.save_interval=3"])
+    return records
