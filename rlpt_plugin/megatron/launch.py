@@ -13,10 +13,9 @@ import socket
 from pathlib import Path
 from typing import Any, Callable
 
-from hydra.errors import HydraException
 from megatron.bridge.training.initialize import destroy_global_state
-from megatron.bridge.training.utils.omegaconf_utils import process_config_with_overrides
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+from megatron.bridge.training.utils.omegaconf_utils import OverridesError, process_config_with_overrides
+from omegaconf.errors import OmegaConfBaseException
 
 from rlpt_plugin.config import ConfigError
 from rlpt_plugin.megatron.bridge_host import RLPTConfigContainer, rlpt_pretrain
@@ -49,7 +48,7 @@ def build_config(recipe: str, out_dir: str | Path, overrides: list[str]) -> RLPT
     if overrides:
         try:
             cfg = process_config_with_overrides(cfg, cli_overrides=list(overrides))
-        except (HydraException, ConfigAttributeError, ConfigKeyError, ValidationError) as err:
+        except (OverridesError, OmegaConfBaseException) as err:
             raise ConfigError([f"override rejected: {err}"]) from err
     errors = cfg.rlpt.errors() + host_errors(cfg)
     if errors:

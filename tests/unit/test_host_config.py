@@ -1,0 +1,58 @@
+"""Bridge ConfigContainer + rlpt section: Hydra overrides, host cross-checks, FP8 without TE.
+
+Builds configs only (no training), so it runs in the pytest process.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rlpt_plugin.config import ConfigError
+from rlpt_plugin.megatron import launch, validation
+
+RECIPE = "rlpt_plugin.recipes.tiny:tiny_config"
+
+
+def test_rlpt_and_bridge_fields_take_the_same_override_syntax(tmp_path):
+    cfg = launch.build_config(RECIPE, tmp_path, [
+        "rlpt.loss.beta=0.05", "rlpt.loss.reference=none", "rlpt.loss.dpo.kind=linear",
+        "rlpt.loss.dpo.end=2.0", "rlpt.loss.dpo.end_step=10", "rlpt.data.groups_per_step=16",
+        "model.tensor_model_parallel_size=2", "train.global_batch_size=48", "optimizer.lr=1e-4"])
+    assert cfg.rlpt.loss.beta == 0.05 and cfg.rlpt.loss.reference == "none"
+    assert cfg.rlpt.loss.weights().at(10).dpo == 2.0
+    assert cfg.rlpt.data.groups_per_step == 16
+    assert cfg.model.tensor_model_parallel_size == 2
+    assert cfg.train.global_batch_size == 48 and cfg.optimizer.lr == 1e-4
+
+
+def test_bad_overrides_are_reported_together(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        launch.build_config(RECIPE, tmp_path, ["rlpt.loss.beta=0", "rlpt.loss.reference=frozn",
+                                               "model.calculate_per_token_loss=true"])
+    message = str(info.value)
+    assert "`rlpt.loss.beta` must be > 0" in message
+    assert "`rlpt.loss.reference`" in message
+    assert "`model.calculate_per_token_loss` must be False" in message
+
+
+def test_unknown_override_key_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="override rejected"):
+        launch.build_config(RECIPE, tmp_path, ["rlpt.loss.betta=0.1"])
+
+
+def test_tokenizer_vocab_larger_than_model_vocab(tmp_path):
+    with pytest.raises(ConfigError, match=r"`tokenizer.vocab_size` \(500\) must be <= `model.vocab_size` \(128\)"):
+        launch.build_config(RECIPE, tmp_path, ["tokenizer.vocab_size=500"])
+
+
+@pytest.mark.skipif(validation.transformer_engine_available(), reason="Transformer Engine is installed")
+def test_fp8_without_transformer_engine_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="Transformer Engine is not installed"):
+        launch.build_config(RECIPE, tmp_path, ["model.fp8=hybrid"])
+
+
+def test_unknown_recipe_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot be imported"):
+        launch.build_config("no_such_pkg.recipes:x", tmp_path, [])
+    with pytest.raises(ConfigError, match="has no callable"):
+        launch.build_config("rlpt_plugin.recipes.tiny:nope", tmp_path, [])
