@@ -84,10 +84,12 @@ class RLPTDataProvider(DatasetProvider):
 
 
 def pack_spec_flags(cfg: RLPTConfigContainer) -> dict[str, bool]:
-    """Which rows the data carries: a term whose weight is zero for the whole run gets none."""
+    """Which rows the data carries. Under the dpo rule the best candidate IS the chosen one, so
+    its RF-NLL row costs nothing and its NLL is always reported, trained on or not."""
     loss = cfg.rlpt.loss
-    return dict(lm_on_original=cfg.rlpt.data.lm_on_original, use_dpo=loss.selection == "dpo",
-                use_rf_nll=bool(loss.rf_nll.start or loss.rf_nll.end))
+    use_dpo = loss.selection == "dpo"
+    return dict(lm_on_original=cfg.rlpt.data.lm_on_original, use_dpo=use_dpo,
+                use_rf_nll=use_dpo or bool(loss.rf_nll.start or loss.rf_nll.end))
 
 
 def pack_spec(cfg: RLPTConfigContainer) -> PackSpec:
@@ -131,12 +133,6 @@ class RLPTCallback(Callback):
     def on_train_step_start(self, context: CallbackContext) -> None:
         assert self.source is not None
         self.source.prepare(context.state.train_state.step)
-
-    def on_train_step_end(self, context: CallbackContext) -> None:
-        stats = self.source.last_stats if self.source is not None else None
-        if stats is not None and context.loss_dict is not None and stats.rollout_chosen_rate is not None:
-            # Local to this DP rank's groups; the summed, global view is in the loss dict.
-            context.user_state.setdefault("rollout_chosen_rate", []).append(stats.rollout_chosen_rate)
 
 
 def forward_step(cfg: RLPTConfigContainer) -> RLPTForwardStep:

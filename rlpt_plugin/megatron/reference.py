@@ -1,6 +1,6 @@
 """Reference log-probs for DPO, computed outside the training schedule.
 
-Three modes (``rlpt.loss.reference``):
+Three modes (``rlpt.loss.reference``, see rlpt_plugin/config.py):
 - ``frozen``: a frozen copy of the start weights. Classic DPO; the policy is anchored to the
   model training started from. Costs one extra forward per step and a second copy of weights.
 - ``rollout`` (default): the policy as it was when the candidates were built. Rollouts record
@@ -26,9 +26,6 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from rlpt_plugin.megatron.forward_step import causal_attention_mask, model_device
 from rlpt_plugin.rl.packing import MicroBatch
-
-REFERENCE_MODES = ("rollout", "frozen", "none")
-
 
 class ReferenceScorer:
     """Fills ``MicroBatch.ref_logps_BS`` (on the last pipeline stage) from ``model_chunks``."""
