@@ -16,6 +16,7 @@ restores, so a resumed run sees exactly the batches an uninterrupted run would h
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -47,6 +48,17 @@ class RLPTConfigContainer(ConfigContainer):
         if errors:
             raise ConfigError(errors)
         super().validate()
+
+
+def with_rlpt(cfg: ConfigContainer, rlpt: RLPTConfig | None = None) -> RLPTConfigContainer:
+    """An existing Bridge job config turned into a self-improving one.
+
+    Every field of ``cfg`` is kept (model, parallelism, optimizer, schedule, checkpointing,
+    logging); the ``rlpt`` section is added and the data switches to the plugin's provider.
+    """
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.init}
+    values["dataset"] = RLPTDataProvider()
+    return RLPTConfigContainer(**values, rlpt=rlpt or RLPTConfig())
 
 
 class StepFeed(Iterator[StepMicroBatch]):
@@ -127,7 +139,8 @@ class RLPTCallback(Callback):
                 context.model, step=step, save_root=cfg.checkpoint.save, load_root=cfg.checkpoint.load))
         self.source = StepSource(group_source(cfg).group, groups_per_step=cfg.rlpt.data.groups_per_step,
                                  spec=pack_spec(cfg), rule=cfg.rlpt.loss.selection,
-                                 reference=reference, start_step=step)
+                                 reference=reference, start_step=step,
+                                 vocab_size=cfg.model.vocab_size)
         cfg.dataset.train_feed.source = self.source
 
     def on_train_step_start(self, context: CallbackContext) -> None:

@@ -37,7 +37,8 @@ class StepSource(Iterator[StepMicroBatch]):
 
     def __init__(self, group_fn: GroupFn, *, groups_per_step: int, spec: PackSpec,
                  rule: str = "dpo", reference: ReferenceScorer | None = None,
-                 start_step: int = 0):
+                 start_step: int = 0, vocab_size: int | None = None):
+        """vocab_size: the model's (padded) vocabulary; token ids at or past it are an error."""
         if groups_per_step < 1:
             raise ValueError(f"groups_per_step must be >= 1, but is {groups_per_step} instead.")
         self.group_fn = group_fn
@@ -45,6 +46,7 @@ class StepSource(Iterator[StepMicroBatch]):
         self.spec = spec
         self.rule = rule
         self.reference = reference
+        self.vocab_size = vocab_size
         self.next_step = start_step
         self.last_stats: SelectionStats | None = None
         self.last_denominators: Denominators | None = None
@@ -70,6 +72,8 @@ class StepSource(Iterator[StepMicroBatch]):
         groups = [self.group_fn(i) for i in self.group_ids(step)]
         selections = select_all(groups, rule=self.rule)
         batches = pack_step(groups, selections, self.spec)
+        if self.vocab_size is not None:
+            self._check_vocab(batches)
         if self.reference is not None:
             self.reference.fill(batches)
         local = local_denominators(batches)
@@ -80,6 +84,15 @@ class StepSource(Iterator[StepMicroBatch]):
         self.last_denominators = denominators
         self._queue.extend(StepMicroBatch(mb, denominators, step) for mb in batches)
         self.next_step = step + 1
+
+    def _check_vocab(self, batches: list) -> None:
+        for mb in batches:
+            top = int(mb.tokens_BS.max())
+            if top >= self.vocab_size:
+                row = int((mb.tokens_BS >= self.vocab_size).any(dim=1).nonzero()[0, 0])
+                raise ValueError(f"token id {top} in group {int(mb.group_ids_B[row])} is outside the "
+                                 f"model's vocabulary of {self.vocab_size}: the tokenizer and "
+                                 "model.vocab_size disagree")
 
     def __next__(self) -> StepMicroBatch:
         if not self._queue:

@@ -36,6 +36,12 @@ def host_errors(cfg: Any) -> list[str]:
     if getattr(model, "context_parallel_size", 1) != 1:
         errors.append("`model.context_parallel_size` must be 1 (context parallelism is not "
                       f"supported by the rlpt loss yet), but is {model.context_parallel_size}.")
+    backend = getattr(getattr(cfg, "dist", None), "distributed_backend", None)
+    if backend == "gloo" and getattr(model, "pipeline_model_parallel_size", 1) > 1 \
+            and getattr(model, "batch_p2p_comm", True):
+        errors.append("`model.batch_p2p_comm` must be False with the gloo backend under pipeline "
+                      "parallelism (gloo silently mismatches batched sends: wrong losses, no "
+                      "error), but it is True.")
     dataset = getattr(cfg, "dataset", None)
     if type(dataset).__name__ != "RLPTDataProvider":
         errors.append("`dataset` must be an RLPTDataProvider (rlpt_plugin.megatron.bridge_host), "

@@ -37,7 +37,7 @@ def tiny_config(out_dir: str | Path, *, train_iters: int = 20, tp: int = 1, pp: 
     cuda = torch.cuda.is_available()
     model = GPTModelProvider(
         num_layers=2, hidden_size=64, ffn_hidden_size=128, num_attention_heads=4,
-        seq_length=seq_length, vocab_size=VOCAB, make_vocab_size_divisible_by=VOCAB,
+        seq_length=seq_length, vocab_size=VOCAB, make_vocab_size_divisible_by=32,  # same padded size at TP1/2/4
         share_embeddings_and_output_weights=False, position_embedding_type="rope",
         normalization="RMSNorm", hidden_dropout=0.0, attention_dropout=0.0,
         tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,

@@ -56,3 +56,24 @@ def test_unknown_recipe_is_a_clear_error(tmp_path):
         launch.build_config("no_such_pkg.recipes:x", tmp_path, [])
     with pytest.raises(ConfigError, match="has no callable"):
         launch.build_config("rlpt_plugin.recipes.tiny:nope", tmp_path, [])
+
+
+def test_with_rlpt_keeps_every_setting_of_an_existing_job(tmp_path):
+    from megatron.bridge.training.config import ConfigContainer
+
+    from rlpt_plugin.megatron.bridge_host import RLPTConfigContainer, RLPTDataProvider, with_rlpt
+
+    job = launch.build_config(RECIPE, tmp_path, ["optimizer.lr=7e-4", "model.num_layers=3"])
+    plain = ConfigContainer(**{k: getattr(job, k) for k in ("model", "train", "optimizer", "scheduler",
+                                                             "dataset", "logger", "tokenizer", "checkpoint",
+                                                             "dist", "rng")})
+    cfg = with_rlpt(plain)
+    assert isinstance(cfg, RLPTConfigContainer) and isinstance(cfg.dataset, RLPTDataProvider)
+    assert cfg.optimizer.lr == 7e-4 and cfg.model.num_layers == 3 and cfg.model is plain.model
+    assert cfg.checkpoint is plain.checkpoint and cfg.rlpt.loss.reference == "rollout"
+
+
+def test_gloo_pipeline_with_batched_p2p_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="`model.batch_p2p_comm` must be False"):
+        launch.build_config(RECIPE, tmp_path, ["model.pipeline_model_parallel_size=2",
+                                               "model.batch_p2p_comm=true"])
