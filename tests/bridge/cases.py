@@ -48,8 +48,11 @@ def learning_case(rank: int, world_size: int, root: str, runs: dict[str, list[st
             for name, ov in runs.items()}
 
 
-def pp2_case(rank: int, world_size: int, root: str) -> list[dict[str, float]]:
-    records, _ = _train(Path(root) / "pp2", [
-        "model.pipeline_model_parallel_size=2", "train.train_iters=3", "rlpt.loss.reference=frozen",
-        "checkpoint.save_interval=3"])
-    return records
+def pp2_case(rank: int, world_size: int, root: str) -> dict[str, list[dict[str, float]]]:
+    """Both model-pass reference modes under PP2: each scores candidates through both stages."""
+    pp2 = ["model.pipeline_model_parallel_size=2", "train.train_iters=3"]
+    frozen, _ = _train(Path(root) / "frozen", [*pp2, "rlpt.loss.reference=frozen",
+                                               "checkpoint.save_interval=3"])
+    rollout, _ = _train(Path(root) / "rollout", [*pp2, "rlpt.loss.reference=rollout",
+                                                 "checkpoint.save=null", "checkpoint.load=null"])
+    return {"frozen": frozen, "rollout": rollout}

@@ -6,6 +6,7 @@ the micro-batch calculator, the CPU backend), which must not leak into the pytes
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from statistics import mean
 
@@ -59,11 +60,14 @@ def test_dpo_and_rf_nll_learn(tmp_path):
     assert "dpo_loss" not in res["rf_nll"][0]  # no pairs under the rf_nll rule: not reported
 
 
-def test_pipeline_parallel_pretrain_with_frozen_reference(tmp_path):
+def test_pipeline_parallel_pretrain_with_model_pass_references(tmp_path):
     """PP2 through pretrain(): the reference pass crosses both stages at every step start."""
-    results = run_distributed(pp2_case, 2, tmp_path / "w", str(tmp_path))
-    last = results[1]
-    assert results[0] == []  # loss metrics live on the last stage only
-    assert [r["step"] for r in last] == [0, 1, 2]
-    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in last)
-    assert abs(last[-1]["dpo_reward_margin"]) > 0
+    first, last = run_distributed(pp2_case, 2, tmp_path / "w", str(tmp_path))
+    for mode in ("frozen", "rollout"):
+        assert first[mode] == []  # loss metrics live on the last stage only
+        assert [r["step"] for r in last[mode]] == [0, 1, 2]
+        assert all(torch.isfinite(torch.tensor(r["loss"])) for r in last[mode])
+    assert abs(last["frozen"][-1]["dpo_reward_margin"]) > 0  # start weights != policy after a step
+    # The rollout-time reference is the policy itself at step start: margin exactly 0, loss ln 2.
+    assert all(r["dpo_reward_margin"] == 0 and abs(r["dpo_loss"] - math.log(2)) < 1e-6
+               for r in last["rollout"])
