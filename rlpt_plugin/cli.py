@@ -2,6 +2,7 @@
 
     rlpt train --recipe rlpt_plugin.recipes.tiny:tiny_config --out runs/x rlpt.loss.beta=0.05
     rlpt demo  [--out DIR] [key=value ...]
+    rlpt rewrite --corpus data/*.jsonl --tokenizer tok/ --out store/ --endpoint http://h:8000/v1 --model m
 
 Heavy imports (torch, megatron) happen only inside the command that needs them.
 """
@@ -27,11 +28,18 @@ def _parser() -> argparse.ArgumentParser:
                                        "+ RF-NLL through pretrain(), then a before/after table")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("overrides", nargs="*", help="Hydra-syntax overrides: key=value")
+    from rlpt_plugin.data import rewrite_cli
+
+    rewrite_cli.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "rewrite":
+        from rlpt_plugin.data import rewrite_cli
+
+        return rewrite_cli.run(args)
     from rlpt_plugin.config import ConfigError
 
     try:

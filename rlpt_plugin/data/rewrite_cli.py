@@ -1,0 +1,100 @@
+"""Command-line front of ``rlpt rewrite`` (argument parsing and teacher construction)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("rewrite", help="rewrite the suffix of every window of a corpus with a "
+                                       "teacher into a rewritten store (sharded, resumable)")
+    p.add_argument("--corpus", nargs="+", required=True,
+                   help="JSON-lines / parquet files or directories, or Megatron .bin/.idx prefixes")
+    p.add_argument("--field", default="text", help="text field of JSON lines / parquet column")
+    p.add_argument("--tokenizer", required=True, help="local Hugging Face tokenizer directory")
+    p.add_argument("--out", required=True, help="store directory to create")
+    p.add_argument("--suffix-length", type=int, default=128, help="N, tokens per suffix (paper: 128)")
+    p.add_argument("--seq-length", type=int, default=2048, help="model sequence length (paper: 2048)")
+    p.add_argument("--min-prefix", type=int, default=16, help="minimum prefix tokens of a window")
+    p.add_argument("--windows-per-doc", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split points")
+    p.add_argument("--shard", default="0/1", help="i/n: this job's share of the corpus")
+    p.add_argument("--chunk-size", type=int, default=256, help="windows per resumable part")
+    p.add_argument("--teacher", choices=("openai", "hf"), default="openai")
+    p.add_argument("--endpoint", action="append", default=[],
+                   help="OpenAI-protocol base URL, e.g. http://host:8000/v1 (repeat for a pool)")
+    p.add_argument("--model", help="model name served by the endpoints (openai) or local path (hf)")
+    p.add_argument("--endpoint-kind", choices=("chat", "completions"), default="chat")
+    p.add_argument("--concurrency", type=int, default=32, help="requests in flight")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument("--attempts", type=int, default=4, help="attempts per request")
+    p.add_argument("--template", default="rewrite_v1")
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--cache", help="teacher response cache (sqlite); default: <out>.cache.sqlite")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"`--shard` must look like i/n (e.g. 3/8), but is {text!r}") from None
+    return i, n
+
+
+def _client(args: argparse.Namespace) -> Any:
+    if args.teacher == "hf":
+        if not args.model:
+            raise ValueError("`--model` must name a local model directory with --teacher hf")
+        from rlpt_plugin.teacher.hf_backend import HFBackend
+
+        return HFBackend(args.model)
+    if not args.endpoint or not args.model:
+        raise ValueError("--teacher openai needs at least one `--endpoint` and a `--model`")
+    from rlpt_plugin.teacher.openai_client import OpenAIClient
+
+    return OpenAIClient(args.endpoint, args.model, endpoint_kind=args.endpoint_kind,
+                        max_concurrency=args.concurrency, timeout_s=args.timeout,
+                        max_attempts=args.attempts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rlpt_plugin.data.rewrite_job import RewriteJob, run_rewrite
+    from rlpt_plugin.data.tokenizer import load_tokenizer
+    from rlpt_plugin.data.windows import WindowSpec
+    from rlpt_plugin.teacher.cache import CachedClient, ResponseCache
+    from rlpt_plugin.teacher.protocol import SamplingParams
+    from rlpt_plugin.teacher.rewriter import Rewriter
+    from rlpt_plugin.teacher.templates import load_template
+
+    try:
+        shard, num_shards = _shard(args.shard)
+        out = Path(args.out)
+        job = RewriteJob(corpus=tuple(args.corpus), out_dir=out, field=args.field, shard=shard,
+                         num_shards=num_shards, chunk_size=args.chunk_size,
+                         window_spec=WindowSpec(suffix_length=args.suffix_length,
+                                                seq_length=args.seq_length,
+                                                min_prefix_tokens=args.min_prefix,
+                                                windows_per_doc=args.windows_per_doc, seed=args.seed))
+        tokenizer = load_tokenizer(args.tokenizer)
+        template = load_template(args.template)
+        params = SamplingParams(temperature=args.temperature, top_p=args.top_p,
+                                max_tokens=args.max_tokens)
+        inner = _client(args)
+        cache = ResponseCache(args.cache or str(out.with_name(out.name + ".cache.sqlite")))
+        client = CachedClient(inner, cache, template.version)
+        rewriter = Rewriter(client, tokenizer, template, args.suffix_length, params)
+        teacher = {"model_id": inner.model_id, "template_version": template.version,
+                   "sampling": params.as_dict()}
+        summary = run_rewrite(job, tokenizer, rewriter, teacher, show_progress=not args.no_progress)
+    except ValueError as err:  # user mistakes: a clear message, no traceback
+        print(f"rlpt rewrite: error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(summary.lines()))
+    print(f"store: {out}")
+    return 0

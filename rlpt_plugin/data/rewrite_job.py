@@ -1,0 +1,237 @@
+"""``rlpt rewrite``: corpus -> rewritten store, sharded, resumable, cached.
+
+Windows of this shard are processed in fixed-size chunks, in a deterministic order. Each
+finished chunk is saved atomically as a part file (``<store>.parts/part-000042.npz``); a rerun
+of the same command skips finished parts, and the teacher-response cache makes the chunk that
+was in flight at a kill cost nothing the second time. When every chunk is done, the parts are
+merged, in order, into the store (rlpt_plugin/megatron/rewritten_store.py), and the parts are
+deleted. Nothing written depends on wall time or on where the run was interrupted, so a killed
+and resumed run ends with a store byte-identical to an uninterrupted one.
+
+Shards: ``--shard i/n`` keeps the documents whose corpus index is i modulo n, so n jobs (a
+Slurm array, several hosts) cover a corpus with no overlap; each writes its own store, and the
+loader blends stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from rlpt_plugin.data.corpus import ReadStats, open_corpus, shard_filter
+from rlpt_plugin.data.windows import Window, WindowSpec, WindowStats, make_windows
+from rlpt_plugin.teacher.rewriter import RewriteInput, RewriteOutput, Rewriter
+from rlpt_plugin.types import Tokenizer
+
+STATUSES = ("rewritten", "copied", "refused", "empty", "failed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RewriteJob:
+    """What to rewrite and where; everything that determines the store's content."""
+
+    corpus: tuple[str, ...]
+    out_dir: Path
+    window_spec: WindowSpec
+    field: str = "text"
+    shard: int = 0
+    num_shards: int = 1
+    chunk_size: int = 256
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.shard < self.num_shards:
+            raise ValueError(f"`--shard` must be i/n with 0 <= i < n, but is {self.shard}/{self.num_shards}")
+        if self.chunk_size < 1:
+            raise ValueError(f"`chunk_size` must be >= 1, but is {self.chunk_size}")
+
+    @property
+    def parts_dir(self) -> Path:
+        return self.out_dir.with_name(self.out_dir.name + ".parts")
+
+
+@dataclass
+class Summary:
+    windows: int = 0
+    resumed_windows: int = 0
+    statuses: dict[str, int] = field(default_factory=lambda: {s: 0 for s in STATUSES})
+    cache_hits: int = 0
+    mean_overlap: float = 0.0
+    read: dict[str, Any] = field(default_factory=dict)
+    windowing: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        s = self.statuses
+        rate = self.windows / self.seconds if self.seconds else 0.0
+        return [
+            f"windows: {self.windows} ({self.resumed_windows} from a previous run), "
+            f"{rate:.1f} windows/s over {self.seconds:.1f} s",
+            f"rewritten: {s['rewritten']}, copied unchanged: {s['copied']}, refused: {s['refused']}, "
+            f"empty: {s['empty']}, failed: {s['failed']}",
+            f"token overlap between suffix and rewrite (mean over usable rewrites): {self.mean_overlap:.3f}",
+            f"teacher cache hits: {self.cache_hits}",
+            f"documents: {self.read.get('documents', 0)} read, "
+            f"{sum(v for k, v in self.read.items() if k.startswith('skipped_'))} skipped "
+            f"({', '.join(f'{k[8:]}={v}' for k, v in self.read.items() if k.startswith('skipped_') and v) or 'none'}), "
+            f"{self.windowing.get('skipped_too_short', 0)} too short",
+        ]
+
+
+def iter_windows(job: RewriteJob, tokenizer: Tokenizer, read_stats: ReadStats,
+                 window_stats: WindowStats) -> Iterator[Window]:
+    docs = shard_filter(open_corpus(list(job.corpus), field=job.field, stats=read_stats),
+                        job.shard, job.num_shards)
+    for doc in docs:
+        ids = doc.token_ids if doc.token_ids is not None else tokenizer.encode(doc.text)
+        windows = make_windows(doc.index, ids, job.window_spec)
+        window_stats.documents += 1
+        if not windows:
+            window_stats.skipped_too_short += 1
+        window_stats.windows += len(windows)
+        yield from windows
+
+
+def _chunks(items: Iterator[Window], size: int) -> Iterator[list[Window]]:
+    chunk: list[Window] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _flat(seqs: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.asarray([len(s) for s in seqs], dtype=np.int64)
+    tokens = np.asarray([t for s in seqs for t in s], dtype=np.int32)
+    return lengths, tokens
+
+
+def _unflat(lengths: np.ndarray, tokens: np.ndarray) -> list[np.ndarray]:
+    return np.split(tokens, np.cumsum(lengths)[:-1]) if len(lengths) else []
+
+
+def _save_part(path: Path, windows: Sequence[Window], outputs: Sequence[RewriteOutput]) -> None:
+    arrays: dict[str, np.ndarray] = {
+        "doc_index": np.asarray([w.doc_index for w in windows], dtype=np.int64),
+        "window_index": np.asarray([w.window_index for w in windows], dtype=np.int32),
+        "status": np.asarray([STATUSES.index(o.status) for o in outputs], dtype=np.uint8),
+        "overlap": np.asarray([o.overlap for o in outputs], dtype=np.float64),
+        "cached": np.asarray([o.cached for o in outputs], dtype=bool),
+    }
+    for name, seqs in (("prefix", [w.prefix_ids for w in windows]),
+                       ("original", [w.suffix_ids for w in windows]),
+                       ("rewrite", [o.token_ids for o in outputs])):
+        arrays[f"{name}_len"], arrays[f"{name}_tok"] = _flat(seqs)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)  # atomic: a part exists whole or not at all
+
+
+def _load_part(path: Path) -> dict[str, Any]:
+    with np.load(path) as z:
+        part = {k: z[k] for k in z.files}
+    for name in ("prefix", "original", "rewrite"):
+        part[name] = _unflat(part.pop(f"{name}_len"), part.pop(f"{name}_tok"))
+    return part
+
+
+async def _rewrite_all(job: RewriteJob, tokenizer: Tokenizer, rewriter: Rewriter, summary: Summary,
+                       read_stats: ReadStats, window_stats: WindowStats, progress: Any) -> int:
+    job.parts_dir.mkdir(parents=True, exist_ok=True)
+    num_parts = 0
+    for k, chunk in enumerate(_chunks(iter_windows(job, tokenizer, read_stats, window_stats),
+                                      job.chunk_size)):
+        num_parts = k + 1
+        path = job.parts_dir / f"part-{k:06d}.npz"
+        if path.exists():
+            summary.resumed_windows += len(chunk)
+        else:
+            inputs = [RewriteInput(window_id=w.window_id, prefix_text=tokenizer.decode(w.prefix_ids),
+                                   suffix_text=tokenizer.decode(w.suffix_ids), suffix_ids=tuple(w.suffix_ids))
+                      for w in chunk]
+            _save_part(path, chunk, await rewriter.rewrite(inputs))
+        if progress is not None:
+            progress.update(len(chunk))
+    return num_parts
+
+
+def run_rewrite(job: RewriteJob, tokenizer: Tokenizer, rewriter: Rewriter, teacher: dict[str, Any],
+                *, show_progress: bool = True) -> Summary:
+    """Run (or resume) a job to completion; returns its summary. ``teacher`` describes the
+    teacher for the manifest (model id, template version, sampling parameters)."""
+    summary = Summary()
+    read_stats, window_stats = ReadStats(), WindowStats()
+    began = time.perf_counter()
+    progress = None
+    if show_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(unit="window", desc=f"rewrite shard {job.shard}/{job.num_shards}",
+                        dynamic_ncols=True)
+    try:
+        num_parts = asyncio.run(_rewrite_all(job, tokenizer, rewriter, summary, read_stats,
+                                             window_stats, progress))
+    finally:
+        if progress is not None:
+            progress.close()
+    parts = [_load_part(job.parts_dir / f"part-{k:06d}.npz") for k in range(num_parts)]
+    statuses: Counter[str] = Counter()
+    overlaps: list[float] = []
+    for part in parts:
+        for code, overlap, cached in zip(part["status"], part["overlap"], part["cached"]):
+            status = STATUSES[int(code)]
+            statuses[status] += 1
+            summary.cache_hits += int(cached)
+            if status in ("rewritten", "copied"):
+                overlaps.append(float(overlap))
+    summary.windows = sum(statuses.values())
+    summary.statuses.update(statuses)
+    summary.mean_overlap = float(np.mean(overlaps)) if overlaps else 0.0
+    summary.read = read_stats.as_dict()
+    summary.windowing = {"documents": window_stats.documents, "windows": window_stats.windows,
+                         "skipped_too_short": window_stats.skipped_too_short}
+    _finalize(job, tokenizer, teacher, parts, summary)
+    summary.seconds = time.perf_counter() - began
+    return summary
+
+
+def _finalize(job: RewriteJob, tokenizer: Tokenizer, teacher: dict[str, Any],
+              parts: list[dict[str, Any]], summary: Summary) -> None:
+    from rlpt_plugin.megatron.rewritten_store import write_store
+
+    def records() -> Iterator[tuple]:
+        for part in parts:
+            for i in range(len(part["status"])):
+                yield (int(part["doc_index"][i]), int(part["window_index"][i]), part["prefix"][i],
+                       part["original"][i], part["rewrite"][i], STATUSES[int(part["status"][i])])
+
+    manifest = {
+        "source": {"corpus": list(job.corpus), "field": job.field, "shard": job.shard,
+                   "num_shards": job.num_shards},
+        "tokenizer": {"name": tokenizer.name, "fingerprint": tokenizer.fingerprint,
+                      "vocab_size": tokenizer.vocab_size},
+        "suffix_length": job.window_spec.suffix_length,
+        "window_spec": asdict(job.window_spec),
+        "teacher": teacher,
+        "read": summary.read,
+        "windowing": summary.windowing,
+        "mean_overlap": round(summary.mean_overlap, 6),
+    }
+    write_store(job.out_dir, records(), manifest)
+    shutil.rmtree(job.parts_dir, ignore_errors=True)
+
+
+def summary_json(summary: Summary) -> str:
+    return json.dumps(asdict(summary), indent=2, sort_keys=True)

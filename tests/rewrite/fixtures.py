@@ -1,0 +1,37 @@
+"""Local test data for the rewrite pipeline: a word-level HF tokenizer and a JSON-lines corpus."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+WORDS = [f"w{i}" for i in range(200)]
+
+
+def make_tokenizer_dir(path: Path, words: list[str] = WORDS) -> Path:
+    """A word-level Hugging Face fast tokenizer saved to ``path`` (no downloads)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<eos>": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    fast = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", eos_token="<eos>")
+    fast.save_pretrained(str(path))
+    return path
+
+
+def make_corpus(path: Path, num_docs: int, *, seed: int = 0, min_words: int = 30,
+                max_words: int = 60, bad_lines: bool = True) -> Path:
+    """JSON lines of random word documents, with malformed lines mixed in when asked."""
+    rng = random.Random(seed)
+    lines: list[bytes] = []
+    for i in range(num_docs):
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(min_words, max_words)))
+        lines.append(json.dumps({"id": i, "text": text}).encode())
+        if bad_lines and i % 10 == 3:
+            lines += [b'{"text": "broken', b'\xff\xfe not utf-8', b'{"text": "   "}', b'{"body": "x"}']
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
