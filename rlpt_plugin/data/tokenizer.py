@@ -1,0 +1,153 @@
+"""Tokenizers implementing :class:`rlpt_plugin.types.Tokenizer`, and how specs name them.
+
+:func:`load_tokenizer` turns a spec into a tokenizer: a local directory holding a Hugging Face
+tokenizer, or a name registered with :func:`register_tokenizer` (the synthetic world registers
+"world" itself). Nothing is ever downloaded: Hugging Face loading is ``local_files_only``.
+
+The fingerprint identifies what the token ids *mean*, not where the files live: two copies of
+a tokenizer in different folders share it, any vocabulary or normalisation change alters it.
+A stored dataset opened with a tokenizer of another fingerprint is therefore an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rlpt_plugin.types import Tokenizer
+
+#: Keys of a fast tokenizer's JSON that are call-time state or file-format metadata, not
+#: meaning: transformers mutates truncation/padding on the backend while encoding.
+_VOLATILE_KEYS = ("truncation", "padding", "version")
+
+
+class TokenizerError(ValueError):
+    """A tokenizer spec or tokenizer directory that cannot be used."""
+
+
+def _fingerprint(tokenizer: Any, eod_id: int) -> str:
+    """sha256 over class name, sorted vocabulary, backend JSON (normaliser etc.) and eod id."""
+    digest = hashlib.sha256()
+    digest.update(type(tokenizer).__name__.encode())
+    vocab = sorted(tokenizer.get_vocab().items())
+    digest.update(json.dumps(vocab, ensure_ascii=False).encode("utf-8"))
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        for key in _VOLATILE_KEYS:
+            state.pop(key, None)
+        digest.update(json.dumps(state, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+    else:
+        # Slow (Python) tokenizers have no serialisable pipeline; their special tokens are the
+        # best available stand-in besides the vocabulary and the class (which fixes the rules).
+        specials = sorted((k, str(v)) for k, v in tokenizer.special_tokens_map.items())
+        digest.update(json.dumps(specials, ensure_ascii=False).encode("utf-8"))
+    # The end-of-document id is written into stored token streams, so it is part of the meaning.
+    digest.update(f"eod={eod_id}".encode())
+    return digest.hexdigest()
+
+
+class HFTokenizer:
+    """A Hugging Face tokenizer loaded from a local directory.
+
+    ``eod_id`` is the tokenizer's ``eos_token_id`` unless ``eod_token`` names another token;
+    ``encode`` adds no special tokens (the pipeline appends EOD itself) and ``decode`` drops
+    nothing, so ``decode(encode(text))`` is as faithful as the tokenizer allows.
+    """
+
+    def __init__(self, path: str | Path, *, eod_token: str | None = None) -> None:
+        directory = Path(path).expanduser()
+        if not directory.is_dir():
+            raise TokenizerError(f"tokenizer directory {str(directory)!r} does not exist or is "
+                                 "not a directory.")
+        from transformers import AutoTokenizer  # heavy: only when a tokenizer is really loaded
+
+        try:
+            self._tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        except Exception as err:  # transformers raises many types for unusable folders
+            raise TokenizerError(f"cannot load a Hugging Face tokenizer from {str(directory)!r}: "
+                                 f"{err}") from err
+        vocab = self._tok.get_vocab()
+        if eod_token is not None:
+            if eod_token not in vocab:
+                raise TokenizerError(f"tokenizer {str(directory)!r}: `eod_token` must be a token "
+                                     f"of its vocabulary, but is {eod_token!r} instead.")
+            eod_id = vocab[eod_token]
+        elif self._tok.eos_token_id is not None:
+            eod_id = self._tok.eos_token_id
+        else:
+            raise TokenizerError(f"tokenizer {str(directory)!r} has no eos token; pass "
+                                 "`eod_token` to say which token ends a document.")
+        self.name: str = directory.resolve().name
+        self.eod_id: int = int(eod_id)
+        # len() counts added tokens too; the max guards against gaps in hand-made vocabularies.
+        self.vocab_size: int = max(len(self._tok), max(vocab.values(), default=-1) + 1)
+        self.fingerprint: str = _fingerprint(self._tok, self.eod_id)
+
+    def encode(self, text: str) -> list[int]:
+        # verbose=False: documents are longer than model_max_length by design (we window them).
+        return list(self._tok.encode(text, add_special_tokens=False, verbose=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=False,
+                                clean_up_tokenization_spaces=False)
+
+    def __repr__(self) -> str:
+        return (f"HFTokenizer(name={self.name!r}, vocab_size={self.vocab_size}, "
+                f"eod_id={self.eod_id}, fingerprint={self.fingerprint[:12]}...)")
+
+
+#: name -> factory of registered (non-directory) tokenizers.
+_REGISTRY: dict[str, Callable[[], Tokenizer]] = {}
+#: Names promised to components that register themselves later, with what to tell the user.
+_RESERVED: dict[str, str] = {
+    "world": "the synthetic world's tokenizer is not available yet (the world registers it "
+             "with register_tokenizer('world', ...))",
+}
+
+
+def register_tokenizer(name: str, factory: Callable[[], Tokenizer], *,
+                       replace: bool = False) -> None:
+    """Make ``load_tokenizer(name)`` return ``factory()``.
+
+    Registering an existing name again is an error unless ``replace`` is true, so two
+    components cannot silently fight over one name.
+    """
+    if not isinstance(name, str) or not name or "/" in name:
+        raise TokenizerError(f"tokenizer name must be a non-empty string without '/', but is "
+                             f"{name!r} instead.")
+    if not callable(factory):
+        raise TokenizerError(f"tokenizer factory for {name!r} must be callable, but is "
+                             f"{factory!r} instead.")
+    if name in _REGISTRY and not replace:
+        raise TokenizerError(f"tokenizer {name!r} is already registered (pass replace=True).")
+    _REGISTRY[name] = factory
+
+
+def registered_tokenizers() -> list[str]:
+    """Names currently accepted by :func:`load_tokenizer` besides directories."""
+    return sorted(_REGISTRY)
+
+
+def load_tokenizer(spec: str) -> Tokenizer:
+    """The tokenizer ``spec`` names: a registered name, or a local Hugging Face directory."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise TokenizerError(f"tokenizer spec must be a non-empty string, but is {spec!r} "
+                             "instead.")
+    if spec in _REGISTRY:
+        tokenizer = _REGISTRY[spec]()
+        if not isinstance(tokenizer, Tokenizer):
+            raise TokenizerError(f"the factory registered for tokenizer {spec!r} returned "
+                                 f"{type(tokenizer).__name__}, which lacks the Tokenizer API.")
+        return tokenizer
+    if spec in _RESERVED:
+        raise TokenizerError(f"tokenizer {spec!r}: {_RESERVED[spec]}.")
+    if Path(spec).expanduser().is_dir():
+        return HFTokenizer(spec)
+    names = sorted(set(_REGISTRY) | set(_RESERVED))
+    raise TokenizerError(f"tokenizer spec {spec!r} is neither a local directory holding a Hugging "
+                         f"Face tokenizer nor a registered name (registered or reserved: "
+                         f"{', '.join(names)}); downloads by model id are not supported.")
