@@ -130,7 +130,10 @@ class RewrittenStore:
                             f"run's {expect_suffix_length}")
         if problems:
             raise StoreMismatchError(f"store {self.path} does not match this run: " + "; ".join(problems))
-        self.parts = {p: IndexedDataset(str(self.path / p)) for p in PARTS}
+        # An all-empty part (every rewrite failed) is a 0-byte .bin, which cannot be mmapped.
+        self.parts = {p: IndexedDataset(str(self.path / p),
+                                        mmap=(self.path / f"{p}.bin").stat().st_size > 0)
+                      for p in PARTS}
         with np.load(self.path / "windows.npz") as arrays:
             self.doc_index = arrays["doc_index"]
             self.window_index = arrays["window_index"]

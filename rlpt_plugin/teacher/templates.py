@@ -1,0 +1,174 @@
+"""Versioned prompt templates for the teacher, stored as text files under ``prompts/``.
+
+File format::
+
+    version: rewrite-v1
+    kind: chat
+    prime_words: 5
+    ### system
+    ... text with {prefix}, {suffix}, {num_words} ...
+    ### user
+    ...
+
+Header lines are ``key: value`` with ``version`` and ``kind`` required and ``prime_words``
+(how many trailing prefix words prime the answer, default 5) optional; lines starting with ``#``
+before the first section are comments. ``kind: chat`` takes an optional ``### system`` and a
+required ``### user`` section; ``kind: completions`` takes one ``### prompt`` section.
+
+Only those three placeholders exist; any other ``{identifier}`` is rejected as a probable typo,
+while other braces (JSON examples, code) are left alone. Substitution is a single pass, so a
+document that itself contains ``{suffix}`` is not expanded twice.
+
+``Template.version`` is the header version plus a short sha256 of the whole file text: editing
+the wording changes the version and therefore every cache key built with it, without anyone
+having to remember to bump the header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+PLACEHOLDERS = ("prefix", "suffix", "num_words")
+_KINDS = {"chat": (("system", "user"), ("user",)), "completions": (("prompt",), ("prompt",))}
+_HEADER_KEYS = ("version", "kind", "prime_words")
+_PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SECTION_RE = re.compile(r"^###\s*(\S+)\s*$")
+_WORD_RE = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """A filled template: ``messages`` (chat) or ``prompt`` (completions), and the priming text."""
+
+    messages: tuple[tuple[str, str], ...] | None
+    prompt: str | None
+    assistant_prefix: str
+    num_words: int
+
+
+@dataclass(frozen=True)
+class Template:
+    """A parsed prompt template; ``sections`` maps section name -> text with placeholders."""
+
+    name: str
+    header_version: str
+    kind: str
+    sections: tuple[tuple[str, str], ...]
+    prime_words: int
+    sha: str
+
+    @property
+    def version(self) -> str:
+        """Header version + short content hash; part of every cache key."""
+        return f"{self.header_version}+{self.sha[:10]}"
+
+    def render(self, prefix: str, suffix: str) -> RenderedPrompt:
+        """Fill the template for one window.
+
+        ``num_words`` is the whitespace word count of ``suffix`` (at least 1, so the instruction
+        never asks for zero words). ``assistant_prefix`` is the tail of ``prefix`` starting at its
+        ``prime_words``-th last word, verbatim (spacing and newlines kept), so the continuation
+        re-joins the document exactly where the original suffix began.
+        """
+        if not isinstance(prefix, str):
+            raise ValueError(f"prefix must be a string, got {type(prefix).__name__}")
+        if not isinstance(suffix, str):
+            raise ValueError(f"suffix must be a string, got {type(suffix).__name__}")
+        num_words = max(1, len(suffix.split()))
+        values = {"prefix": prefix, "suffix": suffix, "num_words": str(num_words)}
+        filled = [(name, _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], text)) for name, text in self.sections]
+        starts = [m.start() for m in _WORD_RE.finditer(prefix)]
+        prime = prefix[starts[-self.prime_words]:] if len(starts) >= self.prime_words else prefix.lstrip()
+        if self.kind == "chat":
+            return RenderedPrompt(messages=tuple(filled), prompt=None, assistant_prefix=prime, num_words=num_words)
+        return RenderedPrompt(messages=None, prompt=filled[0][1], assistant_prefix=prime, num_words=num_words)
+
+
+def parse_template(text: str, name: str = "<string>") -> Template:
+    """Parse template file text; every problem is a ValueError naming ``name`` and the issue."""
+    header: dict[str, str] = {}
+    sections: list[tuple[str, list[str]]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        match = _SECTION_RE.match(line)
+        if match:
+            sections.append((match.group(1), []))
+        elif sections:
+            sections[-1][1].append(line)
+        elif line.strip() and not line.lstrip().startswith("#"):
+            key, sep, value = line.partition(":")
+            key = key.strip()
+            if not sep or key not in _HEADER_KEYS:
+                raise ValueError(
+                    f"template {name!r} line {lineno}: header lines must be 'key: value' with key in "
+                    f"{list(_HEADER_KEYS)}, got {line!r}"
+                )
+            if key in header:
+                raise ValueError(f"template {name!r} line {lineno}: header key {key!r} given twice")
+            header[key] = value.strip()
+    for key in ("version", "kind"):
+        if not header.get(key):
+            raise ValueError(f"template {name!r}: header must set {key!r}, got {header.get(key)!r}")
+    kind = header["kind"]
+    if kind not in _KINDS:
+        raise ValueError(f"template {name!r}: kind must be one of {sorted(_KINDS)}, got {kind!r}")
+    allowed, required = _KINDS[kind]
+    prime_raw = header.get("prime_words", "5")
+    if not prime_raw.isdigit() or int(prime_raw) < 1:
+        raise ValueError(f"template {name!r}: prime_words must be an int >= 1, got {prime_raw!r}")
+
+    parsed: list[tuple[str, str]] = []
+    for sec_name, lines in sections:
+        if sec_name not in allowed:
+            raise ValueError(f"template {name!r}: unknown section {sec_name!r} for kind {kind!r}; allowed {list(allowed)}")
+        if any(sec_name == seen for seen, _ in parsed):
+            raise ValueError(f"template {name!r}: section {sec_name!r} appears twice")
+        body = "\n".join(lines).strip("\n")
+        if not body.strip():
+            raise ValueError(f"template {name!r}: section {sec_name!r} is empty")
+        parsed.append((sec_name, body))
+    present = [s for s, _ in parsed]
+    for sec_name in required:
+        if sec_name not in present:
+            raise ValueError(f"template {name!r}: missing section {sec_name!r} (kind {kind!r}), got {present}")
+    # Keep a canonical section order (system before user) whatever the file order.
+    parsed.sort(key=lambda item: allowed.index(item[0]))
+
+    used: set[str] = set()
+    for sec_name, body in parsed:
+        for match in _PLACEHOLDER_RE.finditer(body):
+            if match.group(1) not in PLACEHOLDERS:
+                raise ValueError(
+                    f"template {name!r}: unknown placeholder {{{match.group(1)}}} in section {sec_name!r}; "
+                    f"allowed {['{' + p + '}' for p in PLACEHOLDERS]}"
+                )
+            used.add(match.group(1))
+    missing = [p for p in PLACEHOLDERS if p not in used]
+    if missing:
+        raise ValueError(f"template {name!r}: missing placeholders {['{' + p + '}' for p in missing]}")
+
+    sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return Template(name=name, header_version=header["version"], kind=kind, sections=tuple(parsed),
+                    prime_words=int(prime_raw), sha=sha)  # fmt: skip
+
+
+def load_template(name: str, *, directory: str | Path | None = None) -> Template:
+    """Load ``<name>.txt`` from ``directory``, or from the packaged ``prompts/`` when None."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.endswith(".txt"):
+        raise ValueError(f"name must be a template name like 'rewrite_v1' (no path, no .txt), got {name!r}")
+    if directory is None:
+        resource = resources.files("rlpt_plugin.teacher").joinpath("prompts", f"{name}.txt")
+        if not resource.is_file():
+            available = sorted(p.name[:-4] for p in resources.files("rlpt_plugin.teacher").joinpath("prompts").iterdir()
+                               if p.name.endswith(".txt"))  # fmt: skip
+            raise ValueError(f"name must be a packaged template, one of {available}, got {name!r}")
+        text = resource.read_text(encoding="utf-8")
+    else:
+        path = Path(directory) / f"{name}.txt"
+        if not path.is_file():
+            raise ValueError(f"name must name a file {name}.txt in {str(directory)!r}, got {name!r} (not found)")
+        text = path.read_text(encoding="utf-8")
+    return parse_template(text, name=name)
