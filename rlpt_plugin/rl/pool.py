@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import enum
 import math
-import operator
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from rlpt_plugin.types import token_ids
 
 
 class CandidateKind(enum.StrEnum):
@@ -37,24 +38,6 @@ RULE_RF_NLL = "rf_nll"
 RULES: tuple[str, ...] = (RULE_DPO, RULE_RF_NLL)
 
 
-def _token_ids(name: str, ids: Iterable[Any]) -> tuple[int, ...]:
-    """Normalise ``ids`` to a tuple of non-negative Python ints.
-
-    ``operator.index`` accepts numpy / torch integer scalars as well, while
-    rejecting floats that would silently truncate.
-    """
-    out: list[int] = []
-    for pos, tok in enumerate(ids):
-        if isinstance(tok, bool):
-            raise ValueError(f"{name}[{pos}] must be an int token id, got bool {tok!r}")
-        try:
-            value = operator.index(tok)
-        except TypeError:
-            raise ValueError(f"{name}[{pos}] must be an int token id, got {tok!r}") from None
-        if value < 0:
-            raise ValueError(f"{name}[{pos}] must be a token id >= 0, got {value}")
-        out.append(value)
-    return tuple(out)
 
 
 def _finite_floats(name: str, values: Iterable[Any]) -> tuple[float, ...]:
@@ -101,10 +84,10 @@ class CandidateGroup:
         if isinstance(self.group_id, bool) or not isinstance(self.group_id, int) or self.group_id < 0:
             raise ValueError(f"group_id must be an int >= 0, got {self.group_id!r}")
         gid = self.group_id
-        object.__setattr__(self, "prefix", _token_ids(f"group {gid}: prefix", self.prefix))
+        object.__setattr__(self, "prefix", token_ids(f"group {gid}: prefix", self.prefix))
 
         cands = tuple(
-            _token_ids(f"group {gid}: candidates[{i}]", c) for i, c in enumerate(self.candidates)
+            token_ids(f"group {gid}: candidates[{i}]", c) for i, c in enumerate(self.candidates)
         )
         if not cands:
             raise ValueError(f"group {gid}: candidates must be non-empty, got 0 candidates")

@@ -26,7 +26,6 @@ later token, and a positional match would then call a near-copy "completely diff
 from __future__ import annotations
 
 import enum
-import operator
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -40,7 +39,7 @@ from rlpt_plugin.teacher.protocol import (
     check_results,
 )
 from rlpt_plugin.teacher.templates import Template
-from rlpt_plugin.types import Tokenizer
+from rlpt_plugin.types import Tokenizer, token_ids
 
 # Phrases that open a refusal rather than a continuation. Matched only at the start of the
 # answer: the same words inside a story ("she said I cannot go") are ordinary text. Kept short
@@ -86,18 +85,7 @@ class RewriteInput:
         for name in ("prefix_text", "suffix_text"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {type(getattr(self, name)).__name__}")
-        ids: list[int] = []
-        for pos, tok in enumerate(self.suffix_ids):
-            if isinstance(tok, bool):
-                raise ValueError(f"suffix_ids[{pos}] must be an int token id, got bool {tok!r}")
-            try:
-                value = operator.index(tok)
-            except TypeError:
-                raise ValueError(f"suffix_ids[{pos}] must be an int token id, got {tok!r}") from None
-            if value < 0:
-                raise ValueError(f"suffix_ids[{pos}] must be a token id >= 0, got {value}")
-            ids.append(value)
-        object.__setattr__(self, "suffix_ids", tuple(ids))
+        object.__setattr__(self, "suffix_ids", token_ids("suffix_ids", self.suffix_ids))
 
 
 @dataclass(frozen=True)
