@@ -35,3 +35,16 @@ def make_corpus(path: Path, num_docs: int, *, seed: int = 0, min_words: int = 30
             lines += [b'{"text": "broken', b'\xff\xfe not utf-8', b'{"text": "   "}', b'{"body": "x"}']
     path.write_bytes(b"\n".join(lines) + b"\n")
     return path
+
+
+def make_tiny_teacher(path: Path) -> Path:
+    """A randomly initialised 1-layer GPT-2 over the fixture tokenizer, saved locally."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    make_tokenizer_dir(path)
+    config = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=len(WORDS) + 2, n_positions=1024,
+                        bos_token_id=1, eos_token_id=1)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(str(path))
+    return path

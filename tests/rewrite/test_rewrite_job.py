@@ -140,3 +140,22 @@ def test_kill_and_resume_gives_a_byte_identical_store(data, tmp_path):
     assert store_files(out) == store_files(tmp_path / "straight")
     # Finished parts are not asked again, and the in-flight chunk comes from the cache.
     assert resumed_requests <= requests_straight - 16 * done_before_kill
+
+
+def test_in_process_hugging_face_teacher_and_cache_reuse(tmp_path, capsys):
+    from tests.rewrite.fixtures import make_tiny_teacher
+
+    teacher_dir = make_tiny_teacher(tmp_path / "teacher")
+    corpus = make_corpus(tmp_path / "c.jsonl", 6, bad_lines=False)
+    argv = ["rewrite", "--corpus", str(corpus), "--tokenizer", str(teacher_dir), "--out",
+            str(tmp_path / "store"), "--teacher", "hf", "--model", str(teacher_dir), "--suffix-length",
+            str(N), "--seq-length", "32", "--min-prefix", "4", "--max-tokens", "12", "--no-progress"]
+    assert main(argv) == 0
+    first = store_files(tmp_path / "store")
+    store = RewrittenStore(tmp_path / "store")
+    assert len(store) == 6 and store.manifest["teacher"]["model_id"].startswith("teacher@")
+    assert store.manifest["counts"]["failed"] == 0
+    capsys.readouterr()
+    assert main(argv) == 0  # a rerun pays nothing: every answer comes from the cache
+    assert "teacher cache hits: 6" in capsys.readouterr().out
+    assert store_files(tmp_path / "store") == first
