@@ -75,3 +75,25 @@ def loss_scale_for_schedule() -> float:
     globally normalised CONTRIBUTION, so we multiply by both to get gradients of the true sum.
     """
     return float(num_microbatches() * ps.get_data_parallel_world_size(with_context_parallel=True))
+
+
+def pp_recv_from_prev(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Receive activations from the previous pipeline stage (same TP rank)."""
+    buffer = torch.empty(shape, dtype=dtype, device=device)
+    dist.recv(buffer, src=ps.get_pipeline_model_parallel_prev_rank(),
+              group=ps.get_pipeline_model_parallel_group())
+    return buffer
+
+
+def pp_send_to_next(tensor: torch.Tensor) -> None:
+    """Send activations to the next pipeline stage (same TP rank)."""
+    dist.send(tensor.contiguous(), dst=ps.get_pipeline_model_parallel_next_rank(),
+              group=ps.get_pipeline_model_parallel_group())
+
+
+def pp_broadcast_from_last(tensor: torch.Tensor) -> torch.Tensor:
+    """Every stage gets the last stage's ``tensor`` (others pass a buffer of the same shape)."""
+    if ps.get_pipeline_model_parallel_world_size() > 1:
+        dist.broadcast(tensor, src=ps.get_pipeline_model_parallel_last_rank(),
+                       group=ps.get_pipeline_model_parallel_group())
+    return tensor

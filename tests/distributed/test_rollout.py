@@ -1,0 +1,70 @@
+"""The rollout sampler: KV cache == recompute, shared prefill == per-row prefill, TP2/PP2 ==
+TP1, recorded log-probs == the training forward's, EOS and vocabulary handling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.distributed.harness import run_distributed
+from tests.distributed.rollout_cases import PREFIXES, run_rollout_cases, training_logps
+from tests.distributed.tiny_gpt import VOCAB
+
+pytestmark = pytest.mark.distributed
+CASES = [dict(), dict(cache=False), dict(share=False), dict(eos=50), dict(temperature=0.7, top_p=0.5),
+         dict(temperature=0.7, top_p=0.5, cache=False)]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> list[dict]:
+    (res,) = run_distributed(run_rollout_cases, 1, tmp_path_factory.mktemp("ro1"), CASES)
+    return res
+
+
+def _close(a: list, b: list, atol: float = 1e-5) -> None:
+    torch.testing.assert_close(torch.tensor([x for p in a for s in p for x in s]),
+                               torch.tensor([x for p in b for s in p for x in s]), atol=atol, rtol=0)
+
+
+def test_kv_cache_and_shared_prefill_change_nothing(single):
+    base, no_cache, unshared = single[0], single[1], single[2]
+    assert no_cache["tokens"] == base["tokens"] and unshared["tokens"] == base["tokens"]
+    _close(no_cache["logps"], base["logps"])
+    _close(unshared["logps"], base["logps"])
+    assert base["forward_tokens"] < unshared["forward_tokens"] < no_cache["forward_tokens"]
+    filtered, filtered_no_cache = single[4], single[5]
+    assert filtered["tokens"] == filtered_no_cache["tokens"]
+
+
+def test_shapes_vocabulary_and_distinct_samples(single):
+    base = single[0]
+    assert len(base["tokens"]) == len(PREFIXES)
+    for samples, logps in zip(base["tokens"], base["logps"]):
+        assert len(samples) == 3 and all(len(s) == 6 for s in samples)
+        assert all(0 <= t < VOCAB - 4 for s in samples for t in s)  # padded ids never sampled
+        assert all(len(lp) == len(s) and all(x < 0 for x in lp) for s, lp in zip(samples, logps))
+    assert len({tuple(s) for samples in base["tokens"] for s in samples}) > len(PREFIXES)
+
+
+def test_eos_ends_a_rollout(single):
+    with_eos = single[3]
+    ended = [s for samples in with_eos["tokens"] for s in samples if 50 in s]
+    for s in ended:
+        assert s[-1] == 50 and s.count(50) == 1
+    lengths = [len(s) for samples in with_eos["tokens"] for s in samples]
+    assert all(1 <= n <= 6 for n in lengths)
+
+
+def test_recorded_logps_equal_the_training_forward(single, tmp_path):
+    base = single[0]
+    (reference,) = run_distributed(training_logps, 1, tmp_path, base["tokens"])
+    _close(base["logps"], reference, atol=2e-5)
+
+
+def test_tp2_and_pp2_sample_what_tp1_samples(single, tmp_path):
+    results = run_distributed(run_rollout_cases, 2, tmp_path, [dict(tp=2), dict(pp=2), dict(pp=2, eos=50)])
+    for rank in results:
+        for i, want in enumerate((single[0], single[0], single[3])):
+            assert rank[i]["tokens"] == want["tokens"], rank[i]["case"]
+    _close(results[0][0]["logps"], single[0]["logps"])  # TP2: every rank has the logits
+    _close(results[1][1]["logps"], single[0]["logps"])  # PP2: the last stage records them
