@@ -1,0 +1,71 @@
+"""Rollout throughput with and without shared prefill (and without the KV cache), one run.
+
+A 4-layer GPT (hidden 256) generates K rollouts of N tokens for B prefixes of P tokens on this
+machine. Shared prefill runs each prefix once and copies its KV cache to the K rollout rows;
+unshared prefills all B*K rows. Prints generated tokens per second and the ratios.
+
+    .venv/bin/python bench/rollout_prefill.py [--prefix 256] [--k 8] [--new 32] [--batch 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _run(rank: int, world: int, args: dict) -> dict:
+    import torch
+    from megatron.core.models.gpt import GPTModel
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+
+    from rlpt_plugin.megatron.rollout import RolloutSpec, generate_rollouts
+    from tests.distributed.tiny_gpt import Layout, transformer_config
+
+    torch.set_num_threads(2)
+    Layout(1, 1).init()
+    config = transformer_config(num_layers=4)
+    config.hidden_size, config.ffn_hidden_size, config.num_attention_heads = 256, 1024, 8
+    model = GPTModel(config=config, transformer_layer_spec=get_gpt_layer_local_spec(), vocab_size=4096,
+                     max_sequence_length=args["prefix"] + args["new"] + 8,
+                     position_embedding_type="rope").eval()
+    gen = torch.Generator().manual_seed(0)
+    prefixes = [torch.randint(1, 4096, (args["prefix"],), generator=gen).tolist() for _ in range(args["batch"])]
+    rates = {}
+    for name, share, cache in (("shared prefill", True, True), ("per-row prefill", False, True),
+                               ("no KV cache", False, False)):
+        spec = RolloutSpec(num_samples=args["k"], max_new_tokens=args["new"], vocab_size=4096, seed=1,
+                           share_prefill=share, use_kv_cache=cache)
+        generate_rollouts(model, prefixes[:1], spec, step=0)  # warm-up
+        began = time.perf_counter()
+        out = generate_rollouts(model, prefixes, spec, step=1)
+        seconds = time.perf_counter() - began
+        generated = sum(len(s) for samples in out.tokens for s in samples)
+        rates[name] = (generated / seconds, seconds, out.forward_tokens)
+    return rates
+
+
+def main() -> None:
+    from tests.distributed.harness import run_distributed
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--prefix", type=int, default=256)
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--new", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=4)
+    args = vars(parser.parse_args())
+    (rates,) = run_distributed(_run, 1, Path(tempfile.mkdtemp()), args)
+    base = rates["shared prefill"][0]
+    print(f"\nrollouts: {args['batch']} prefixes x {args['prefix']} tokens, K={args['k']}, N={args['new']}, "
+          "4 layers h256 fp32, 1 process")
+    print(f"{'mode':<18}{'tokens/s':>10}{'seconds':>9}{'forward tokens':>16}{'vs shared':>11}")
+    for name, (rate, seconds, forward) in rates.items():
+        print(f"{name:<18}{rate:>10.1f}{seconds:>9.2f}{forward:>16}{rate / base:>11.2f}")
+
+
+if __name__ == "__main__":
+    main()
