@@ -97,3 +97,16 @@ def pp_broadcast_from_last(tensor: torch.Tensor) -> torch.Tensor:
         dist.broadcast(tensor, src=ps.get_pipeline_model_parallel_last_rank(),
                        group=ps.get_pipeline_model_parallel_group())
     return tensor
+
+
+def is_model_parallel_first() -> bool:
+    """The first rank of this data-parallel replica's model-parallel (TP x PP) group."""
+    return ps.get_model_parallel_group().rank() == 0 if dist.is_initialized() else True
+
+
+def mp_broadcast_from_first(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank of the model-parallel group gets its first rank's ``tensor`` (in place)."""
+    group = ps.get_model_parallel_group()
+    if dist.is_initialized() and group.size() > 1:
+        dist.broadcast(tensor, src=dist.get_global_rank(group, 0), group=group)
+    return tensor

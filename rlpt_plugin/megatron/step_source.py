@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 import torch
 
 from rlpt_plugin.megatron import parallel
+from rlpt_plugin.megatron.candidate_stage import CandidateStage
 from rlpt_plugin.megatron.reference import ReferenceScorer
 from rlpt_plugin.rl.packing import PackSpec, pack_step
 from rlpt_plugin.rl.pool import CandidateGroup, SelectionStats, select_all
@@ -37,8 +38,9 @@ class StepSource(Iterator[StepMicroBatch]):
 
     def __init__(self, group_fn: GroupFn, *, groups_per_step: int, spec: PackSpec,
                  rule: str = "dpo", reference: ReferenceScorer | None = None,
-                 start_step: int = 0, vocab_size: int | None = None):
-        """vocab_size: the model's (padded) vocabulary; token ids at or past it are an error."""
+                 start_step: int = 0, vocab_size: int | None = None, stage: CandidateStage | None = None):
+        """vocab_size: the model's vocabulary; token ids at or past it are an error.
+        stage: the in-loop candidate stage; without one, ``group_fn`` gives ready groups."""
         if groups_per_step < 1:
             raise ValueError(f"groups_per_step must be >= 1, but is {groups_per_step} instead.")
         self.group_fn = group_fn
@@ -47,6 +49,7 @@ class StepSource(Iterator[StepMicroBatch]):
         self.rule = rule
         self.reference = reference
         self.vocab_size = vocab_size
+        self.stage = stage
         self.next_step = start_step
         self.last_stats: SelectionStats | None = None
         self.last_denominators: Denominators | None = None
@@ -69,7 +72,10 @@ class StepSource(Iterator[StepMicroBatch]):
         if self._queue:
             raise RuntimeError(f"step {step} prepared while {len(self._queue)} micro-batches of "
                                "the previous step are unconsumed")
-        groups = [self.group_fn(i) for i in self.group_ids(step)]
+        if self.stage is not None:
+            groups = self.stage.collect(step)
+        else:
+            groups = [self.group_fn(i) for i in self.group_ids(step)]
         selections = select_all(groups, rule=self.rule)
         batches = pack_step(groups, selections, self.spec)
         if self.vocab_size is not None:
