@@ -115,16 +115,18 @@ class CandidateStage:
         inputs, future = self._pending.pop(step)
         width = max(len(pool_candidates(i, self.pool)[0]) for i in inputs)
         # Row g: the pool's scores, NaN-padded; an unjudged pool is all NaN.
-        scores = torch.full((len(inputs), width), float("nan"), dtype=torch.float64)
+        # The last row carries the judging rank's measured wait to the whole group.
+        scores = torch.full((len(inputs) + 1, width), float("nan"), dtype=torch.float64)
         if future is not None:
             began = time.perf_counter()
             verdicts = future.result(timeout=self.judge_timeout_s)
-            self.stats.judge_wait_s.append(time.perf_counter() - began)
+            scores[-1, 0] = time.perf_counter() - began
             for g, verdict in enumerate(verdicts):
                 if verdict is not None:
                     scores[g, : len(verdict)] = torch.tensor(verdict, dtype=torch.float64)
         device = next(self.model.parameters()).device
         scores = parallel.mp_broadcast_from_first(scores.to(device)).cpu()
+        self.stats.judge_wait_s.append(float(scores[-1, 0]))
         groups = []
         for g, item in enumerate(inputs):
             n = len(pool_candidates(item, self.pool)[0])

@@ -108,5 +108,7 @@ class RLPTForwardStep:
                                                         device=share.device), share])
         for name in self.hidden:
             reporting.pop(name, None)
+        for name, total, count in item.extras:
+            reporting[name] = torch.tensor([total, count], dtype=torch.float64, device=share.device)
         num_tokens = torch.ones((), dtype=torch.int, device=token_logps_BS.device)
         return out.loss * scale, num_tokens, reporting

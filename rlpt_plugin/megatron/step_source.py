@@ -25,7 +25,7 @@ from rlpt_plugin.megatron.reference import ReferenceScorer
 from rlpt_plugin.rl.packing import PackSpec, pack_step
 from rlpt_plugin.rl.pool import CandidateGroup, SelectionStats, select_all
 from rlpt_plugin.rl.losses import Denominators
-from rlpt_plugin.rl.step import StepMicroBatch, local_denominators
+from rlpt_plugin.rl.step import StepMicroBatch, local_denominators, step_extras
 
 GroupFn = Callable[[int], CandidateGroup]
 
@@ -88,8 +88,20 @@ class StepSource(Iterator[StepMicroBatch]):
         denominators = Denominators(*(float(v) for v in summed.tolist()))
         self.last_stats = SelectionStats.from_selections(zip(groups, selections))
         self.last_denominators = denominators
-        self._queue.extend(StepMicroBatch(mb, denominators, step) for mb in batches)
+        metrics = self._step_metrics(groups, selections)
+        self._queue.extend(StepMicroBatch(mb, denominators, step, step_extras(metrics, i == 0))
+                           for i, mb in enumerate(batches))
         self.next_step = step + 1
+
+    def _step_metrics(self, groups: list, selections: list) -> dict[str, tuple[float, float]]:
+        """This rank's share of the step's data metrics, as (sum, count)."""
+        with_chosen = [(g, s) for g, s in zip(groups, selections) if s.chosen is not None]
+        rollout_chosen = sum(g.kinds[s.chosen] == "rollout" for g, s in with_chosen)
+        metrics = {"rollout_chosen_rate": (float(rollout_chosen), float(len(with_chosen))),
+                   "unjudged_pool_rate": (float(sum(g.scores is None for g in groups)), float(len(groups)))}
+        if self.stage is not None:  # seconds the trainer waited for this step's verdicts
+            metrics["judge_wait_s"] = (self.stage.stats.judge_wait_s[-1], 1.0)
+        return metrics
 
     def _check_vocab(self, batches: list) -> None:
         for mb in batches:

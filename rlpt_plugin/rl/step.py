@@ -22,6 +22,15 @@ class StepMicroBatch:
     batch: MicroBatch
     denominators: Denominators
     step: int
+    extras: tuple[tuple[str, float, float], ...] = ()
+    """Step-level data metrics as (name, sum, count), carried by every micro-batch of the step
+    with the values on the first one and zeros elsewhere, so the host's usual sum over
+    micro-batches and data-parallel ranks gives the global figure."""
+
+
+def step_extras(metrics: dict[str, tuple[float, float]], first: bool) -> tuple[tuple[str, float, float], ...]:
+    """``metrics`` as StepMicroBatch.extras: real values on the first micro-batch, zeros after."""
+    return tuple((name, s if first else 0.0, c if first else 0.0) for name, (s, c) in sorted(metrics.items()))
 
 
 def local_denominators(batches: Sequence[MicroBatch]) -> Denominators:

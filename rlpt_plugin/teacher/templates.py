@@ -11,13 +11,18 @@ File format::
     ...
 
 Header lines are ``key: value`` with ``version`` and ``kind`` required and ``prime_words``
-(how many trailing prefix words prime the answer, default 5) optional; lines starting with ``#``
-before the first section are comments. ``kind: chat`` takes an optional ``### system`` and a
-required ``### user`` section; ``kind: completions`` takes one ``### prompt`` section.
+(how many trailing prefix words prime the answer, default 5) and ``placeholders`` optional; lines
+starting with ``#`` before the first section are comments. ``kind: chat`` takes an optional
+``### system`` and a required ``### user`` section; ``kind: completions`` takes one
+``### prompt`` section.
 
-Only those three placeholders exist; any other ``{identifier}`` is rejected as a probable typo,
-while other braces (JSON examples, code) are left alone. Substitution is a single pass, so a
-document that itself contains ``{suffix}`` is not expanded twice.
+By default a template uses exactly the rewrite placeholders ``{prefix}``, ``{suffix}`` and
+``{num_words}`` and is filled with :meth:`Template.render`. A template may instead declare its
+own set, e.g. ``placeholders: prefix, candidate_a, candidate_b`` (the judge prompts do); it is
+then filled with :meth:`Template.fill`, which takes exactly those names. Either way every
+declared placeholder must be used and any other ``{identifier}`` is rejected as a probable
+typo, while other braces (JSON examples, code) are left alone. Substitution is a single pass,
+so a document that itself contains ``{suffix}`` is not expanded twice.
 
 ``Template.version`` is the header version plus a short sha256 of the whole file text: editing
 the wording changes the version and therefore every cache key built with it, without anyone
@@ -30,11 +35,13 @@ import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
+from collections.abc import Mapping
 from pathlib import Path
 
 PLACEHOLDERS = ("prefix", "suffix", "num_words")
 _KINDS = {"chat": (("system", "user"), ("user",)), "completions": (("prompt",), ("prompt",))}
-_HEADER_KEYS = ("version", "kind", "prime_words")
+_HEADER_KEYS = ("version", "kind", "prime_words", "placeholders")
+_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECTION_RE = re.compile(r"^###\s*(\S+)\s*$")
 _WORD_RE = re.compile(r"\S+")
@@ -42,7 +49,11 @@ _WORD_RE = re.compile(r"\S+")
 
 @dataclass(frozen=True)
 class RenderedPrompt:
-    """A filled template: ``messages`` (chat) or ``prompt`` (completions), and the priming text."""
+    """A filled template: ``messages`` (chat) or ``prompt`` (completions), and the priming text.
+
+    ``num_words`` is the suffix word count for :meth:`Template.render`; :meth:`Template.fill`
+    sets it to 0 and ``assistant_prefix`` to ``""`` (no priming).
+    """
 
     messages: tuple[tuple[str, str], ...] | None
     prompt: str | None
@@ -60,6 +71,7 @@ class Template:
     sections: tuple[tuple[str, str], ...]
     prime_words: int
     sha: str
+    placeholders: tuple[str, ...] = PLACEHOLDERS
 
     @property
     def version(self) -> str:
@@ -74,6 +86,11 @@ class Template:
         ``prime_words``-th last word, verbatim (spacing and newlines kept), so the continuation
         re-joins the document exactly where the original suffix began.
         """
+        if self.placeholders != PLACEHOLDERS:
+            raise ValueError(
+                f"template {self.name!r} declares its own placeholders {list(self.placeholders)}; "
+                "fill it with Template.fill(), not render()"
+            )
         if not isinstance(prefix, str):
             raise ValueError(f"prefix must be a string, got {type(prefix).__name__}")
         if not isinstance(suffix, str):
@@ -86,6 +103,26 @@ class Template:
         if self.kind == "chat":
             return RenderedPrompt(messages=tuple(filled), prompt=None, assistant_prefix=prime, num_words=num_words)
         return RenderedPrompt(messages=None, prompt=filled[0][1], assistant_prefix=prime, num_words=num_words)
+
+    def fill(self, values: Mapping[str, str]) -> RenderedPrompt:
+        """Fill every declared placeholder from ``values`` (exactly those keys, string values).
+
+        No priming: ``assistant_prefix`` is ``""`` and ``num_words`` 0. Single pass, like
+        :meth:`render`, so a value containing ``{candidate}`` is left as it is.
+        """
+        keys = set(values)
+        if keys != set(self.placeholders):
+            raise ValueError(
+                f"values must have exactly the keys {sorted(self.placeholders)} of template {self.name!r}, "
+                f"got {sorted(keys)}"
+            )
+        for key, value in values.items():
+            if not isinstance(value, str):
+                raise ValueError(f"values[{key!r}] must be a string, got {type(value).__name__}")
+        filled = [(name, _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], text)) for name, text in self.sections]
+        if self.kind == "chat":
+            return RenderedPrompt(messages=tuple(filled), prompt=None, assistant_prefix="", num_words=0)
+        return RenderedPrompt(messages=None, prompt=filled[0][1], assistant_prefix="", num_words=0)
 
 
 def parse_template(text: str, name: str = "<string>") -> Template:
@@ -119,6 +156,17 @@ def parse_template(text: str, name: str = "<string>") -> Template:
     prime_raw = header.get("prime_words", "5")
     if not prime_raw.isdigit() or int(prime_raw) < 1:
         raise ValueError(f"template {name!r}: prime_words must be an int >= 1, got {prime_raw!r}")
+    placeholders = PLACEHOLDERS
+    if "placeholders" in header:
+        declared = tuple(p.strip() for p in header["placeholders"].split(","))
+        if not declared or any(not _IDENT_RE.fullmatch(p) for p in declared):
+            raise ValueError(
+                f"template {name!r}: placeholders must be a comma-separated list of identifiers, "
+                f"got {header['placeholders']!r}"
+            )
+        if len(set(declared)) != len(declared):
+            raise ValueError(f"template {name!r}: placeholders lists a name twice, got {header['placeholders']!r}")
+        placeholders = declared
 
     parsed: list[tuple[str, str]] = []
     for sec_name, lines in sections:
@@ -140,19 +188,19 @@ def parse_template(text: str, name: str = "<string>") -> Template:
     used: set[str] = set()
     for sec_name, body in parsed:
         for match in _PLACEHOLDER_RE.finditer(body):
-            if match.group(1) not in PLACEHOLDERS:
+            if match.group(1) not in placeholders:
                 raise ValueError(
                     f"template {name!r}: unknown placeholder {{{match.group(1)}}} in section {sec_name!r}; "
-                    f"allowed {['{' + p + '}' for p in PLACEHOLDERS]}"
+                    f"allowed {['{' + p + '}' for p in placeholders]}"
                 )
             used.add(match.group(1))
-    missing = [p for p in PLACEHOLDERS if p not in used]
+    missing = [p for p in placeholders if p not in used]
     if missing:
         raise ValueError(f"template {name!r}: missing placeholders {['{' + p + '}' for p in missing]}")
 
     sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return Template(name=name, header_version=header["version"], kind=kind, sections=tuple(parsed),
-                    prime_words=int(prime_raw), sha=sha)  # fmt: skip
+                    prime_words=int(prime_raw), sha=sha, placeholders=placeholders)  # fmt: skip
 
 
 def load_template(name: str, *, directory: str | Path | None = None) -> Template:

@@ -71,7 +71,7 @@ def stage_steps(case: dict[str, Any]) -> dict[str, Any]:
                                       use_rf_nll=True), vocab_size=VOCAB)
     forward_step = RLPTForwardStep(LossConfig(beta=0.5), MixedWeights.constant(lm=1.0, dpo=1.0, rf_nll=0.5))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    losses, rates = [], []
+    losses, rates, metrics = [], [], []
     for step in range(steps):
         source.prepare(step)
         model.zero_grad_buffer()
@@ -87,8 +87,11 @@ def stage_steps(case: dict[str, Any]) -> dict[str, Any]:
             total = torch.stack([r["loss"] for r in reports]).sum(0)
             torch.distributed.all_reduce(total, group=ps.get_data_parallel_group())
             losses.append(float(total[0] / total[1]))
+            extras = {k: torch.stack([r[k] for r in reports]).sum(0) for k in ("rollout_chosen_rate", "judge_wait_s")}
+            metrics.append({k: float(v[0] / v[1]) for k, v in extras.items()})
     return {"case": case, "losses": losses, "rates": rates, "judge_calls": judge.calls,
-            "waits": len(stage.stats.judge_wait_s), "unjudged": stage.stats.unjudged_pools}
+            "waits": len(stage.stats.judge_wait_s), "unjudged": stage.stats.unjudged_pools,
+            "metrics": metrics}
 
 
 def run_stage_cases(rank: int, world_size: int, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -20,6 +20,9 @@ def test_candidate_stage_steps_are_layout_invariant(tmp_path):
     assert s0["judge_calls"] == 24 and s1["judge_calls"] == 32  # staleness 1 judges one step ahead
     assert s0["unjudged"] > 0  # pools the judge could not score were counted, not scored 0
     assert s0["losses"][0] == pytest.approx(s1["losses"][0], abs=1e-6)  # step 0: same policy
+    # Data metrics reach the trainer's reported metrics: the rollout-chosen rate and the wait.
+    assert [m["rollout_chosen_rate"] for m in s0["metrics"]] == pytest.approx(s0["rates"])
+    assert all(m["judge_wait_s"] >= 0.009 for m in s0["metrics"])  # the judge sleeps 10 ms
     assert s0["losses"][1] != pytest.approx(s1["losses"][1], abs=1e-4)  # later: older rollouts
     two = run_distributed(run_stage_cases, 2, tmp_path / "two",
                           [dict(tp=2, pp=1, staleness=1), dict(tp=1, pp=2, staleness=0)])
