@@ -16,7 +16,10 @@ from rlpt_plugin.rl.pool import RULES
 from rlpt_plugin.rl.weights import MixedWeights, WeightSchedule
 
 REFERENCE_MODES = ("rollout", "frozen", "none")
-SOURCES = ("synthetic",)
+SOURCES = ("synthetic", "store")
+SCHEDULES = ("round_robin", "pivot", "tournament")
+POSITIONS = ("random", "both")
+FALLBACKS = ("drop", "nll_original")
 
 
 class ConfigError(ValueError):
@@ -125,11 +128,98 @@ class SyntheticSection:
 
 
 @dataclass(kw_only=True)
+class CandidateSection:
+    """The in-loop candidate stage (``rlpt.data.source=store``): pools of original suffix,
+    rewrite and K rollouts from the live policy."""
+
+    num_rollouts: int = 4
+    """K rollouts per prefix (paper: 1..16, 16 best)."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts (paper: 1.0)."""
+    top_p: float = 1.0
+    """Nucleus sampling of the rollouts (paper: 1.0)."""
+    original: bool = True
+    """The original suffix enters the pool (paper's best safety pool: rollouts + original)."""
+    rewrite: bool = False
+    """The teacher's offline rewrite enters the pool when the store has a usable one."""
+    rollouts: bool = True
+    """The policy's rollouts enter the pool."""
+    staleness: int = 1
+    """Steps the candidates are built ahead of the step that trains on them (judging overlaps
+    training); 0 judges at step start and waits."""
+    share_prefill: bool = True
+    """Prefill each prefix once and copy its KV cache to its K rollouts."""
+
+    def validate(self, path: str) -> list[str]:
+        errors: list[str] = []
+        _number(errors, f"{path}.num_rollouts", self.num_rollouts, minimum=0, integer=True)
+        _number(errors, f"{path}.temperature", self.temperature, minimum=0, strictly=True)
+        _number(errors, f"{path}.top_p", self.top_p, minimum=0, strictly=True)
+        if isinstance(self.top_p, (int, float)) and self.top_p > 1:
+            errors.append(f"`{path}.top_p` must be <= 1, but is {self.top_p} instead.")
+        _number(errors, f"{path}.staleness", self.staleness, minimum=0, integer=True)
+        if not (self.original or self.rewrite or (self.rollouts and self.num_rollouts)):
+            errors.append(f"`{path}`: the pool is empty (enable original, rewrite or rollouts).")
+        return errors
+
+
+@dataclass(kw_only=True)
+class JudgeSection:
+    """The teacher as judge, behind OpenAI-protocol endpoints."""
+
+    endpoints: list[str] = field(default_factory=list)
+    """Base URLs of the inference servers (e.g. http://judge-0:8000/v1); requests spread over them."""
+    model: str = ""
+    """Model name the servers serve."""
+    quality: float = 1.0
+    """Weight of the pairwise quality axis (win rate)."""
+    safety: float = 0.0
+    """Weight of the pointwise safety axis (1 safe / 0 unsafe)."""
+    factuality: float = 0.0
+    """Weight of the pointwise factuality axis (1 / 0.5 / 0 for none / possible / definite)."""
+    schedule: str = "round_robin"
+    """Quality pairing: round_robin (paper, all pairs), pivot (vs the original), tournament (O(K))."""
+    position: str = "random"
+    """Position-bias control: random order per comparison, or both orders."""
+    samples: int = 1
+    """Judge samples averaged per judgment (paper: 5 for a small judge)."""
+    fallback: str = "drop"
+    """A pool that cannot be judged: drop it from the RL terms, or nll_original."""
+    concurrency: int = 64
+    """Judge requests in flight."""
+    cache: str | None = None
+    """Verdict cache (sqlite); default: <checkpoint.save>/rlpt_judge_cache.sqlite."""
+
+    def validate(self, path: str, needed: bool) -> list[str]:
+        errors: list[str] = []
+        if needed and not self.endpoints:
+            errors.append(f"`{path}.endpoints` must list at least one URL for rlpt.data.source=store, "
+                          "but is empty.")
+        if needed and not self.model:
+            errors.append(f"`{path}.model` must name the judge model, but is empty.")
+        for axis in ("quality", "safety", "factuality"):
+            _number(errors, f"{path}.{axis}", getattr(self, axis), minimum=0)
+        if not (self.quality or self.safety or self.factuality):
+            errors.append(f"`{path}`: at least one axis weight must be > 0.")
+        _choice(errors, f"{path}.schedule", self.schedule, SCHEDULES)
+        _choice(errors, f"{path}.position", self.position, POSITIONS)
+        _choice(errors, f"{path}.fallback", self.fallback, FALLBACKS)
+        _number(errors, f"{path}.samples", self.samples, minimum=1, integer=True)
+        _number(errors, f"{path}.concurrency", self.concurrency, minimum=1, integer=True)
+        return errors
+
+
+@dataclass(kw_only=True)
 class DataSection:
     """Where each step's candidate groups come from and how they are packed."""
 
     source: str = "synthetic"
-    """synthetic (more sources arrive with the rewritten store and the candidate stage)."""
+    """synthetic (ready-made scored groups, no teacher) | store (windows of rewritten stores
+    through the in-loop candidate stage: rollouts + judge)."""
+    stores: list[str] = field(default_factory=list)
+    """Rewritten stores (rlpt rewrite) to draw windows from, blended by size."""
+    tokenizer: str = ""
+    """Local tokenizer directory (must match the stores' fingerprint); the judge sees text."""
     groups_per_step: int = 8
     """Candidate groups (prefixes) per optimizer step over ALL data-parallel ranks."""
     seed: int = 1234
@@ -141,6 +231,11 @@ class DataSection:
     def validate(self, path: str) -> list[str]:
         errors: list[str] = []
         _choice(errors, f"{path}.source", self.source, SOURCES)
+        if self.source == "store" and not self.stores:
+            errors.append(f"`{path}.stores` must list at least one rewritten store for source=store, "
+                          "but is empty.")
+        if self.source == "store" and not self.tokenizer:
+            errors.append(f"`{path}.tokenizer` must name the stores' tokenizer for source=store, but is empty.")
         _number(errors, f"{path}.groups_per_step", self.groups_per_step, minimum=1, integer=True)
         _number(errors, f"{path}.seed", self.seed, minimum=0, integer=True)
         s = self.synthetic
@@ -159,9 +254,14 @@ class RLPTConfig:
 
     loss: LossSection = field(default_factory=LossSection)
     data: DataSection = field(default_factory=DataSection)
+    candidates: CandidateSection = field(default_factory=CandidateSection)
+    judge: JudgeSection = field(default_factory=JudgeSection)
 
     def errors(self) -> list[str]:
-        return self.loss.validate("rlpt.loss") + self.data.validate("rlpt.data")
+        in_loop = self.data.source == "store"
+        return (self.loss.validate("rlpt.loss") + self.data.validate("rlpt.data")
+                + self.candidates.validate("rlpt.candidates")
+                + self.judge.validate("rlpt.judge", needed=in_loop))
 
     def validate(self) -> None:
         errors = self.errors()

@@ -46,3 +46,17 @@ def test_weight_schedule_reaches_the_loss_weights():
     cfg = RLPTConfig()
     cfg.loss.dpo = TermWeight(kind="linear", start=0.0, end=2.0, begin_step=0, end_step=10)
     assert cfg.loss.weights().at(5).dpo == pytest.approx(1.0)
+
+
+def test_store_source_needs_stores_tokenizer_and_a_judge():
+    cfg = RLPTConfig()
+    cfg.data.source = "store"
+    cfg.candidates.top_p = 1.5
+    cfg.judge.schedule = "swiss"
+    with pytest.raises(ConfigError) as info:
+        cfg.validate()
+    message = str(info.value)
+    for expected in ("`rlpt.data.stores` must list", "`rlpt.data.tokenizer` must name",
+                     "`rlpt.judge.endpoints` must list", "`rlpt.judge.model` must name",
+                     "`rlpt.candidates.top_p` must be <= 1", "`rlpt.judge.schedule` must be one of"):
+        assert expected in message, (expected, message)
