@@ -137,10 +137,17 @@ class RLPTCallback(Callback):
         elif mode == "frozen":
             reference = ReferenceScorer(frozen_reference(
                 context.model, step=step, save_root=cfg.checkpoint.save, load_root=cfg.checkpoint.load))
-        self.source = StepSource(group_source(cfg).group, groups_per_step=cfg.rlpt.data.groups_per_step,
+        in_loop = cfg.rlpt.data.source == "store"
+        if in_loop:
+            from rlpt_plugin.megatron.stage_factory import build_stage
+
+            stage, groups = build_stage(cfg, context.model), None
+        else:
+            stage, groups = None, group_source(cfg).group
+        self.source = StepSource(groups, groups_per_step=cfg.rlpt.data.groups_per_step,
                                  spec=pack_spec(cfg), rule=cfg.rlpt.loss.selection,
                                  reference=reference, start_step=step,
-                                 vocab_size=cfg.model.vocab_size)
+                                 vocab_size=cfg.model.vocab_size, stage=stage)
         cfg.dataset.train_feed.source = self.source
 
     def on_train_step_start(self, context: CallbackContext) -> None:

@@ -23,22 +23,13 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
+from rlpt_plugin.judge.judge import JudgePool
 from rlpt_plugin.megatron import parallel
 from rlpt_plugin.megatron.rollout import RolloutSpec, generate_rollouts
 from rlpt_plugin.rl.candidates import PoolInput, PoolSpec, build_group, pool_candidates
 from rlpt_plugin.rl.pool import CandidateGroup
 
 Window = tuple[Sequence[int], Sequence[int], Sequence[int] | None]  # prefix, original, rewrite
-
-
-@dataclass(frozen=True)
-class JudgePool:
-    """What the judge sees of one pool (texts, in pool order)."""
-
-    prefix: str
-    reference: str | None  # the original suffix, the factuality axis's ground truth
-    candidates: tuple[str, ...]
-    kinds: tuple[str, ...]
 
 
 class PoolJudge(Protocol):
@@ -107,7 +98,7 @@ class CandidateStage:
     def _judge_pool(self, item: PoolInput) -> JudgePool:
         cands, kinds, _ = pool_candidates(item, self.pool)
         return JudgePool(prefix=self.decode(item.prefix), reference=self.decode(item.original),
-                         candidates=tuple(self.decode(c) for c in cands), kinds=tuple(str(k) for k in kinds))
+                         candidates=tuple(self.decode(c) for c in cands), kinds=tuple(kinds))
 
     def collect(self, step: int) -> list[CandidateGroup]:
         """Step ``step``'s scored groups (launches it first when it is not in flight)."""

@@ -36,11 +36,13 @@ class StepSource(Iterator[StepMicroBatch]):
     groups_per_step: GLOBAL number of candidate groups per optimizer step (all DP ranks).
     """
 
-    def __init__(self, group_fn: GroupFn, *, groups_per_step: int, spec: PackSpec,
+    def __init__(self, group_fn: GroupFn | None = None, *, groups_per_step: int, spec: PackSpec,
                  rule: str = "dpo", reference: ReferenceScorer | None = None,
                  start_step: int = 0, vocab_size: int | None = None, stage: CandidateStage | None = None):
         """vocab_size: the model's vocabulary; token ids at or past it are an error.
         stage: the in-loop candidate stage; without one, ``group_fn`` gives ready groups."""
+        if (group_fn is None) == (stage is None):
+            raise ValueError("StepSource needs exactly one of group_fn (ready groups) and stage")
         if groups_per_step < 1:
             raise ValueError(f"groups_per_step must be >= 1, but is {groups_per_step} instead.")
         self.group_fn = group_fn

@@ -56,3 +56,8 @@ def pp2_case(rank: int, world_size: int, root: str) -> dict[str, list[dict[str, 
     rollout, _ = _train(Path(root) / "rollout", [*pp2, "rlpt.loss.reference=rollout",
                                                  "checkpoint.save=null", "checkpoint.load=null"])
     return {"frozen": frozen, "rollout": rollout}
+
+
+def store_case(rank: int, world_size: int, root: str, overrides: list[str]) -> list[dict[str, float]]:
+    records, _ = _train(Path(root) / "run", overrides)
+    return records

@@ -66,7 +66,7 @@ def stage_steps(case: dict[str, Any]) -> dict[str, Any]:
                            pool=PoolSpec(original=True, rollouts=True), judge=judge,
                            decode=lambda ids: " ".join(str(int(t)) for t in ids), groups_per_step=8,
                            staleness=case["staleness"])
-    source = StepSource(SOURCE.group, groups_per_step=8, stage=stage, reference=ReferenceScorer([model]),
+    source = StepSource(groups_per_step=8, stage=stage, reference=ReferenceScorer([model]),
                         spec=PackSpec(seq_length=seq, micro_batch_size=mbs, num_microbatches=num_mb,
                                       use_rf_nll=True), vocab_size=VOCAB)
     forward_step = RLPTForwardStep(LossConfig(beta=0.5), MixedWeights.constant(lm=1.0, dpo=1.0, rf_nll=0.5))

@@ -1,0 +1,81 @@
+"""Builds the in-loop candidate stage from a job config (``rlpt.data.source=store``).
+
+Windows come from rewritten stores through the Megatron dataset (rlpt_plugin/megatron/
+suffix_dataset.py, deterministic in the seed); rollouts from the live policy; verdicts from the
+teacher judge behind OpenAI-protocol endpoints, with a verdict cache that survives restarts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from rlpt_plugin.config import RLPTConfig
+from rlpt_plugin.data.tokenizer import load_tokenizer
+from rlpt_plugin.judge.judge import Judge, JudgeConfig, JudgePool
+from rlpt_plugin.megatron.candidate_stage import CandidateStage
+from rlpt_plugin.megatron.rewritten_store import RewrittenStore
+from rlpt_plugin.megatron.rollout import RolloutSpec
+from rlpt_plugin.megatron.suffix_dataset import SuffixDatasetConfig, build_suffix_datasets
+from rlpt_plugin.rl.candidates import PoolSpec
+from rlpt_plugin.teacher.cache import ResponseCache
+from rlpt_plugin.teacher.openai_client import OpenAIClient
+
+
+class ScoresOnly:
+    """Adapts :class:`Judge` to the stage's protocol (scores per candidate, or None)."""
+
+    def __init__(self, judge: Judge):
+        self.inner = judge
+
+    async def judge(self, pools: Sequence[JudgePool]) -> list[list[float] | None]:
+        return [v.scores for v in await self.inner.judge(pools)]
+
+
+def judge_from_config(rlpt: RLPTConfig, cache_path: Path | None) -> Judge:
+    j = rlpt.judge
+    weights = {"quality": j.quality, "safety": j.safety, "factuality": j.factuality}
+    axes = tuple(axis for axis, w in weights.items() if w > 0)
+    client = OpenAIClient(j.endpoints, j.model, max_concurrency=j.concurrency)
+    cache = ResponseCache(str(cache_path)) if cache_path is not None else None
+    return Judge(client, JudgeConfig(axes=axes, weights={a: weights[a] for a in axes}, schedule=j.schedule,
+                                     position=j.position, samples_per_judgment=j.samples,
+                                     fallback=j.fallback, seed=rlpt.data.seed), cache=cache)
+
+
+def build_stage(cfg: Any, model: list[torch.nn.Module]) -> CandidateStage:
+    """The stage for a Bridge job config (``cfg.rlpt``, ``cfg.model``, ``cfg.train``, ...)."""
+    rlpt: RLPTConfig = cfg.rlpt
+    if len(model) != 1:
+        raise ValueError("the candidate stage needs one model chunk per rank: virtual pipeline "
+                         f"parallelism is not supported yet, but this rank has {len(model)} chunks")
+    tokenizer = load_tokenizer(rlpt.data.tokenizer)
+    first = RewrittenStore(rlpt.data.stores[0], expect_tokenizer=tokenizer.fingerprint)
+    suffix_length = int(first.manifest["suffix_length"])
+    samples = cfg.train.train_iters * rlpt.data.groups_per_step
+    dataset = build_suffix_datasets(SuffixDatasetConfig(
+        random_seed=rlpt.data.seed, sequence_length=cfg.model.seq_length,
+        blend=(list(rlpt.data.stores), None), split="100,0,0", suffix_length=suffix_length,
+        tokenizer_fingerprint=tokenizer.fingerprint), [samples, None, None])[0]
+
+    def window(group_id: int):
+        sample = dataset[group_id % len(dataset)]
+        rewrite = sample["rewrite"].tolist() if sample["has_rewrite"] else None
+        return sample["prefix"].tolist(), sample["original"].tolist(), rewrite
+
+    c = rlpt.candidates
+    rollout = RolloutSpec(num_samples=max(1, c.num_rollouts), max_new_tokens=suffix_length,
+                          vocab_size=tokenizer.vocab_size, temperature=c.temperature, top_p=c.top_p,
+                          eos_id=tokenizer.eod_id, seed=rlpt.data.seed, share_prefill=c.share_prefill)
+    save = getattr(cfg.checkpoint, "save", None)
+    cache = Path(rlpt.judge.cache) if rlpt.judge.cache else (
+        Path(save) / "rlpt_judge_cache.sqlite" if save else None)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+    return CandidateStage(window_fn=window, model=model[0], rollout=rollout,
+                          pool=PoolSpec(original=c.original, rewrite=c.rewrite,
+                                        rollouts=c.rollouts and c.num_rollouts > 0),
+                          judge=ScoresOnly(judge_from_config(rlpt, cache)), decode=tokenizer.decode,
+                          groups_per_step=rlpt.data.groups_per_step, staleness=c.staleness)
