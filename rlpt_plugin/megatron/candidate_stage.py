@@ -32,9 +32,27 @@ from rlpt_plugin.rl.pool import CandidateGroup
 Window = tuple[Sequence[int], Sequence[int], Sequence[int] | None]  # prefix, original, rewrite
 
 
+@dataclass
+class Verdicts:
+    """A judge's answer for a batch of pools.
+
+    ``scores[g]``: reward per candidate of pool g, None when it could not be judged;
+    ``per_axis[g]``: axis -> score per candidate (empty when unavailable); ``calls`` and
+    ``failures``: judge requests and failed attempts per pool; ``cache_hit_rate``: so far.
+    """
+
+    scores: list[list[float] | None]
+    per_axis: list[dict[str, list[float]]] = field(default_factory=list)
+    calls: list[int] = field(default_factory=list)
+    failures: list[int] = field(default_factory=list)
+    cache_hit_rate: float = 0.0
+
+
 class PoolJudge(Protocol):
-    async def judge(self, pools: Sequence[JudgePool]) -> list[list[float] | None]:
-        """Scores per candidate, or None for a pool that could not be judged."""
+    axes: tuple[str, ...]
+
+    async def judge(self, pools: Sequence[JudgePool]) -> Verdicts:
+        """Verdicts for the pools, in order."""
 
 
 @dataclass
@@ -42,6 +60,8 @@ class StageStats:
     judge_wait_s: list[float] = field(default_factory=list)
     rollout_s: list[float] = field(default_factory=list)
     unjudged_pools: int = 0
+    last: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """The last collected step's metrics as (sum, count), same keys on every rank."""
 
 
 class _BackgroundLoop:
@@ -106,25 +126,47 @@ class CandidateStage:
         inputs, future = self._pending.pop(step)
         width = max(len(pool_candidates(i, self.pool)[0]) for i in inputs)
         # Row g: the pool's scores, NaN-padded; an unjudged pool is all NaN.
-        # The last row carries the judging rank's measured wait to the whole group.
-        scores = torch.full((len(inputs) + 1, width), float("nan"), dtype=torch.float64)
+        axes = tuple(self.judge.axes)
+        # [pool, candidate, channel]: channel 0 the reward, then one per axis; NaN = not judged.
+        values = torch.full((len(inputs), width, 1 + len(axes)), float("nan"), dtype=torch.float64)
+        # wait (s), judge calls, failed attempts, cache hit rate
+        totals = torch.zeros(4, dtype=torch.float64)
         if future is not None:
             began = time.perf_counter()
-            verdicts = future.result(timeout=self.judge_timeout_s)
-            scores[-1, 0] = time.perf_counter() - began
-            for g, verdict in enumerate(verdicts):
-                if verdict is not None:
-                    scores[g, : len(verdict)] = torch.tensor(verdict, dtype=torch.float64)
+            verdicts: Verdicts = future.result(timeout=self.judge_timeout_s)
+            totals[0] = time.perf_counter() - began
+            totals[1], totals[2] = float(sum(verdicts.calls)), float(sum(verdicts.failures))
+            totals[3] = verdicts.cache_hit_rate
+            for g, score in enumerate(verdicts.scores):
+                if score is None:
+                    continue
+                values[g, : len(score), 0] = torch.tensor(score, dtype=torch.float64)
+                per_axis = verdicts.per_axis[g] if g < len(verdicts.per_axis) else {}
+                for a, axis in enumerate(axes):
+                    if axis in per_axis:
+                        values[g, : len(per_axis[axis]), 1 + a] = torch.tensor(per_axis[axis], dtype=torch.float64)
         device = next(self.model.parameters()).device
-        scores = parallel.mp_broadcast_from_first(scores.to(device)).cpu()
-        self.stats.judge_wait_s.append(float(scores[-1, 0]))
+        values = parallel.mp_broadcast_from_first(values.to(device)).cpu()
+        totals = parallel.mp_broadcast_from_first(totals.to(device)).cpu()
+        self.stats.judge_wait_s.append(float(totals[0]))
         groups = []
+        metrics = {f"score_{axis}_{kind}": (0.0, 0.0) for axis in axes for kind in self.pool.kinds()}
         for g, item in enumerate(inputs):
-            n = len(pool_candidates(item, self.pool)[0])
-            row = scores[g, :n]
+            cands, kinds, _ = pool_candidates(item, self.pool)
+            row = values[g, : len(cands), 0]
             judged = not bool(torch.isnan(row).any())
             self.stats.unjudged_pools += int(not judged)
             groups.append(build_group(item, self.pool, row.tolist() if judged else None))
+            for a, axis in enumerate(axes):
+                for c, kind in enumerate(kinds):
+                    v = float(values[g, c, 1 + a])
+                    if judged and v == v:  # not NaN
+                        total, count = metrics[f"score_{axis}_{kind}"]
+                        metrics[f"score_{axis}_{kind}"] = (total + v, count + 1.0)
+        metrics["judge_calls_per_prefix"] = (float(totals[1]), float(len(inputs)))
+        metrics["judge_failures"] = (float(totals[2]), 1.0)
+        metrics["judge_cache_hit_rate"] = (float(totals[3]), 1.0)
+        self.stats.last = metrics
         for ahead in range(step + 1, step + 1 + self.staleness):
             self.launch(ahead)
         return groups

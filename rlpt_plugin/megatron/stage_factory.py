@@ -15,7 +15,7 @@ import torch
 from rlpt_plugin.config import RLPTConfig
 from rlpt_plugin.data.tokenizer import load_tokenizer
 from rlpt_plugin.judge.judge import Judge, JudgeConfig, JudgePool
-from rlpt_plugin.megatron.candidate_stage import CandidateStage
+from rlpt_plugin.megatron.candidate_stage import CandidateStage, Verdicts
 from rlpt_plugin.megatron.rewritten_store import RewrittenStore
 from rlpt_plugin.megatron.rollout import RolloutSpec
 from rlpt_plugin.megatron.suffix_dataset import SuffixDatasetConfig, build_suffix_datasets
@@ -24,14 +24,20 @@ from rlpt_plugin.teacher.cache import ResponseCache
 from rlpt_plugin.teacher.openai_client import OpenAIClient
 
 
-class ScoresOnly:
-    """Adapts :class:`Judge` to the stage's protocol (scores per candidate, or None)."""
+class JudgeAdapter:
+    """Adapts :class:`Judge` to the stage's protocol."""
 
     def __init__(self, judge: Judge):
         self.inner = judge
+        self.axes = tuple(str(a.value if hasattr(a, "value") else a) for a in judge.config.axes)
 
-    async def judge(self, pools: Sequence[JudgePool]) -> list[list[float] | None]:
-        return [v.scores for v in await self.inner.judge(pools)]
+    async def judge(self, pools: Sequence[JudgePool]) -> Verdicts:
+        out = await self.inner.judge(pools)
+        per_axis = [{str(a.value if hasattr(a, "value") else a): list(v) for a, v in p.per_axis.items()}
+                    for p in out]
+        return Verdicts(scores=[p.scores for p in out], per_axis=per_axis, calls=[p.calls for p in out],
+                        failures=[p.failures for p in out],
+                        cache_hit_rate=self.inner.metrics()["cache_hit_rate"])
 
 
 def judge_from_config(rlpt: RLPTConfig, cache_path: Path | None) -> Judge:
@@ -77,5 +83,5 @@ def build_stage(cfg: Any, model: list[torch.nn.Module]) -> CandidateStage:
     return CandidateStage(window_fn=window, model=model[0], rollout=rollout,
                           pool=PoolSpec(original=c.original, rewrite=c.rewrite,
                                         rollouts=c.rollouts and c.num_rollouts > 0),
-                          judge=ScoresOnly(judge_from_config(rlpt, cache)), decode=tokenizer.decode,
+                          judge=JudgeAdapter(judge_from_config(rlpt, cache)), decode=tokenizer.decode,
                           groups_per_step=rlpt.data.groups_per_step, staleness=c.staleness)

@@ -103,6 +103,7 @@ class StepSource(Iterator[StepMicroBatch]):
                    "unjudged_pool_rate": (float(sum(g.scores is None for g in groups)), float(len(groups)))}
         if self.stage is not None:  # seconds the trainer waited for this step's verdicts
             metrics["judge_wait_s"] = (self.stage.stats.judge_wait_s[-1], 1.0)
+            metrics.update(self.stage.stats.last)
         return metrics
 
     def _check_vocab(self, batches: list) -> None:

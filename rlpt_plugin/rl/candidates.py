@@ -28,6 +28,10 @@ class PoolSpec:
         if not (self.original or self.rewrite or self.rollouts):
             raise ValueError("PoolSpec: at least one of original, rewrite, rollouts must enter the pool")
 
+    def kinds(self) -> tuple[str, ...]:
+        """The candidate kinds that may enter a pool, in pool order."""
+        return tuple(k for k, on in zip(POOL_KINDS, (self.original, self.rewrite, self.rollouts)) if on)
+
 
 @dataclass(frozen=True)
 class PoolInput:

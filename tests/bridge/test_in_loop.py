@@ -47,4 +47,6 @@ def test_pretrain_with_rollouts_and_a_judge_server(tmp_path):
     for r in records:
         assert r["num_pairs"] > 0 and r["unjudged_pool_rate"] == 0.0
         assert 0.0 <= r["rollout_chosen_rate"] <= 1.0 and r["judge_wait_s"] >= 0.0
+        assert r["judge_calls_per_prefix"] >= 6 and r["judge_failures"] == 0
+        assert all(0.0 <= r[f"score_quality_{k}"] <= 1.0 for k in ("original", "rewrite", "rollout"))
     assert (tmp_path / "run" / "ckpt" / "rlpt_judge_cache.sqlite").exists()

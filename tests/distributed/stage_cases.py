@@ -13,7 +13,8 @@ from megatron.core.num_microbatches_calculator import (
 )
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
-from rlpt_plugin.megatron.candidate_stage import CandidateStage, JudgePool
+from rlpt_plugin.judge.judge import JudgePool
+from rlpt_plugin.megatron.candidate_stage import CandidateStage, Verdicts
 from rlpt_plugin.megatron.forward_step import RLPTForwardStep
 from rlpt_plugin.megatron.reference import ReferenceScorer
 from rlpt_plugin.megatron.rollout import RolloutSpec
@@ -32,10 +33,12 @@ class EvenTokenJudge:
     """A deterministic judge over texts: score = fraction of even token ids; pools whose prefix
     starts with an id divisible by 7 'fail' (None), to exercise the unjudged path."""
 
+    axes = ("quality",)
+
     def __init__(self) -> None:
         self.calls = 0
 
-    async def judge(self, pools: Sequence[JudgePool]) -> list[list[float] | None]:
+    async def judge(self, pools: Sequence[JudgePool]) -> Verdicts:
         await asyncio.sleep(0.01)
         self.calls += len(pools)
         out: list[list[float] | None] = []
@@ -45,7 +48,8 @@ class EvenTokenJudge:
                 continue
             out.append([sum(int(t) % 2 == 0 for t in c.split()) / max(1, len(c.split()))
                         for c in pool.candidates])
-        return out
+        return Verdicts(scores=out, per_axis=[{"quality": s} if s else {} for s in out],
+                        calls=[len(p.candidates) for p in pools], failures=[int(s is None) for s in out])
 
 
 def window(gid: int):
@@ -87,7 +91,9 @@ def stage_steps(case: dict[str, Any]) -> dict[str, Any]:
             total = torch.stack([r["loss"] for r in reports]).sum(0)
             torch.distributed.all_reduce(total, group=ps.get_data_parallel_group())
             losses.append(float(total[0] / total[1]))
-            extras = {k: torch.stack([r[k] for r in reports]).sum(0) for k in ("rollout_chosen_rate", "judge_wait_s")}
+            extras = {k: torch.stack([r[k] for r in reports]).sum(0)
+                      for k in ("rollout_chosen_rate", "judge_wait_s", "score_quality_original",
+                                "score_quality_rollout", "judge_calls_per_prefix", "judge_failures")}
             metrics.append({k: float(v[0] / v[1]) for k, v in extras.items()})
     return {"case": case, "losses": losses, "rates": rates, "judge_calls": judge.calls,
             "waits": len(stage.stats.judge_wait_s), "unjudged": stage.stats.unjudged_pools,

@@ -32,3 +32,11 @@ def test_candidate_stage_steps_are_layout_invariant(tmp_path):
             assert got["rates"] == want["rates"], got["case"]
             if got["losses"]:
                 assert got["losses"] == pytest.approx(want["losses"], abs=2e-5), got["case"]
+
+
+def test_judge_metrics_reach_the_trainer_on_every_layout(tmp_path):
+    results = run_distributed(run_stage_cases, 2, tmp_path, [dict(tp=1, pp=2, staleness=0)])
+    last_stage = results[1][0]
+    for m in last_stage["metrics"]:  # PP2: the judging rank (stage 0) is not the logging rank
+        assert 0.0 <= m["score_quality_original"] <= 1.0 and 0.0 <= m["score_quality_rollout"] <= 1.0
+        assert m["judge_calls_per_prefix"] > 0 and m["judge_failures"] >= 0
