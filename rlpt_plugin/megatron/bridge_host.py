@@ -17,6 +17,8 @@ restores, so a resumed run sees exactly the batches an uninterrupted run would h
 from __future__ import annotations
 
 import dataclasses
+import warnings
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -62,10 +64,18 @@ def with_rlpt(cfg: ConfigContainer, rlpt: RLPTConfig | None = None) -> RLPTConfi
 
 
 class StepFeed(Iterator[StepMicroBatch]):
-    """What Bridge iterates: forwards to the step source the callback attaches at train start."""
+    """What Bridge iterates: forwards to the step source the callback attaches at train start.
+
+    ``save_state`` is Bridge's data-loader checkpoint hook (called at every checkpoint, per
+    data-parallel rank, when ``dataset.dataloader_save`` is set); Bridge never loads it back,
+    so :class:`RLPTCallback` does, at train start.
+    """
 
     def __init__(self) -> None:
         self.source: StepSource | None = None
+
+    def save_state(self) -> dict:
+        return self.source.state_dict() if self.source is not None else {}
 
     def __next__(self) -> StepMicroBatch:
         if self.source is None:
@@ -81,6 +91,9 @@ class RLPTDataProvider(DatasetProvider):
     dataloader_type: str | None = "external"
     num_workers: int = 0
     pin_memory: bool = False
+    dataloader_save: str | None = None
+    """Where Bridge saves the step source's state with each checkpoint (set by rlpt_pretrain
+    to ``checkpoint.save`` when the in-loop stage has pools in flight across steps)."""
 
     def build_datasets(self, context: DatasetBuildContext) -> tuple[Any, Any, Any]:
         feed = StepFeed()
@@ -149,6 +162,18 @@ class RLPTCallback(Callback):
                                  reference=reference, start_step=step,
                                  vocab_size=cfg.model.vocab_size, stage=stage)
         cfg.dataset.train_feed.source = self.source
+        if step > 0 and stage is not None:
+            self._restore(cfg, step)
+
+    def _restore(self, cfg: RLPTConfigContainer, step: int) -> None:
+        root = cfg.checkpoint.load or cfg.checkpoint.save
+        path = Path(root or "") / f"iter_{step:07d}" / f"train_dataloader_dprank{parallel.layout().dp_rank:03d}.pt"
+        if path.exists():
+            self.source.load_state_dict(torch.load(path, weights_only=False)["dataloader_state_dict"])
+        elif cfg.rlpt.candidates.staleness > 0:
+            warnings.warn(f"rlpt: {path} is missing: the candidate pools in flight at step {step} are "
+                          "lost and will be rebuilt with the current policy (the resumed run is not "
+                          "exactly the uninterrupted one)", stacklevel=1)
 
     def on_train_step_start(self, context: CallbackContext) -> None:
         assert self.source is not None
@@ -174,4 +199,6 @@ def rlpt_pretrain(cfg: RLPTConfigContainer, extra_callbacks: list[Callback] | No
     errors = cfg.rlpt.errors() + host_errors(cfg)
     if errors:
         raise ConfigError(errors)
+    if cfg.rlpt.data.source == "store" and cfg.rlpt.candidates.staleness > 0 and cfg.checkpoint.save:
+        cfg.dataset.dataloader_save = cfg.checkpoint.save  # pools in flight go into checkpoints
     pretrain(cfg, forward_step(cfg), callbacks=[RLPTCallback(), *(extra_callbacks or [])])

@@ -15,6 +15,7 @@ happens inside the forward step.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from concurrent.futures import Future
@@ -114,6 +115,27 @@ class CandidateStage:
                 self._loop = _BackgroundLoop()
             future = self._loop.submit(self.judge.judge([self._judge_pool(i) for i in inputs]))
         self._pending[step] = (inputs, future)
+
+    def state_dict(self) -> dict:
+        """The pools in flight (already sampled, maybe not yet judged), by step.
+
+        Rollouts of a future step were sampled by an earlier policy and cannot be regenerated
+        after a restart, so they go into the checkpoint; their verdicts are asked again on
+        resume and come from the verdict cache.
+        """
+        return {"pending": {step: [dataclasses.asdict(i) for i in inputs]
+                            for step, (inputs, _) in self._pending.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._pending.clear()
+        for step, items in sorted(state["pending"].items()):
+            inputs = [PoolInput(**item) for item in items]
+            future = None
+            if parallel.is_model_parallel_first():
+                if self._loop is None:
+                    self._loop = _BackgroundLoop()
+                future = self._loop.submit(self.judge.judge([self._judge_pool(i) for i in inputs]))
+            self._pending[int(step)] = (inputs, future)
 
     def _judge_pool(self, item: PoolInput) -> JudgePool:
         cands, kinds, _ = pool_candidates(item, self.pool)

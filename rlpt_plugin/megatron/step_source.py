@@ -95,6 +95,14 @@ class StepSource(Iterator[StepMicroBatch]):
                            for i, mb in enumerate(batches))
         self.next_step = step + 1
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs beyond the step index (which the host restores)."""
+        return {"stage": self.stage.state_dict() if self.stage is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.stage is not None and state.get("stage") is not None:
+            self.stage.load_state_dict(state["stage"])
+
     def _step_metrics(self, groups: list, selections: list) -> dict[str, tuple[float, float]]:
         """This rank's share of the step's data metrics, as (sum, count)."""
         with_chosen = [(g, s) for g, s in zip(groups, selections) if s.chosen is not None]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 
+import torch
+
 import pytest
 
 from rlpt_plugin.cli import main as rlpt
-from tests.bridge.cases import store_case
+from tests.bridge.cases import resume_case, store_case
 from tests.distributed.harness import run_distributed
 from tests.rewrite.fixtures import make_corpus, make_tokenizer_dir
 from tests.rewrite.test_rewrite_job import teacher
@@ -26,20 +28,23 @@ def quality_judge(body: dict) -> str:
     return "A is better.\nWinner: " + ("A" if even.get("A", 0) >= even.get("B", 0) else "B")
 
 
-def test_pretrain_with_rollouts_and_a_judge_server(tmp_path):
+def _store_and_overrides(tmp_path, judge_url: str) -> list[str]:
     tok = make_tokenizer_dir(tmp_path / "tok")
     corpus = make_corpus(tmp_path / "c.jsonl", 40, bad_lines=False)
     with LoopbackServer(responder=teacher) as rewriter:
         assert rlpt(["rewrite", "--corpus", str(corpus), "--tokenizer", str(tok), "--out", str(tmp_path / "store"),
                      "--endpoint", rewriter.base_url, "--model", "rewriter", "--suffix-length", "8",
                      "--seq-length", "32", "--min-prefix", "4", "--no-progress"]) == 0
-    with LoopbackServer(responder=quality_judge, max_lifetime_s=300) as judge:
-        overrides = [
-            "rlpt.data.source=store", f"rlpt.data.stores=[{tmp_path / 'store'}]", f"rlpt.data.tokenizer={tok}",
-            f"rlpt.judge.endpoints=[{judge.base_url}]", "rlpt.judge.model=judge", "rlpt.candidates.num_rollouts=3",
+    return ["rlpt.data.source=store", f"rlpt.data.stores=[{tmp_path / 'store'}]", f"rlpt.data.tokenizer={tok}",
+            f"rlpt.judge.endpoints=[{judge_url}]", "rlpt.judge.model=judge", "rlpt.candidates.num_rollouts=3",
             "rlpt.candidates.rewrite=true", "model.vocab_size=256", "tokenizer.vocab_size=202",
-            "model.seq_length=32", "train.train_iters=4", "train.micro_batch_size=12", "train.global_batch_size=24",
-            "checkpoint.save_interval=4"]
+            "model.seq_length=32", "train.micro_batch_size=12", "train.global_batch_size=24"]
+
+
+def test_pretrain_with_rollouts_and_a_judge_server(tmp_path):
+    with LoopbackServer(responder=quality_judge, max_lifetime_s=300) as judge:
+        overrides = _store_and_overrides(tmp_path, judge.base_url) + ["train.train_iters=4",
+                                                                      "checkpoint.save_interval=4"]
         (records,) = run_distributed(store_case, 1, tmp_path / "w", str(tmp_path), overrides)
         judged = judge.total
     assert [r["step"] for r in records] == [0, 1, 2, 3]
@@ -50,3 +55,22 @@ def test_pretrain_with_rollouts_and_a_judge_server(tmp_path):
         assert r["judge_calls_per_prefix"] >= 6 and r["judge_failures"] == 0
         assert all(0.0 <= r[f"score_quality_{k}"] <= 1.0 for k in ("original", "rewrite", "rollout"))
     assert (tmp_path / "run" / "ckpt" / "rlpt_judge_cache.sqlite").exists()
+
+
+TIMING = ("judge_wait_s", "judge_cache_hit_rate")
+
+
+def test_resume_with_candidates_in_flight_is_exact(tmp_path):
+    """staleness 1: at every checkpoint the next step's rollouts (sampled by the previous policy)
+    are in flight; they are saved with the checkpoint and their verdicts come from the cache."""
+    with LoopbackServer(responder=quality_judge, max_lifetime_s=300) as judge:
+        overrides = _store_and_overrides(tmp_path, judge.base_url)
+        (res,) = run_distributed(resume_case, 1, tmp_path / "w", str(tmp_path), overrides, 4, 2)
+    assert (tmp_path / "resumed" / "ckpt" / "iter_0000002" / "train_dataloader_dprank000.pt").exists()
+    straight, resumed = res["straight"], res["first"] + res["second"]
+    assert [r["step"] for r in resumed] == [0, 1, 2, 3]
+    for want, got in zip(straight, resumed):
+        assert {k: v for k, v in got.items() if k not in TIMING} == \
+            {k: v for k, v in want.items() if k not in TIMING}, want["step"]
+    for name, weight in res["straight_weights"].items():
+        assert torch.equal(weight, res["resumed_weights"][name]), name
