@@ -184,7 +184,9 @@ class JudgeSection:
     samples: int = 1
     """Judge samples averaged per judgment (paper: 5 for a small judge)."""
     fallback: str = "drop"
-    """A pool that cannot be judged: drop it from the RL terms, or nll_original."""
+    """A pool that cannot be judged leaves the RL terms (counted). drop: nothing else;
+    nll_original: its original suffix keeps training through the LM term (needs
+    rlpt.data.lm_on_original, the default). With the LM term on, the two coincide."""
     concurrency: int = 64
     """Judge requests in flight."""
     cache: str | None = None
@@ -259,9 +261,14 @@ class RLPTConfig:
 
     def errors(self) -> list[str]:
         in_loop = self.data.source == "store"
-        return (self.loss.validate("rlpt.loss") + self.data.validate("rlpt.data")
-                + self.candidates.validate("rlpt.candidates")
-                + self.judge.validate("rlpt.judge", needed=in_loop))
+        errors = (self.loss.validate("rlpt.loss") + self.data.validate("rlpt.data")
+                  + self.candidates.validate("rlpt.candidates")
+                  + self.judge.validate("rlpt.judge", needed=in_loop))
+        if self.judge.fallback == "nll_original" and not self.data.lm_on_original:
+            # The fallback trains an unjudged pool's original suffix through the LM row.
+            errors.append("`rlpt.judge.fallback` is 'nll_original', which trains the original suffix "
+                          "through the LM term, but `rlpt.data.lm_on_original` is False.")
+        return errors
 
     def validate(self) -> None:
         errors = self.errors()

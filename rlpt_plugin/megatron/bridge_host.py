@@ -122,7 +122,8 @@ def pack_spec(cfg: RLPTConfigContainer) -> PackSpec:
     return PackSpec(
         seq_length=cfg.model.seq_length, micro_batch_size=cfg.train.micro_batch_size,
         num_microbatches=cfg.train.global_batch_size // (cfg.train.micro_batch_size * lay.dp_size),
-        ref_from_rollout=False, **pack_spec_flags(cfg))
+        ref_from_rollout=cfg.rlpt.data.source == "store" and cfg.rlpt.loss.reference == "rollout",
+        **pack_spec_flags(cfg))
 
 
 def group_source(cfg: RLPTConfigContainer) -> SyntheticGroups:
@@ -144,13 +145,13 @@ class RLPTCallback(Callback):
         cfg: RLPTConfigContainer = context.state.cfg
         step = context.state.train_state.step
         mode = cfg.rlpt.loss.reference
+        in_loop = cfg.rlpt.data.source == "store"
         reference = None
-        if mode == "rollout":
+        if mode == "rollout" and not in_loop:  # in-loop pools record it when they are built
             reference = ReferenceScorer(context.model)
         elif mode == "frozen":
             reference = ReferenceScorer(frozen_reference(
                 context.model, step=step, save_root=cfg.checkpoint.save, load_root=cfg.checkpoint.load))
-        in_loop = cfg.rlpt.data.source == "store"
         if in_loop:
             from rlpt_plugin.megatron.stage_factory import build_stage
 

@@ -26,7 +26,9 @@ import torch
 
 from rlpt_plugin.judge.judge import JudgePool
 from rlpt_plugin.megatron import parallel
+from rlpt_plugin.megatron.reference import ReferenceScorer
 from rlpt_plugin.megatron.rollout import RolloutSpec, generate_rollouts
+from rlpt_plugin.rl.packing import ROLE_RF, PackSpec, Row, pack_rows
 from rlpt_plugin.rl.candidates import PoolInput, PoolSpec, build_group, pool_candidates
 from rlpt_plugin.rl.pool import CandidateGroup
 
@@ -81,13 +83,17 @@ class CandidateStage:
     def __init__(self, *, window_fn: Callable[[int], Window], model: torch.nn.Module,
                  rollout: RolloutSpec, pool: PoolSpec, judge: PoolJudge,
                  decode: Callable[[Sequence[int]], str], groups_per_step: int, staleness: int = 1,
-                 judge_timeout_s: float = 3600.0):
+                 judge_timeout_s: float = 3600.0, score_shape: tuple[int, int] | None = None):
+        """score_shape: (seq_length, micro_batch_size) to record the rollout-time log-probs of the
+        original and rewrite candidates too (the rollouts record theirs while sampling); None
+        leaves them unscored (then the trainer scores at step start)."""
         if staleness < 0:
             raise ValueError(f"`staleness` must be >= 0, but is {staleness}")
         self.window_fn, self.model, self.rollout, self.pool = window_fn, model, rollout, pool
         self.judge, self.decode = judge, decode
         self.groups_per_step, self.staleness, self.judge_timeout_s = groups_per_step, staleness, judge_timeout_s
         self.stats = StageStats()
+        self.score_shape = score_shape
         self._pending: dict[int, tuple[list[PoolInput], Future | None]] = {}
         self._loop: _BackgroundLoop | None = None
 
@@ -109,12 +115,43 @@ class CandidateStage:
         inputs = [PoolInput(group_id=gid, prefix=w[0], original=w[1], rewrite=w[2], rollouts=rolls,
                             rollout_logps=logps)
                   for gid, w, rolls, logps in zip(ids, windows, out.tokens, out.logps)]
+        if self.score_shape is not None:
+            inputs = self._score_corpus_candidates(inputs)
         future = None
         if parallel.is_model_parallel_first():
             if self._loop is None:
                 self._loop = _BackgroundLoop()
             future = self._loop.submit(self.judge.judge([self._judge_pool(i) for i in inputs]))
         self._pending[step] = (inputs, future)
+
+    def _score_corpus_candidates(self, inputs: list[PoolInput]) -> list[PoolInput]:
+        """Original and rewrite log-probs under the policy that sampled the rollouts: one row per
+        corpus candidate, truncated exactly as training truncates it, through the pipeline."""
+        seq_length, micro_batch_size = self.score_shape
+        wanted = [(g, name, cand) for g, item in enumerate(inputs)
+                  for name, cand in (("original", item.original), ("rewrite", item.rewrite))
+                  if cand is not None and len(cand) and (name == "original" and self.pool.original
+                                                         or name == "rewrite" and self.pool.rewrite)]
+        if not wanted:
+            return inputs
+        rows = []
+        for g, _, cand in wanted:
+            prefix = inputs[g].prefix
+            keep = min(len(prefix), seq_length + 1 - len(cand))
+            rows.append(Row(group_id=inputs[g].group_id, tokens=tuple(prefix[len(prefix) - keep:]) + tuple(cand),
+                            candidate_length=len(cand), roles=frozenset({ROLE_RF})))
+        num_mb = -(-len(rows) // micro_batch_size)
+        spec = PackSpec(seq_length=seq_length, micro_batch_size=micro_batch_size, num_microbatches=num_mb,
+                        lm_on_original=False, use_dpo=False, use_rf_nll=True)
+        batches = pack_rows(rows, [i // micro_batch_size for i in range(len(rows))], spec)
+        ReferenceScorer([self.model]).fill(batches)
+        found: dict[tuple[int, str], list[float]] = {}
+        for i, (g, name, _) in enumerate(wanted):
+            mb, r = batches[i // micro_batch_size], i % micro_batch_size
+            found[(g, name)] = mb.ref_logps_BS[r][mb.rl_mask_BS[r] != 0].tolist()
+        return [dataclasses.replace(item, original_logps=found.get((g, "original")),
+                                    rewrite_logps=found.get((g, "rewrite")))
+                for g, item in enumerate(inputs)]
 
     def state_dict(self) -> dict:
         """The pools in flight (already sampled, maybe not yet judged), by step.
@@ -188,6 +225,7 @@ class CandidateStage:
         metrics["judge_calls_per_prefix"] = (float(totals[1]), float(len(inputs)))
         metrics["judge_failures"] = (float(totals[2]), 1.0)
         metrics["judge_cache_hit_rate"] = (float(totals[3]), 1.0)
+        metrics["candidate_staleness"] = (float(self.staleness), 1.0)  # steps since sampled
         self.stats.last = metrics
         for ahead in range(step + 1, step + 1 + self.staleness):
             self.launch(ahead)

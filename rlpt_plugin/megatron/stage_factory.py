@@ -84,4 +84,6 @@ def build_stage(cfg: Any, model: list[torch.nn.Module]) -> CandidateStage:
                           pool=PoolSpec(original=c.original, rewrite=c.rewrite,
                                         rollouts=c.rollouts and c.num_rollouts > 0),
                           judge=JudgeAdapter(judge_from_config(rlpt, cache)), decode=tokenizer.decode,
-                          groups_per_step=rlpt.data.groups_per_step, staleness=c.staleness)
+                          groups_per_step=rlpt.data.groups_per_step, staleness=c.staleness,
+                          score_shape=(cfg.model.seq_length, cfg.train.micro_batch_size)
+                          if rlpt.loss.reference == "rollout" else None)

@@ -69,10 +69,13 @@ def stage_steps(case: dict[str, Any]) -> dict[str, Any]:
                            rollout=RolloutSpec(num_samples=3, max_new_tokens=5, vocab_size=VOCAB - 4, seed=5),
                            pool=PoolSpec(original=True, rollouts=True), judge=judge,
                            decode=lambda ids: " ".join(str(int(t)) for t in ids), groups_per_step=8,
-                           staleness=case["staleness"])
-    source = StepSource(groups_per_step=8, stage=stage, reference=ReferenceScorer([model]),
+                           staleness=case["staleness"], score_shape=(seq, mbs) if case.get("recorded") else None)
+    # recorded: the rollout-time log-probs travel with the pools; else the policy at step start.
+    source = StepSource(groups_per_step=8, stage=stage,
+                        reference=None if case.get("recorded") else ReferenceScorer([model]),
                         spec=PackSpec(seq_length=seq, micro_batch_size=mbs, num_microbatches=num_mb,
-                                      use_rf_nll=True), vocab_size=VOCAB)
+                                      use_rf_nll=True, ref_from_rollout=bool(case.get("recorded"))),
+                        vocab_size=VOCAB)
     forward_step = RLPTForwardStep(LossConfig(beta=0.5), MixedWeights.constant(lm=1.0, dpo=1.0, rf_nll=0.5))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     losses, rates, metrics = [], [], []

@@ -13,9 +13,14 @@ pytestmark = pytest.mark.distributed
 
 
 def test_candidate_stage_steps_are_layout_invariant(tmp_path):
-    cases = [dict(tp=1, pp=1, staleness=0), dict(tp=1, pp=1, staleness=1)]
+    cases = [dict(tp=1, pp=1, staleness=0), dict(tp=1, pp=1, staleness=1),
+             dict(tp=1, pp=1, staleness=0, recorded=True), dict(tp=1, pp=1, staleness=1, recorded=True)]
     (single,) = run_distributed(run_stage_cases, 1, tmp_path / "one", cases)
-    s0, s1 = single
+    s0, s1, r0, r1 = single
+    # Judged at once, the rollout-time policy IS the step-start policy: recorded == rescored.
+    assert r0["losses"] == pytest.approx(s0["losses"], abs=2e-5)
+    # One step ahead, the recorded reference is the older policy: the losses differ.
+    assert r1["losses"][2] != pytest.approx(s1["losses"][2], abs=1e-4)
     assert s0["waits"] == 3 and s1["waits"] == 3  # the trainer waited (or not) once per step
     assert s0["judge_calls"] == 24 and s1["judge_calls"] == 32  # staleness 1 judges one step ahead
     assert s0["unjudged"] > 0  # pools the judge could not score were counted, not scored 0
@@ -25,8 +30,9 @@ def test_candidate_stage_steps_are_layout_invariant(tmp_path):
     assert all(m["judge_wait_s"] >= 0.009 for m in s0["metrics"])  # the judge sleeps 10 ms
     assert s0["losses"][1] != pytest.approx(s1["losses"][1], abs=1e-4)  # later: older rollouts
     two = run_distributed(run_stage_cases, 2, tmp_path / "two",
-                          [dict(tp=2, pp=1, staleness=1), dict(tp=1, pp=2, staleness=0)])
-    for i, want in enumerate((s1, s0)):
+                          [dict(tp=2, pp=1, staleness=1), dict(tp=1, pp=2, staleness=0),
+                           dict(tp=2, pp=1, staleness=1, recorded=True), dict(tp=1, pp=2, staleness=1, recorded=True)])
+    for i, want in enumerate((s1, s0, r1, r1)):
         for rank in two:
             got = rank[i]
             assert got["rates"] == want["rates"], got["case"]

@@ -60,3 +60,11 @@ def test_store_source_needs_stores_tokenizer_and_a_judge():
                      "`rlpt.judge.endpoints` must list", "`rlpt.judge.model` must name",
                      "`rlpt.candidates.top_p` must be <= 1", "`rlpt.judge.schedule` must be one of"):
         assert expected in message, (expected, message)
+
+
+def test_nll_original_fallback_needs_the_lm_row():
+    cfg = RLPTConfig()
+    cfg.judge.fallback = "nll_original"
+    cfg.data.lm_on_original = False
+    with pytest.raises(ConfigError, match="`rlpt.judge.fallback` is 'nll_original'"):
+        cfg.validate()
