@@ -98,10 +98,7 @@ class CandidateStage:
         self._loop: _BackgroundLoop | None = None
 
     def group_ids(self, step: int) -> range:
-        lay = parallel.layout()
-        per_rank = self.groups_per_step // lay.dp_size
-        first = step * self.groups_per_step + lay.dp_rank * per_rank
-        return range(first, first + per_rank)
+        return parallel.dp_share(step, self.groups_per_step)
 
     def launch(self, step: int) -> None:
         """Rollouts for ``step`` now (collective over TP/PP); its verdicts in the background."""

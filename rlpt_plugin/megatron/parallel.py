@@ -49,6 +49,18 @@ def layout() -> Layout:
     )
 
 
+def dp_share(step: int, groups_per_step: int) -> range:
+    """This data-parallel rank's contiguous share of step ``step``'s global group ids. The global
+    ids of a step do not depend on the layout, so DP1 and DP2 train on the same global batch."""
+    lay = layout()
+    if groups_per_step % lay.dp_size:
+        raise ValueError(f"groups_per_step ({groups_per_step}) must be divisible by the "
+                         f"data-parallel size ({lay.dp_size})")
+    per_rank = groups_per_step // lay.dp_size
+    first = step * groups_per_step + lay.dp_rank * per_rank
+    return range(first, first + per_rank)
+
+
 def num_microbatches() -> int:
     """Micro-batches per step, as the schedule will run them."""
     return _get_num_microbatches()

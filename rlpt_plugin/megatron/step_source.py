@@ -58,14 +58,7 @@ class StepSource(Iterator[StepMicroBatch]):
         self._queue: deque[StepMicroBatch] = deque()
 
     def group_ids(self, step: int) -> range:
-        """This rank's contiguous share of the step's global group ids."""
-        lay = parallel.layout()
-        if self.groups_per_step % lay.dp_size:
-            raise ValueError(f"groups_per_step ({self.groups_per_step}) must be divisible by the "
-                             f"data-parallel size ({lay.dp_size})")
-        per_rank = self.groups_per_step // lay.dp_size
-        first = step * self.groups_per_step + lay.dp_rank * per_rank
-        return range(first, first + per_rank)
+        return parallel.dp_share(step, self.groups_per_step)
 
     def prepare(self, step: int | None = None) -> None:
         """Build step ``step`` (default: the next one). Collective over DP and, with a
