@@ -146,10 +146,10 @@ class RLPTCallback(Callback):
         step = context.state.train_state.step
         mode = cfg.rlpt.loss.reference
         in_loop = cfg.rlpt.data.source == "store"
+        # rollout mode needs no model pass here: in-loop pools record their log-probs when they
+        # are built, and ready-made groups use the step's own forward (reference_is_policy).
         reference = None
-        if mode == "rollout" and not in_loop:  # in-loop pools record it when they are built
-            reference = ReferenceScorer(context.model)
-        elif mode == "frozen":
+        if mode == "frozen":
             reference = ReferenceScorer(frozen_reference(
                 context.model, step=step, save_root=cfg.checkpoint.save, load_root=cfg.checkpoint.load))
         if in_loop:
@@ -186,8 +186,10 @@ def forward_step(cfg: RLPTConfigContainer) -> RLPTForwardStep:
     terms = {name for name, on in (("lm", spec["lm_on_original"]), ("dpo", spec["use_dpo"]),
                                    ("rf_nll", spec["use_rf_nll"])) if on}
     loss = cfg.rlpt.loss
+    # Ready-made groups in rollout mode: the reference is this step's policy (no extra pass).
+    reference_is_policy = loss.reference == "rollout" and cfg.rlpt.data.source != "store"
     return RLPTForwardStep(loss.loss_config(), loss.weights(), check_values=loss.check_values,
-                           terms=frozenset(terms))
+                           terms=frozenset(terms), reference_is_policy=reference_is_policy)
 
 
 def rlpt_pretrain(cfg: RLPTConfigContainer, extra_callbacks: list[Callback] | None = None) -> None:

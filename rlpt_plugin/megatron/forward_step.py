@@ -59,15 +59,18 @@ class RLPTForwardStep:
     """
 
     def __init__(self, loss_config: LossConfig, weights: MixedWeights, *, check_values: bool = True,
-                 terms: frozenset[str] = frozenset(TERM_METRICS)):
+                 terms: frozenset[str] = frozenset(TERM_METRICS), reference_is_policy: bool = False):
         """terms: which of "lm", "dpo", "rf_nll" the data carries rows for; metrics of the others
-        are not reported (their global count is 0, and Bridge would log 0/0 = nan)."""
+        are not reported (their global count is 0, and Bridge would log 0/0 = nan).
+        reference_is_policy: the DPO reference is the policy of this very step (rollout mode with
+        ready-made candidates): its log-probs are this forward's, detached -- no second pass."""
         unknown = set(terms) - set(TERM_METRICS)
         if unknown:
             raise ValueError(f"terms must be a subset of {sorted(TERM_METRICS)}, got {sorted(unknown)}")
         self.loss_config = loss_config
         self.weights = weights
         self.check_values = check_values
+        self.reference_is_policy = reference_is_policy
         self.hidden = frozenset(m for t in set(TERM_METRICS) - set(terms) for m in TERM_METRICS[t])
         self._mask_cache: dict[tuple[int, str], torch.Tensor] = {}
 
@@ -90,7 +93,8 @@ class RLPTForwardStep:
                   ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """output_tensor: [B, S] per-token cross-entropy from the last pipeline stage."""
         token_logps_BS = -output_tensor.float()
-        out = mixed_loss(token_logps_BS, mb.ref_logps_BS, mb.lm_mask_BS, mb.rl_mask_BS,
+        ref_BS = token_logps_BS.detach() if self.reference_is_policy else mb.ref_logps_BS
+        out = mixed_loss(token_logps_BS, ref_BS, mb.lm_mask_BS, mb.rl_mask_BS,
                          mb.chosen_rows_P, mb.rejected_rows_P, mb.rf_rows_R,
                          weights=self.weights.at(item.step), denominators=item.denominators,
                          config=self.loss_config, check_values=self.check_values)
