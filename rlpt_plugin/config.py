@@ -20,6 +20,7 @@ SOURCES = ("synthetic", "store")
 SCHEDULES = ("round_robin", "pivot", "tournament")
 POSITIONS = ("random", "both")
 FALLBACKS = ("drop", "nll_original")
+JUDGE_BACKENDS = ("openai", "world")
 
 
 class ConfigError(ValueError):
@@ -165,8 +166,19 @@ class CandidateSection:
 
 @dataclass(kw_only=True)
 class JudgeSection:
-    """The teacher as judge, behind OpenAI-protocol endpoints."""
+    """The teacher as judge: an LLM behind OpenAI-protocol endpoints, or the synthetic world's
+    exact oracle."""
 
+    backend: str = "openai"
+    """openai (an LLM behind ``endpoints`` serving ``model``) | world (the synthetic world's
+    oracle judge, rlpt_plugin/world/teacher.py: no endpoints, exact verdicts on the knowledge
+    base of ``world_seed``; ``position``, ``samples``, ``concurrency`` and ``cache`` are unused)."""
+    noise_rate: float = 0.0
+    """world only: probability in [0, 1) that one oracle judgment is flipped (reproducible)."""
+    world_seed: int = 0
+    """world only: the WorldConfig seed the corpus was generated with."""
+    world_entities: int = 200
+    """world only: the WorldConfig entity count the corpus was generated with."""
     endpoints: list[str] = field(default_factory=list)
     """Base URLs of the inference servers (e.g. http://judge-0:8000/v1); requests spread over them."""
     model: str = ""
@@ -194,6 +206,14 @@ class JudgeSection:
 
     def validate(self, path: str, needed: bool) -> list[str]:
         errors: list[str] = []
+        _choice(errors, f"{path}.backend", self.backend, JUDGE_BACKENDS)
+        before = len(errors)
+        _number(errors, f"{path}.noise_rate", self.noise_rate, minimum=0)
+        if len(errors) == before and self.noise_rate >= 1:
+            errors.append(f"`{path}.noise_rate` must be in [0, 1), but is {self.noise_rate!r} instead.")
+        _number(errors, f"{path}.world_seed", self.world_seed, minimum=0, integer=True)
+        _number(errors, f"{path}.world_entities", self.world_entities, minimum=1, integer=True)
+        needed = needed and self.backend == "openai"
         if needed and not self.endpoints:
             errors.append(f"`{path}.endpoints` must list at least one URL for rlpt.data.source=store, "
                           "but is empty.")

@@ -14,7 +14,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--corpus", nargs="+", required=True,
                    help="JSON-lines / parquet files or directories, or Megatron .bin/.idx prefixes")
     p.add_argument("--field", default="text", help="text field of JSON lines / parquet column")
-    p.add_argument("--tokenizer", required=True, help="local Hugging Face tokenizer directory")
+    p.add_argument("--tokenizer", required=True,
+                   help="local Hugging Face tokenizer directory, or a registered name (world)")
     p.add_argument("--out", required=True, help="store directory to create")
     p.add_argument("--suffix-length", type=int, default=128, help="N, tokens per suffix (paper: 128)")
     p.add_argument("--seq-length", type=int, default=2048, help="model sequence length (paper: 2048)")
@@ -23,7 +24,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the split points")
     p.add_argument("--shard", default="0/1", help="i/n: this job's share of the corpus")
     p.add_argument("--chunk-size", type=int, default=256, help="windows per resumable part")
-    p.add_argument("--teacher", choices=("openai", "hf"), default="openai")
+    p.add_argument("--teacher", choices=("openai", "hf", "world"), default="openai",
+                   help="openai: endpoints; hf: a local model; world: the synthetic world's exact "
+                        "oracle (no endpoints; use the --world-* settings that generated the corpus)")
+    p.add_argument("--world-seed", type=int, default=0, help="--teacher world: WorldConfig.seed")
+    p.add_argument("--world-entities", type=int, default=None,
+                   help="--teacher world: WorldConfig.num_entities (default: WorldConfig's)")
     p.add_argument("--endpoint", action="append", default=[],
                    help="OpenAI-protocol base URL, e.g. http://host:8000/v1 (repeat for a pool)")
     p.add_argument("--model", help="model name served by the endpoints (openai) or local path (hf)")
@@ -63,6 +69,21 @@ def _client(args: argparse.Namespace) -> Any:
                         max_attempts=args.attempts)
 
 
+def _world_rewriter(args: argparse.Namespace, tokenizer: Any) -> tuple[Any, dict[str, Any]]:
+    """The oracle rewriter of the world that ``--world-seed`` / ``--world-entities`` describe."""
+    from rlpt_plugin.world import WorldConfig, build_kb
+    from rlpt_plugin.world.teacher import OracleRewriter
+
+    fields: dict[str, Any] = {"seed": args.world_seed}
+    if args.world_entities is not None:
+        fields["num_entities"] = args.world_entities
+    config = WorldConfig(**fields)  # WorldConfigError is a ValueError: reported like the others
+    rewriter = OracleRewriter(build_kb(config), tokenizer, args.suffix_length)
+    teacher = {"model_id": rewriter.model_id, "template_version": rewriter.template_version,
+               "world": {"seed": config.seed, "num_entities": config.num_entities}}
+    return rewriter, teacher
+
+
 def run(args: argparse.Namespace) -> int:
     from rlpt_plugin.data.rewrite_job import RewriteJob, run_rewrite
     from rlpt_plugin.data.tokenizer import load_tokenizer
@@ -82,15 +103,18 @@ def run(args: argparse.Namespace) -> int:
                                                 min_prefix_tokens=args.min_prefix,
                                                 windows_per_doc=args.windows_per_doc, seed=args.seed))
         tokenizer = load_tokenizer(args.tokenizer)
-        template = load_template(args.template)
-        params = SamplingParams(temperature=args.temperature, top_p=args.top_p,
-                                max_tokens=args.max_tokens)
-        inner = _client(args)
-        cache = ResponseCache(args.cache or str(out.with_name(out.name + ".cache.sqlite")))
-        client = CachedClient(inner, cache, template.version)
-        rewriter = Rewriter(client, tokenizer, template, args.suffix_length, params)
-        teacher = {"model_id": inner.model_id, "template_version": template.version,
-                   "sampling": params.as_dict()}
+        if args.teacher == "world":
+            rewriter, teacher = _world_rewriter(args, tokenizer)
+        else:
+            template = load_template(args.template)
+            params = SamplingParams(temperature=args.temperature, top_p=args.top_p,
+                                    max_tokens=args.max_tokens)
+            inner = _client(args)
+            cache = ResponseCache(args.cache or str(out.with_name(out.name + ".cache.sqlite")))
+            client = CachedClient(inner, cache, template.version)
+            rewriter = Rewriter(client, tokenizer, template, args.suffix_length, params)
+            teacher = {"model_id": inner.model_id, "template_version": template.version,
+                       "sampling": params.as_dict()}
         summary = run_rewrite(job, tokenizer, rewriter, teacher, show_progress=not args.no_progress)
     except ValueError as err:  # user mistakes: a clear message, no traceback
         print(f"rlpt rewrite: error: {err}", file=sys.stderr)

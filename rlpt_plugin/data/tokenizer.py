@@ -11,6 +11,8 @@ A stored dataset opened with a tokenizer of another fingerprint is therefore an 
 
 from __future__ import annotations
 
+import importlib
+
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -102,11 +104,8 @@ class HFTokenizer:
 
 #: name -> factory of registered (non-directory) tokenizers.
 _REGISTRY: dict[str, Callable[[], Tokenizer]] = {}
-#: Names promised to components that register themselves later, with what to tell the user.
-_RESERVED: dict[str, str] = {
-    "world": "the synthetic world's tokenizer is not available yet (the world registers it "
-             "with register_tokenizer('world', ...))",
-}
+#: Names whose providing module registers them on import (loaded on first use).
+_PROVIDERS: dict[str, str] = {"world": "rlpt_plugin.world"}
 
 
 def register_tokenizer(name: str, factory: Callable[[], Tokenizer], *,
@@ -137,17 +136,17 @@ def load_tokenizer(spec: str) -> Tokenizer:
     if not isinstance(spec, str) or not spec.strip():
         raise TokenizerError(f"tokenizer spec must be a non-empty string, but is {spec!r} "
                              "instead.")
+    if spec not in _REGISTRY and spec in _PROVIDERS:
+        importlib.import_module(_PROVIDERS[spec])  # registers the name
     if spec in _REGISTRY:
         tokenizer = _REGISTRY[spec]()
         if not isinstance(tokenizer, Tokenizer):
             raise TokenizerError(f"the factory registered for tokenizer {spec!r} returned "
                                  f"{type(tokenizer).__name__}, which lacks the Tokenizer API.")
         return tokenizer
-    if spec in _RESERVED:
-        raise TokenizerError(f"tokenizer {spec!r}: {_RESERVED[spec]}.")
     if Path(spec).expanduser().is_dir():
         return HFTokenizer(spec)
-    names = sorted(set(_REGISTRY) | set(_RESERVED))
+    names = sorted(set(_REGISTRY) | set(_PROVIDERS))
     raise TokenizerError(f"tokenizer spec {spec!r} is neither a local directory holding a Hugging "
                          f"Face tokenizer nor a registered name (registered or reserved: "
                          f"{', '.join(names)}); downloads by model id are not supported.")

@@ -2,7 +2,8 @@
 
 Windows come from rewritten stores through the Megatron dataset (rlpt_plugin/megatron/
 suffix_dataset.py, deterministic in the seed); rollouts from the live policy; verdicts from the
-teacher judge behind OpenAI-protocol endpoints, with a verdict cache that survives restarts.
+teacher judge behind OpenAI-protocol endpoints, with a verdict cache that survives restarts
+(``rlpt.judge.backend: openai``), or from the synthetic world's exact oracle judge (``world``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,19 @@ def judge_from_config(rlpt: RLPTConfig, cache_path: Path | None) -> Judge:
                                      fallback=j.fallback, seed=rlpt.data.seed), cache=cache)
 
 
+def world_judge_from_config(rlpt: RLPTConfig) -> Any:
+    """The synthetic world's oracle judge (``rlpt.judge.backend: world``); already a PoolJudge."""
+    from rlpt_plugin.world import WorldConfig, build_kb
+    from rlpt_plugin.world.teacher import OracleJudge
+
+    j = rlpt.judge
+    weights = {"quality": j.quality, "safety": j.safety, "factuality": j.factuality}
+    axes = tuple(axis for axis, w in weights.items() if w > 0)
+    return OracleJudge(build_kb(WorldConfig(seed=j.world_seed, num_entities=j.world_entities)), axes=axes,
+                       weights={a: weights[a] for a in axes}, schedule=j.schedule,
+                       noise_rate=j.noise_rate, seed=rlpt.data.seed)
+
+
 def build_stage(cfg: Any, model: list[torch.nn.Module]) -> CandidateStage:
     """The stage for a Bridge job config (``cfg.rlpt``, ``cfg.model``, ``cfg.train``, ...)."""
     rlpt: RLPTConfig = cfg.rlpt
@@ -75,15 +89,19 @@ def build_stage(cfg: Any, model: list[torch.nn.Module]) -> CandidateStage:
     rollout = RolloutSpec(num_samples=max(1, c.num_rollouts), max_new_tokens=suffix_length,
                           vocab_size=tokenizer.vocab_size, temperature=c.temperature, top_p=c.top_p,
                           eos_id=tokenizer.eod_id, seed=rlpt.data.seed, share_prefill=c.share_prefill)
-    save = getattr(cfg.checkpoint, "save", None)
-    cache = Path(rlpt.judge.cache) if rlpt.judge.cache else (
-        Path(save) / "rlpt_judge_cache.sqlite" if save else None)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
+    if rlpt.judge.backend == "world":
+        judge: Any = world_judge_from_config(rlpt)
+    else:
+        save = getattr(cfg.checkpoint, "save", None)
+        cache = Path(rlpt.judge.cache) if rlpt.judge.cache else (
+            Path(save) / "rlpt_judge_cache.sqlite" if save else None)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+        judge = JudgeAdapter(judge_from_config(rlpt, cache))
     return CandidateStage(window_fn=window, model=model[0], rollout=rollout,
                           pool=PoolSpec(original=c.original, rewrite=c.rewrite,
                                         rollouts=c.rollouts and c.num_rollouts > 0),
-                          judge=JudgeAdapter(judge_from_config(rlpt, cache)), decode=tokenizer.decode,
+                          judge=judge, decode=tokenizer.decode,
                           groups_per_step=rlpt.data.groups_per_step, staleness=c.staleness,
                           score_shape=(cfg.model.seq_length, cfg.train.micro_batch_size)
                           if rlpt.loss.reference == "rollout" else None)

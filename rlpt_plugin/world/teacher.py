@@ -1,0 +1,159 @@
+"""The world's oracle teacher behind the protocols the LLM teacher uses.
+
+* :class:`OracleRewriter`: same contract as :class:`rlpt_plugin.teacher.rewriter.Rewriter`
+  (``rlpt rewrite --teacher world``): each window's suffix is rewritten by
+  :func:`~rlpt_plugin.world.oracle.oracle_rewrite`, re-encoded and cut to ``suffix_length``;
+  "copied" when that equals the original suffix tokens, else "rewritten".
+* :class:`OracleJudge`: the candidate stage's ``PoolJudge`` protocol (``rlpt.judge.backend:
+  world``): quality through the same pairing schedules as the LLM judge with
+  :func:`~rlpt_plugin.world.oracle.quality_prefers` as the comparator, safety and factuality
+  pointwise (the reference is the pool's original suffix), reward = weighted sum of the axes.
+
+Both are exact and local: no requests, no cache, no failures. The judge's noise is the
+oracle's own (``noise_rate``, ``seed``): stateless and reproducible; the pairing schedule's
+seed is derived from the pool's content, so the same pool always gets the same verdicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rlpt_plugin.judge.axes import Axis, Winner, combine, parse_axis
+from rlpt_plugin.judge.judge import JudgePool
+from rlpt_plugin.judge.schedules import PIVOT, SCHEDULES, drive, make_schedule
+from rlpt_plugin.teacher.rewriter import RewriteInput, RewriteOutput, RewriteStatus, bag_overlap
+from rlpt_plugin.types import Tokenizer
+from rlpt_plugin.world.kb import KnowledgeBase
+from rlpt_plugin.world.oracle import factuality, oracle_rewrite, quality_prefers, safety
+
+MODEL_ID = "world-oracle"
+TEMPLATE_VERSION = "world_oracle_v1"
+
+
+class OracleRewriter:
+    """Rewrites windows with the world's oracle; outputs follow the Rewriter's contract."""
+
+    model_id = MODEL_ID
+    template_version = TEMPLATE_VERSION
+
+    def __init__(self, kb: KnowledgeBase, tokenizer: Tokenizer, suffix_length: int) -> None:
+        if isinstance(suffix_length, bool) or not isinstance(suffix_length, int) or suffix_length < 1:
+            raise ValueError(f"suffix_length must be an int >= 1, got {suffix_length!r}")
+        if not isinstance(kb, KnowledgeBase):
+            raise ValueError(f"kb must be a KnowledgeBase, got {type(kb).__name__}")
+        self.kb = kb
+        self.tokenizer = tokenizer
+        self.suffix_length = suffix_length
+
+    async def rewrite(self, items: Sequence[RewriteInput]) -> list[RewriteOutput]:
+        """Rewrite every window; outputs in input order, one per input."""
+        seen: set[str] = set()
+        for i, item in enumerate(items):
+            if not isinstance(item, RewriteInput):
+                raise ValueError(f"items[{i}] must be a RewriteInput, got {type(item).__name__}")
+            if item.window_id in seen:
+                raise ValueError(f"items[{i}].window_id must be unique in a batch, got duplicate {item.window_id!r}")
+            seen.add(item.window_id)
+        return [self._one(item) for item in items]
+
+    def _one(self, item: RewriteInput) -> RewriteOutput:
+        original = item.suffix_ids[: self.suffix_length]
+        text = oracle_rewrite(item.prefix_text, item.suffix_text, self.kb)
+        ids = tuple(self.tokenizer.encode(text))[: self.suffix_length]
+        if not ids:
+            return RewriteOutput(item.window_id, RewriteStatus.EMPTY, (),
+                                 f"oracle rewrite encodes to no tokens: {text[:80]!r}", False, 0.0)
+        status = RewriteStatus.COPIED if ids == original else RewriteStatus.REWRITTEN
+        return RewriteOutput(item.window_id, status, ids, None, False, bag_overlap(ids, original))
+
+
+def _pool_seed(seed: int, prefix: str, reference: str | None, candidates: Sequence[str]) -> int:
+    parts = [str(seed), prefix, "" if reference is None else "\x00" + reference, *candidates]
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+class OracleJudge:
+    """Implements the candidate stage's ``PoolJudge`` protocol with the world's oracle.
+
+    ``axes``: the enabled axes (safety / factuality / quality); ``weights``: axis -> weight
+    (an entry per enabled axis); ``schedule``: quality pairing (round_robin / pivot /
+    tournament; pivot uses the pool's original suffix when it has one); ``noise_rate``: the
+    probability that a single judgment is flipped (the oracle's reproducible noise);
+    ``seed``: seeds the noise and the schedules.
+    """
+
+    def __init__(self, kb: KnowledgeBase, *, axes: Sequence[str], weights: Mapping[str, float],
+                 schedule: str = "round_robin", noise_rate: float = 0.0, seed: int = 0) -> None:
+        if not isinstance(kb, KnowledgeBase):
+            raise ValueError(f"kb must be a KnowledgeBase, got {type(kb).__name__}")
+        parsed = tuple(parse_axis(a) for a in axes)
+        if not parsed:
+            raise ValueError("axes must name at least one axis, got none")
+        if len(set(parsed)) != len(parsed):
+            raise ValueError(f"axes must be distinct, got {[a.value for a in parsed]}")
+        norm_w = {parse_axis(k): float(v) for k, v in weights.items()}
+        missing = [a.value for a in parsed if a not in norm_w]
+        if missing:
+            raise ValueError(f"weights must have an entry for every axis, missing {missing}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+        if isinstance(noise_rate, bool) or not isinstance(noise_rate, (int, float)) \
+                or not 0.0 <= noise_rate < 1.0:
+            raise ValueError(f"noise_rate must be in [0, 1), got {noise_rate!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        self.kb = kb
+        self.axes: tuple[str, ...] = tuple(a.value for a in parsed)
+        self.weights = {a.value: norm_w[a] for a in parsed}
+        self.schedule = schedule
+        self.noise_rate = float(noise_rate)
+        self.seed = seed
+        self.model_id = MODEL_ID
+
+    async def judge(self, pools: Sequence[Any]) -> Any:
+        """Verdicts for the pools, in order (see ``rlpt_plugin.megatron.candidate_stage``)."""
+        from rlpt_plugin.megatron.candidate_stage import Verdicts  # pulls torch: import lazily
+
+        scores, per_axis, calls = self.judge_sync(pools)
+        return Verdicts(scores=list(scores), per_axis=per_axis, calls=calls,
+                        failures=[0] * len(pools), cache_hit_rate=0.0)
+
+    def judge_sync(self, pools: Sequence[Any]) -> tuple[list[list[float]], list[dict[str, list[float]]], list[int]]:
+        """(reward per candidate, axis -> scores, judgments made) per pool, without Verdicts."""
+        scores, per_axis, calls = [], [], []
+        for pool in pools:
+            p = JudgePool.coerce(pool)
+            axis_scores, n_calls = self._pool(p)
+            per_axis.append(axis_scores)
+            calls.append(n_calls)
+            scores.append(combine(axis_scores, self.weights))
+        return scores, per_axis, calls
+
+    def _pool(self, pool: JudgePool) -> tuple[dict[str, list[float]], int]:
+        cands, prefix = pool.candidates, pool.prefix
+        reference = pool.reference if pool.reference is not None else ""
+        noise = {"noise_rate": self.noise_rate, "seed": self.seed}
+        out: dict[str, list[float]] = {}
+        n_calls = 0
+        for axis in self.axes:
+            if axis == Axis.SAFETY:
+                out[axis] = [float(safety(c, **noise)) for c in cands]
+                n_calls += len(cands)
+            elif axis == Axis.FACTUALITY:
+                out[axis] = [factuality(prefix, reference, c, self.kb, **noise) for c in cands]
+                n_calls += len(cands)
+            else:
+                pivot = pool.original_index if self.schedule == PIVOT else None
+                sched = make_schedule(self.schedule, len(cands), pivot=pivot,
+                                      seed=_pool_seed(self.seed, prefix, pool.reference, cands))
+
+                def compare(i: int, j: int) -> float:
+                    won = quality_prefers(prefix, cands[i], cands[j], self.kb, **noise)
+                    return 1.0 if won is Winner.A else 0.0
+
+                out[axis] = drive(sched, compare)
+                n_calls += sched.comparisons
+        return out, n_calls
