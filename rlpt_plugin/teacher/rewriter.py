@@ -155,13 +155,7 @@ class Rewriter:
 
     async def rewrite(self, items: Sequence[RewriteInput]) -> list[RewriteOutput]:
         """Rewrite every window; outputs in input order, one per input."""
-        seen: set[str] = set()
-        for i, item in enumerate(items):
-            if not isinstance(item, RewriteInput):
-                raise ValueError(f"items[{i}] must be a RewriteInput, got {type(item).__name__}")
-            if item.window_id in seen:
-                raise ValueError(f"items[{i}].window_id must be unique in a batch, got duplicate {item.window_id!r}")
-            seen.add(item.window_id)
+        check_batch(items)
         requests = [self.build_request(item) for item in items]
         results = await self.client.generate(requests)
         check_results(requests, results)
@@ -180,9 +174,28 @@ class Rewriter:
             return out(RewriteStatus.EMPTY, error=f"teacher answer is whitespace only: {res.text!r}")
         if is_refusal(text):
             return out(RewriteStatus.REFUSED, error=f"teacher refused: {text.strip()[:80]!r}")
-        ids = tuple(self.tokenizer.encode(text))[: self.suffix_length]
-        if not ids:  # e.g. only characters the tokenizer drops
-            return out(RewriteStatus.EMPTY, error=f"teacher answer encodes to no tokens: {text[:80]!r}")
-        if ids == item.suffix_ids[: self.suffix_length]:
-            return out(RewriteStatus.COPIED, ids)
-        return out(RewriteStatus.REWRITTEN, ids)
+        return classify_text(item, text, self.tokenizer, self.suffix_length, cached=res.cached)
+
+
+def check_batch(items: Sequence[RewriteInput]) -> None:
+    """Every item a RewriteInput, window ids unique in the batch (ValueError otherwise)."""
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        if not isinstance(item, RewriteInput):
+            raise ValueError(f"items[{i}] must be a RewriteInput, got {type(item).__name__}")
+        if item.window_id in seen:
+            raise ValueError(f"items[{i}].window_id must be unique in a batch, got duplicate {item.window_id!r}")
+        seen.add(item.window_id)
+
+
+def classify_text(item: RewriteInput, text: str, tokenizer: Tokenizer, suffix_length: int, *,
+                  cached: bool = False) -> RewriteOutput:
+    """A teacher's accepted answer as a rewrite: re-tokenized and cut to ``suffix_length``;
+    copied when it equals the original suffix, empty when it encodes to no tokens."""
+    original = item.suffix_ids[:suffix_length]
+    ids = tuple(tokenizer.encode(text))[:suffix_length]
+    if not ids:  # e.g. only characters the tokenizer drops
+        return RewriteOutput(item.window_id, RewriteStatus.EMPTY, (),
+                             f"teacher answer encodes to no tokens: {text[:80]!r}", cached, 0.0)
+    status = RewriteStatus.COPIED if ids == original else RewriteStatus.REWRITTEN
+    return RewriteOutput(item.window_id, status, ids, None, cached, bag_overlap(ids, original))

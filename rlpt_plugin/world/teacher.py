@@ -23,7 +23,7 @@ from typing import Any
 from rlpt_plugin.judge.axes import Axis, Winner, combine, parse_axis
 from rlpt_plugin.judge.judge import JudgePool
 from rlpt_plugin.judge.schedules import PIVOT, SCHEDULES, drive, make_schedule
-from rlpt_plugin.teacher.rewriter import RewriteInput, RewriteOutput, RewriteStatus, bag_overlap
+from rlpt_plugin.teacher.rewriter import RewriteInput, RewriteOutput, check_batch, classify_text
 from rlpt_plugin.types import Tokenizer
 from rlpt_plugin.world.kb import KnowledgeBase
 from rlpt_plugin.world.oracle import factuality, oracle_rewrite, quality_prefers, safety
@@ -49,24 +49,9 @@ class OracleRewriter:
 
     async def rewrite(self, items: Sequence[RewriteInput]) -> list[RewriteOutput]:
         """Rewrite every window; outputs in input order, one per input."""
-        seen: set[str] = set()
-        for i, item in enumerate(items):
-            if not isinstance(item, RewriteInput):
-                raise ValueError(f"items[{i}] must be a RewriteInput, got {type(item).__name__}")
-            if item.window_id in seen:
-                raise ValueError(f"items[{i}].window_id must be unique in a batch, got duplicate {item.window_id!r}")
-            seen.add(item.window_id)
-        return [self._one(item) for item in items]
-
-    def _one(self, item: RewriteInput) -> RewriteOutput:
-        original = item.suffix_ids[: self.suffix_length]
-        text = oracle_rewrite(item.prefix_text, item.suffix_text, self.kb)
-        ids = tuple(self.tokenizer.encode(text))[: self.suffix_length]
-        if not ids:
-            return RewriteOutput(item.window_id, RewriteStatus.EMPTY, (),
-                                 f"oracle rewrite encodes to no tokens: {text[:80]!r}", False, 0.0)
-        status = RewriteStatus.COPIED if ids == original else RewriteStatus.REWRITTEN
-        return RewriteOutput(item.window_id, status, ids, None, False, bag_overlap(ids, original))
+        check_batch(items)
+        return [classify_text(item, oracle_rewrite(item.prefix_text, item.suffix_text, self.kb),
+                              self.tokenizer, self.suffix_length) for item in items]
 
 
 def _pool_seed(seed: int, prefix: str, reference: str | None, candidates: Sequence[str]) -> int:
