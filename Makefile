@@ -29,10 +29,10 @@ $(STAMP): pyproject.toml Makefile
 test: venv
 	$(PY) -m pytest -q tests
 
-# Until the synthetic-world demo lands, the demo is the smallest real run: a tiny GPT trained
-# through Megatron-Bridge's pretrain() with the mixed LM + DPO loss.
+# Self-improving vs next-token pretraining on the synthetic world (rlpt demo --help for knobs).
+DEMO_OUT ?= runs/demo
 demo: venv
-	$(PY) -m rlpt_plugin.cli demo
+	$(PY) -m rlpt_plugin.cli demo --out $(DEMO_OUT) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV)

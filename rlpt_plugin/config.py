@@ -97,6 +97,12 @@ class LossSection:
     check_values: bool = True
     """Check masks and log-probs for NaN/inf and empty suffixes every micro-batch."""
 
+    def has_rl_terms(self) -> bool:
+        """Whether DPO or RF-NLL ever has a non-zero weight. Without one the run is plain
+        next-token training: no candidate stage, no judge, no RL rows (``source=store`` then
+        trains on prefix + original suffix of the store's windows, the baseline of the method)."""
+        return any(w.start or w.end for w in (self.dpo, self.rf_nll))
+
     def weights(self) -> MixedWeights:
         return MixedWeights(lm=self.lm.build(), dpo=self.dpo.build(), rf_nll=self.rf_nll.build())
 
@@ -280,7 +286,7 @@ class RLPTConfig:
     judge: JudgeSection = field(default_factory=JudgeSection)
 
     def errors(self) -> list[str]:
-        in_loop = self.data.source == "store"
+        in_loop = self.data.source == "store" and self.loss.has_rl_terms()
         errors = (self.loss.validate("rlpt.loss") + self.data.validate("rlpt.data")
                   + self.candidates.validate("rlpt.candidates")
                   + self.judge.validate("rlpt.judge", needed=in_loop))

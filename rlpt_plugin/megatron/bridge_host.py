@@ -112,9 +112,15 @@ def pack_spec_flags(cfg: RLPTConfigContainer) -> dict[str, bool]:
     """Which rows the data carries. Under the dpo rule the best candidate IS the chosen one, so
     its RF-NLL row costs nothing and its NLL is always reported, trained on or not."""
     loss = cfg.rlpt.loss
-    use_dpo = loss.selection == "dpo"
+    rl = loss.has_rl_terms()  # next-token-only runs carry LM rows only
+    use_dpo = rl and loss.selection == "dpo"
     return dict(lm_on_original=cfg.rlpt.data.lm_on_original, use_dpo=use_dpo,
-                use_rf_nll=use_dpo or bool(loss.rf_nll.start or loss.rf_nll.end))
+                use_rf_nll=use_dpo or (rl and bool(loss.rf_nll.start or loss.rf_nll.end)))
+
+
+def in_loop(cfg: RLPTConfigContainer) -> bool:
+    """Whether the run builds candidate pools in the loop (rollouts + judge)."""
+    return cfg.rlpt.data.source == "store" and cfg.rlpt.loss.has_rl_terms()
 
 
 def pack_spec(cfg: RLPTConfigContainer) -> PackSpec:
@@ -122,7 +128,7 @@ def pack_spec(cfg: RLPTConfigContainer) -> PackSpec:
     return PackSpec(
         seq_length=cfg.model.seq_length, micro_batch_size=cfg.train.micro_batch_size,
         num_microbatches=cfg.train.global_batch_size // (cfg.train.micro_batch_size * lay.dp_size),
-        ref_from_rollout=cfg.rlpt.data.source == "store" and cfg.rlpt.loss.reference == "rollout",
+        ref_from_rollout=in_loop(cfg) and cfg.rlpt.loss.reference == "rollout",
         **pack_spec_flags(cfg))
 
 
@@ -145,17 +151,21 @@ class RLPTCallback(Callback):
         cfg: RLPTConfigContainer = context.state.cfg
         step = context.state.train_state.step
         mode = cfg.rlpt.loss.reference
-        in_loop = cfg.rlpt.data.source == "store"
         # rollout mode needs no model pass here: in-loop pools record their log-probs when they
         # are built, and ready-made groups use the step's own forward (reference_is_policy).
         reference = None
-        if mode == "frozen":
+        if mode == "frozen" and cfg.rlpt.loss.has_rl_terms():
             reference = ReferenceScorer(frozen_reference(
                 context.model, step=step, save_root=cfg.checkpoint.save, load_root=cfg.checkpoint.load))
-        if in_loop:
+        stage = None
+        if in_loop(cfg):
             from rlpt_plugin.megatron.stage_factory import build_stage
 
             stage, groups = build_stage(cfg, context.model), None
+        elif cfg.rlpt.data.source == "store":  # next-token training on the store's windows
+            from rlpt_plugin.megatron.stage_factory import original_groups
+
+            groups = original_groups(cfg)
         else:
             stage, groups = None, group_source(cfg).group
         self.source = StepSource(groups, groups_per_step=cfg.rlpt.data.groups_per_step,
@@ -187,7 +197,7 @@ def forward_step(cfg: RLPTConfigContainer) -> RLPTForwardStep:
                                    ("rf_nll", spec["use_rf_nll"])) if on}
     loss = cfg.rlpt.loss
     # Ready-made groups in rollout mode: the reference is this step's policy (no extra pass).
-    reference_is_policy = loss.reference == "rollout" and cfg.rlpt.data.source != "store"
+    reference_is_policy = loss.reference == "rollout" and not in_loop(cfg)
     return RLPTForwardStep(loss.loss_config(), loss.weights(), check_values=loss.check_values,
                            terms=frozenset(terms), reference_is_policy=reference_is_policy)
 
@@ -202,6 +212,6 @@ def rlpt_pretrain(cfg: RLPTConfigContainer, extra_callbacks: list[Callback] | No
     errors = cfg.rlpt.errors() + host_errors(cfg)
     if errors:
         raise ConfigError(errors)
-    if cfg.rlpt.data.source == "store" and cfg.rlpt.candidates.staleness > 0 and cfg.checkpoint.save:
+    if in_loop(cfg) and cfg.rlpt.candidates.staleness > 0 and cfg.checkpoint.save:
         cfg.dataset.dataloader_save = cfg.checkpoint.save  # pools in flight go into checkpoints
     pretrain(cfg, forward_step(cfg), callbacks=[RLPTCallback(), *(extra_callbacks or [])])

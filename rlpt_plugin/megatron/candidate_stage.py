@@ -26,9 +26,8 @@ import torch
 
 from rlpt_plugin.judge.judge import JudgePool
 from rlpt_plugin.megatron import parallel
-from rlpt_plugin.megatron.reference import ReferenceScorer
+from rlpt_plugin.megatron.reference import score_continuations
 from rlpt_plugin.megatron.rollout import RolloutSpec, generate_rollouts
-from rlpt_plugin.rl.packing import ROLE_RF, PackSpec, Row, pack_rows
 from rlpt_plugin.rl.candidates import PoolInput, PoolSpec, build_group, pool_candidates
 from rlpt_plugin.rl.pool import CandidateGroup
 
@@ -62,6 +61,7 @@ class PoolJudge(Protocol):
 class StageStats:
     judge_wait_s: list[float] = field(default_factory=list)
     rollout_s: list[float] = field(default_factory=list)
+    judge_s: list[float] = field(default_factory=list)  # seconds each step's verdicts took (background)
     unjudged_pools: int = 0
     last: dict[str, tuple[float, float]] = field(default_factory=dict)
     """The last collected step's metrics as (sum, count), same keys on every rank."""
@@ -118,7 +118,7 @@ class CandidateStage:
         if parallel.is_model_parallel_first():
             if self._loop is None:
                 self._loop = _BackgroundLoop()
-            future = self._loop.submit(self.judge.judge([self._judge_pool(i) for i in inputs]))
+            future = self._loop.submit(self._timed_judge(inputs))
         self._pending[step] = (inputs, future)
 
     def _score_corpus_candidates(self, inputs: list[PoolInput]) -> list[PoolInput]:
@@ -131,21 +131,9 @@ class CandidateStage:
                                                          or name == "rewrite" and self.pool.rewrite)]
         if not wanted:
             return inputs
-        rows = []
-        for g, _, cand in wanted:
-            prefix = inputs[g].prefix
-            keep = min(len(prefix), seq_length + 1 - len(cand))
-            rows.append(Row(group_id=inputs[g].group_id, tokens=tuple(prefix[len(prefix) - keep:]) + tuple(cand),
-                            candidate_length=len(cand), roles=frozenset({ROLE_RF})))
-        num_mb = -(-len(rows) // micro_batch_size)
-        spec = PackSpec(seq_length=seq_length, micro_batch_size=micro_batch_size, num_microbatches=num_mb,
-                        lm_on_original=False, use_dpo=False, use_rf_nll=True)
-        batches = pack_rows(rows, [i // micro_batch_size for i in range(len(rows))], spec)
-        ReferenceScorer([self.model]).fill(batches)
-        found: dict[tuple[int, str], list[float]] = {}
-        for i, (g, name, _) in enumerate(wanted):
-            mb, r = batches[i // micro_batch_size], i % micro_batch_size
-            found[(g, name)] = mb.ref_logps_BS[r][mb.rl_mask_BS[r] != 0].tolist()
+        logps = score_continuations(self.model, [(inputs[g].prefix, cand) for g, _, cand in wanted],
+                                    seq_length=seq_length, micro_batch_size=micro_batch_size)
+        found = {(g, name): lp for (g, name, _), lp in zip(wanted, logps)}
         return [dataclasses.replace(item, original_logps=found.get((g, "original")),
                                     rewrite_logps=found.get((g, "rewrite")))
                 for g, item in enumerate(inputs)]
@@ -168,8 +156,14 @@ class CandidateStage:
             if parallel.is_model_parallel_first():
                 if self._loop is None:
                     self._loop = _BackgroundLoop()
-                future = self._loop.submit(self.judge.judge([self._judge_pool(i) for i in inputs]))
+                future = self._loop.submit(self._timed_judge(inputs))
             self._pending[int(step)] = (inputs, future)
+
+    async def _timed_judge(self, inputs: list[PoolInput]) -> Verdicts:
+        began = time.perf_counter()
+        verdicts = await self.judge.judge([self._judge_pool(i) for i in inputs])
+        self.stats.judge_s.append(time.perf_counter() - began)
+        return verdicts
 
     def _judge_pool(self, item: PoolInput) -> JudgePool:
         cands, kinds, _ = pool_candidates(item, self.pool)

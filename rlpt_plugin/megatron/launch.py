@@ -85,8 +85,9 @@ def run(cfg: RLPTConfigContainer, metrics_path: str | Path,
     return log.records
 
 
-def train(recipe: str, out_dir: str | Path, overrides: list[str]) -> list[dict[str, float]]:
+def train(recipe: str, out_dir: str | Path, overrides: list[str],
+          extra_callbacks: list[Any] | None = None) -> list[dict[str, float]]:
     """Run a job from a recipe and overrides; returns the per-step metrics."""
     _single_process_env()
     cfg = build_config(recipe, out_dir, overrides)
-    return run(cfg, Path(out_dir) / "metrics.jsonl")
+    return run(cfg, Path(out_dir) / "metrics.jsonl", extra_callbacks)

@@ -25,7 +25,7 @@ import torch
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from rlpt_plugin.megatron.forward_step import causal_attention_mask, model_device
-from rlpt_plugin.rl.packing import MicroBatch
+from rlpt_plugin.rl.packing import ROLE_RF, MicroBatch, PackSpec, Row, pack_rows
 
 class ReferenceScorer:
     """Fills ``MicroBatch.ref_logps_BS`` (on the last pipeline stage) from ``model_chunks``."""
@@ -65,3 +65,28 @@ class ReferenceScorer:
         used_BS = mb.rl_mask_BS != 0
         mb.ref_logps_BS.copy_(torch.where(used_BS, logps_BS, torch.zeros_like(logps_BS)))
         return torch.zeros((), device=output_tensor.device), {}
+
+
+def score_continuations(model: torch.nn.Module, items: Sequence[tuple[Sequence[int], Sequence[int]]], *,
+                        seq_length: int, micro_batch_size: int) -> list[list[float]]:
+    """Per-token log-probs of each ``(context, continuation)`` under ``model`` (one chunk),
+    through megatron's forward-only schedule (every pipeline stage). The context is cut from
+    the left exactly as training cuts it (``seq_length + 1`` tokens in all). The values are
+    real on the last pipeline stage; other stages get zeros of the right lengths."""
+    rows = []
+    for i, (context, continuation) in enumerate(items):
+        keep = min(len(context), seq_length + 1 - len(continuation))
+        rows.append(Row(group_id=i, tokens=tuple(context[len(context) - keep:]) + tuple(continuation),
+                        candidate_length=len(continuation), roles=frozenset({ROLE_RF})))
+    if not rows:
+        return []
+    num_mb = -(-len(rows) // micro_batch_size)
+    spec = PackSpec(seq_length=seq_length, micro_batch_size=micro_batch_size, num_microbatches=num_mb,
+                    lm_on_original=False, use_dpo=False, use_rf_nll=True)
+    batches = pack_rows(rows, [i // micro_batch_size for i in range(len(rows))], spec)
+    ReferenceScorer([model]).fill(batches)
+    out = []
+    for i in range(len(rows)):
+        mb, r = batches[i // micro_batch_size], i % micro_batch_size
+        out.append(mb.ref_logps_BS[r][mb.rl_mask_BS[r] != 0].tolist())
+    return out

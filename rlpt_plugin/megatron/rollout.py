@@ -35,7 +35,7 @@ class RolloutSpec:
     num_samples: int            # K rollouts per prefix
     max_new_tokens: int         # N
     vocab_size: int             # real vocabulary (ids >= this are padding, never sampled)
-    temperature: float = 1.0    # paper: 1.0
+    temperature: float = 1.0    # paper: 1.0; 0 = greedy (argmax, evaluation)
     top_p: float = 1.0          # paper: 1.0
     eos_id: int | None = None   # a sampled EOS ends the rollout (EOS included)
     seed: int = 0
@@ -48,8 +48,8 @@ class RolloutSpec:
             errors.append(f"`num_samples` must be >= 1, but is {self.num_samples}")
         if self.max_new_tokens < 1:
             errors.append(f"`max_new_tokens` must be >= 1, but is {self.max_new_tokens}")
-        if not self.temperature > 0:
-            errors.append(f"`temperature` must be > 0, but is {self.temperature}")
+        if not self.temperature >= 0:
+            errors.append(f"`temperature` must be >= 0 (0: greedy), but is {self.temperature}")
         if not 0 < self.top_p <= 1:
             errors.append(f"`top_p` must be in (0, 1], but is {self.top_p}")
         if errors:
@@ -71,6 +71,8 @@ def _generator(spec: RolloutSpec, step: int, dp_rank: int, position: int, device
 
 
 def _sample(logits_RV: torch.Tensor, spec: RolloutSpec, gen: torch.Generator) -> torch.Tensor:
+    if spec.temperature == 0:
+        return logits_RV[:, : spec.vocab_size].argmax(dim=-1)
     logits_RV = logits_RV[:, : spec.vocab_size].float() / spec.temperature
     probs_RV = torch.softmax(logits_RV, dim=-1)
     if spec.top_p < 1.0:

@@ -9,7 +9,7 @@ teacher judge behind OpenAI-protocol endpoints, with a verdict cache that surviv
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -20,7 +20,8 @@ from rlpt_plugin.megatron.candidate_stage import CandidateStage, Verdicts
 from rlpt_plugin.megatron.rewritten_store import RewrittenStore
 from rlpt_plugin.megatron.rollout import RolloutSpec
 from rlpt_plugin.megatron.suffix_dataset import SuffixDatasetConfig, build_suffix_datasets
-from rlpt_plugin.rl.candidates import PoolSpec
+from rlpt_plugin.rl.candidates import PoolInput, PoolSpec, build_group
+from rlpt_plugin.rl.pool import CandidateGroup
 from rlpt_plugin.teacher.cache import ResponseCache
 from rlpt_plugin.teacher.openai_client import OpenAIClient
 
@@ -65,12 +66,13 @@ def world_judge_from_config(rlpt: RLPTConfig) -> Any:
                        noise_rate=j.noise_rate, seed=rlpt.data.seed)
 
 
-def build_stage(cfg: Any, model: list[torch.nn.Module]) -> CandidateStage:
-    """The stage for a Bridge job config (``cfg.rlpt``, ``cfg.model``, ``cfg.train``, ...)."""
+Window = tuple[list[int], list[int], list[int] | None]
+
+
+def store_windows(cfg: Any) -> tuple[Callable[[int], Window], Any, int]:
+    """(group id -> (prefix, original, rewrite or None), tokenizer, suffix length N) over the
+    job's stores through the Megatron dataset; the order is a pure function of rlpt.data.seed."""
     rlpt: RLPTConfig = cfg.rlpt
-    if len(model) != 1:
-        raise ValueError("the candidate stage needs one model chunk per rank: virtual pipeline "
-                         f"parallelism is not supported yet, but this rank has {len(model)} chunks")
     tokenizer = load_tokenizer(rlpt.data.tokenizer)
     first = RewrittenStore(rlpt.data.stores[0], expect_tokenizer=tokenizer.fingerprint)
     suffix_length = int(first.manifest["suffix_length"])
@@ -80,11 +82,35 @@ def build_stage(cfg: Any, model: list[torch.nn.Module]) -> CandidateStage:
         blend=(list(rlpt.data.stores), None), split="100,0,0", suffix_length=suffix_length,
         tokenizer_fingerprint=tokenizer.fingerprint), [samples, None, None])[0]
 
-    def window(group_id: int):
+    def window(group_id: int) -> Window:
         sample = dataset[group_id % len(dataset)]
         rewrite = sample["rewrite"].tolist() if sample["has_rewrite"] else None
         return sample["prefix"].tolist(), sample["original"].tolist(), rewrite
 
+    return window, tokenizer, suffix_length
+
+
+def original_groups(cfg: Any) -> Callable[[int], CandidateGroup]:
+    """Unjudged groups holding the original suffix only: next-token training on the stores'
+    windows (prefix + original suffix), the same text the in-loop run's LM term sees."""
+    window, _, _ = store_windows(cfg)
+    spec = PoolSpec(original=True, rewrite=False, rollouts=False)
+
+    def group(group_id: int) -> CandidateGroup:
+        prefix, original, _ = window(group_id)
+        return build_group(PoolInput(group_id=group_id, prefix=prefix, original=original, rewrite=None,
+                                     rollouts=()), spec, None)
+
+    return group
+
+
+def build_stage(cfg: Any, model: list[torch.nn.Module]) -> CandidateStage:
+    """The stage for a Bridge job config (``cfg.rlpt``, ``cfg.model``, ``cfg.train``, ...)."""
+    rlpt: RLPTConfig = cfg.rlpt
+    if len(model) != 1:
+        raise ValueError("the candidate stage needs one model chunk per rank: virtual pipeline "
+                         f"parallelism is not supported yet, but this rank has {len(model)} chunks")
+    window, tokenizer, suffix_length = store_windows(cfg)
     c = rlpt.candidates
     rollout = RolloutSpec(num_samples=max(1, c.num_rollouts), max_new_tokens=suffix_length,
                           vocab_size=tokenizer.vocab_size, temperature=c.temperature, top_p=c.top_p,

@@ -104,6 +104,9 @@ class StepSource(Iterator[StepMicroBatch]):
                    "unjudged_pool_rate": (float(sum(g.scores is None for g in groups)), float(len(groups)))}
         if self.stage is not None:  # seconds the trainer waited for this step's verdicts
             metrics["judge_wait_s"] = (self.stage.stats.judge_wait_s[-1], 1.0)
+            metrics["rollout_s"] = (self.stage.stats.rollout_s[-1], 1.0)  # the latest launch
+            # the latest verdicts' judging time, in the background (judging ranks only; 0 elsewhere)
+            metrics["judge_s"] = (self.stage.stats.judge_s[-1] if self.stage.stats.judge_s else 0.0, 1.0)
             metrics.update(self.stage.stats.last)
         return metrics
 

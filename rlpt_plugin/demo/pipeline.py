@@ -1,0 +1,167 @@
+"""The demo's phases, each the command a real run would use, each resumable.
+
+world -> rewrite (``rlpt rewrite --teacher world``) -> start (next-token pretraining) ->
+baseline (next-token continuation) and sip (self-improving continuation, from the same start
+checkpoint, for the same steps) [-> rf_nll] -> evaluation with the oracle -> report.
+
+Every training phase is the world recipe through Megatron-Bridge's ``pretrain()`` with Hydra
+overrides, checkpointing into ``OUT/<phase>/ckpt``; the continuations load the start model with
+Bridge's ``checkpoint.pretrained_checkpoint``. A phase whose ``eval.json`` exists is done and
+skipped; a phase killed half-way resumes from its last checkpoint (Bridge's own resume).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rlpt_plugin.demo.progress import Progress, phase_output
+from rlpt_plugin.demo.settings import DemoSettings
+
+RECIPE = "rlpt_plugin.recipes.world:world_config"
+SEQ_LENGTH = 64
+MIN_PREFIX = 4
+WINDOWS_PER_DOC = 4
+
+
+def world_config(s: DemoSettings):
+    from rlpt_plugin.world import WorldConfig
+
+    r = s.defect_rate
+    return WorldConfig(seed=s.world_seed, num_entities=s.entities, docs_per_entity=s.docs_per_entity,
+                       false_rate=r, unsafe_rate=r, degenerate_rate=r,
+                       systematic_fraction=s.systematic_fraction, eval_size=2 * s.entities)
+
+
+def build_world(s: DemoSettings, out: Path) -> dict[str, Any]:
+    """The raw corpus (JSON lines) and the held-out prefixes."""
+    from rlpt_plugin.world import build_kb, eval_prefixes, generate_corpus, systematic_contexts, write_jsonl
+
+    world = out / "world"
+    if (world / "done.json").exists():
+        return json.loads((world / "done.json").read_text())
+    world.mkdir(parents=True, exist_ok=True)
+    config = world_config(s)
+    kb = build_kb(config)
+    corpus = generate_corpus(config, kb)
+    write_jsonl(world / "corpus.jsonl", corpus)
+    write_jsonl(world / "eval.jsonl", eval_prefixes(config, kb, corpus))
+    info = {"documents": len(corpus), "entities": config.num_entities,
+            "systematic_contexts": len(systematic_contexts(config, kb)),
+            "defective_sentences": sum(len(d["defects"]) for d in corpus)}
+    (world / "done.json").write_text(json.dumps(info))
+    return info
+
+
+def rewrite(s: DemoSettings, out: Path) -> None:
+    """``rlpt rewrite`` of the raw corpus with the oracle rewriter into ``OUT/store``."""
+    from rlpt_plugin.cli import main as rlpt
+
+    if (out / "store" / "manifest.json").exists():
+        return
+    code = rlpt(["rewrite", "--corpus", str(out / "world" / "corpus.jsonl"), "--tokenizer", "world",
+                 "--out", str(out / "store"), "--teacher", "world", "--world-seed", str(s.world_seed),
+                 "--world-entities", str(s.entities), "--suffix-length", str(s.suffix_length),
+                 "--seq-length", str(SEQ_LENGTH), "--min-prefix", str(MIN_PREFIX),
+                 "--windows-per-doc", str(WINDOWS_PER_DOC), "--seed", str(s.world_seed)])
+    if code != 0:
+        raise RuntimeError(f"rlpt rewrite failed with exit code {code}")
+
+
+def common_overrides(s: DemoSettings, out: Path) -> list[str]:
+    return [f"rlpt.data.stores=[{out / 'store'}]", f"rlpt.judge.world_seed={s.world_seed}",
+            f"rlpt.judge.world_entities={s.entities}", f"rlpt.data.groups_per_step={s.groups_per_step}",
+            f"train.micro_batch_size={s.groups_per_step}", f"rng.seed={s.seed}", f"rlpt.data.seed={s.seed}",
+            f"model.seq_length={SEQ_LENGTH}", "logger.log_interval=1000000"]
+
+
+def start_overrides(s: DemoSettings) -> list[str]:
+    return [*lm_overrides(s), f"optimizer.lr={s.start_lr}", f"optimizer.min_lr={s.start_lr / 10}",
+            "scheduler.lr_decay_style=cosine", "scheduler.lr_warmup_iters=30"]
+
+
+def continue_overrides(s: DemoSettings) -> list[str]:
+    """The optimizer of every continuation (baseline and SIP alike)."""
+    return [f"optimizer.lr={s.lr}", f"optimizer.min_lr={s.lr}", "scheduler.lr_decay_style=constant",
+            "scheduler.lr_warmup_iters=20"]
+
+
+def lm_overrides(s: DemoSettings) -> list[str]:
+    """Plain next-token training on the store's windows (no candidates, no judge)."""
+    return ["rlpt.loss.dpo.start=0", "rlpt.loss.rf_nll.start=0",
+            f"train.global_batch_size={s.groups_per_step}"]
+
+
+def _one_micro_batch(rows: int) -> list[str]:
+    """Room for every row of a step in one micro-batch: DPO pairs never split across
+    micro-batches, so a step of G pools needs up to 3G rows (LM, chosen, rejected)."""
+    return [f"train.micro_batch_size={rows}", f"train.global_batch_size={rows}"]
+
+
+def sip_overrides(s: DemoSettings, rule: str) -> list[str]:
+    """Self-improving continuation: K rollouts + the original suffix, oracle judge."""
+    loss = (["rlpt.loss.selection=dpo", "rlpt.loss.dpo.start=1", f"rlpt.loss.rf_nll.start={s.chosen_nll}",
+             f"rlpt.loss.beta={s.beta}", f"rlpt.loss.reference={s.reference}", *_one_micro_batch(3 * s.groups_per_step)]
+            if rule == "dpo" else
+            ["rlpt.loss.selection=rf_nll", "rlpt.loss.dpo.start=0", "rlpt.loss.rf_nll.start=1",
+             *_one_micro_batch(2 * s.groups_per_step)])
+    return [*loss, *continue_overrides(s), f"rlpt.loss.lm.start={s.lm_weight}", f"rlpt.candidates.num_rollouts={s.rollouts}", "rlpt.candidates.original=true",
+            f"rlpt.judge.noise_rate={s.judge_noise}"]
+
+
+def train_phase(name: str, s: DemoSettings, out: Path, steps: int, overrides: list[str], *,
+                start_from: Path | None, progress: Progress) -> dict[str, Any]:
+    """One training phase through the real host; returns its evaluation (greedy continuations
+    of the held-out prefixes and held-out NLL) and timings. Skipped when already done."""
+    from rlpt_plugin.megatron import launch
+    from rlpt_plugin.megatron.evaluate import ContinuationEval
+    from rlpt_plugin.megatron.progress import StepTimer
+    from rlpt_plugin.world.vocab import WorldTokenizer
+
+    phase = out / name
+    done = phase / "eval.json"
+    if done.exists():
+        progress.skip(name)
+        return json.loads(done.read_text())
+    items = [json.loads(line) for line in (out / "world" / "eval.jsonl").read_text().splitlines()]
+    evaluator = ContinuationEval(WorldTokenizer(), [it["text"] for it in items],
+                                 [f"{it['text']} {it['reference']}" for it in items],
+                                 max_new_tokens=s.suffix_length, out_path=phase / "eval.tmp.json")
+    timer = StepTimer()
+    args = [*common_overrides(s, out), f"train.train_iters={steps}",
+            f"checkpoint.save_interval={max(1, steps // 4)}", *overrides]
+    if start_from is not None:
+        args.append(f"checkpoint.pretrained_checkpoint={start_from}")
+    began = time.perf_counter()
+    with progress.phase(name, steps) as bar, phase_output(phase / "log.txt"):
+        launch.train(RECIPE, phase, args, extra_callbacks=[timer, bar, evaluator])
+    result = dict(evaluator.result or {})
+    result.update(seconds=time.perf_counter() - began, step_timing=timer.summary())
+    done.write_text(json.dumps(result))
+    with contextlib.suppress(FileNotFoundError):
+        (phase / "eval.tmp.json").unlink()
+    return result
+
+
+def judge_models(s: DemoSettings, out: Path, phases: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The oracle's verdicts on every model's continuations (quality against the start model)."""
+    from rlpt_plugin.world import build_kb
+    from rlpt_plugin.world.evaluate import score_items, summarize
+
+    items = [json.loads(line) for line in (out / "world" / "eval.jsonl").read_text().splitlines()]
+    kb = build_kb(world_config(s))
+    base = phases["start"]["continuations"]
+    models = {}
+    for name, phase in phases.items():
+        result = summarize(items, score_items(items, phase["continuations"], base, kb))
+        result["heldout_nll"] = phase["heldout_nll"]
+        models[name] = result
+    return models
+
+
+def read_metrics(phase: Path) -> list[dict[str, float]]:
+    path = phase / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

@@ -1,0 +1,67 @@
+"""The demo's outputs: the paper-shaped table, ``results.json`` and the two SVG plots."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rlpt_plugin.demo.svg import line_chart, moving_average
+
+LABELS = {"start": "start model", "baseline": "next-token (baseline)", "sip": "SIP, online DPO",
+          "rf_nll": "SIP, RF-NLL"}
+AXES = ("quality_win_rate", "factuality", "safety")
+#: Per-step metrics kept in results.json and plotted.
+CURVES = ("rollout_chosen_rate", "lm_nll", "dpo_accuracy", "rf_nll", "score_safety_rollout",
+          "score_factuality_rollout", "score_quality_rollout")
+
+
+def table(models: Mapping[str, Mapping[str, Any]], part: str | None = None) -> str:
+    """Rows: models; columns as in the paper's main table (rates in %). ``part``: systematic or
+    ordinary prefixes only (no NLL column)."""
+    head = f"{'':<24}{'quality win rate':>18}{'factuality':>12}{'safety':>9}"
+    lines = [head + ("" if part else f"{'held-out NLL':>14}")]
+    for name, result in models.items():
+        r = result[part] if part else result
+        cells = "".join(f"{100 * r[a]:>{w}.1f}" for a, w in zip(AXES, (18, 12, 9)))
+        lines.append(f"{LABELS.get(name, name):<24}{cells}" + ("" if part else f"{result['heldout_nll']:>14.3f}"))
+    return "\n".join(lines)
+
+
+def curves(records: Sequence[Mapping[str, float]]) -> dict[str, list[float]]:
+    """Per-step values of :data:`CURVES` (NaN where a step lacks one), steps in order."""
+    ordered = sorted({int(r["step"]): r for r in records}.items())  # a resumed run may repeat steps
+    return {k: [float(r.get(k, float("nan"))) for _, r in ordered] for k in CURVES}
+
+
+def write_plots(out: Path, runs: Mapping[str, Mapping[str, list[float]]], window: int = 10) -> list[Path]:
+    """``rollout_chosen_rate.svg`` (the curriculum curve) and ``metrics.svg`` (per-step metrics
+    of each SIP run; moving averages over ``window`` steps)."""
+    def pts(values: list[float]) -> list[tuple[float, float]]:
+        return list(enumerate(moving_average(values, window)))
+
+    written = []
+    chosen = {LABELS.get(n, n): pts(c["rollout_chosen_rate"]) for n, c in runs.items()}
+    path = out / "rollout_chosen_rate.svg"
+    path.write_text(line_chart(chosen, title=f"rollout-chosen rate ({window}-step mean)", xlabel="step",
+                               ylabel="share of pools whose chosen candidate is a rollout", y_range=(0, 1)))
+    written.append(path)
+    series = {}
+    for name, c in runs.items():
+        for key in CURVES[1:]:
+            if any(v == v for v in c[key]):
+                series[f"{name}: {key}"] = pts(c[key])
+    path = out / "metrics.svg"
+    path.write_text(line_chart(series, title=f"SIP metrics over steps ({window}-step mean)", xlabel="step",
+                               ylabel="value"))
+    written.append(path)
+    return written
+
+
+def write_results(out: Path, results: Mapping[str, Any]) -> Path:
+    path = out / "results.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1, sort_keys=True))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,122 @@
+"""The knobs of ``rlpt demo`` (each one a ``--flag``), validated together."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+
+from rlpt_plugin.config import ConfigError
+
+LOSSES = ("dpo", "rf_nll")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoSettings:
+    seed: int = 1234
+    """Training seed: model initialisation, window order, rollouts (the world is --world-seed's)."""
+    world_seed: int = 0
+    """Seed of the synthetic world (knowledge base, corpus, held-out prefixes)."""
+    entities: int = 100
+    """People in the knowledge base."""
+    docs_per_entity: int = 8
+    """Training biographies per person."""
+    systematic_fraction: float = 0.3
+    """Share of (person, attribute) contexts whose most frequent continuation is bad."""
+    defect_rate: float = 0.04
+    """Per-sentence rate of EACH defect kind (false / unsafe / degenerate) elsewhere."""
+    start_lr: float = 2e-3
+    """Peak learning rate of the start model (cosine decay to a tenth, 30 warm-up steps)."""
+    lr: float = 3e-4
+    """Learning rate of every continuation (constant after 20 warm-up steps; Adam restarts)."""
+    start_steps: int = 600
+    """Next-token steps that make the start model."""
+    steps: int = 200
+    """Steps of each continuation (baseline and SIP train for the same number)."""
+    rollouts: int = 4
+    """K: rollouts per prefix in the SIP pool (plus the original suffix)."""
+    loss: str = "dpo"
+    """SIP update rule: dpo (online DPO, chosen = best, rejected = worst) | rf_nll."""
+    judge_noise: float = 0.0
+    """Share of the oracle judge's judgments flipped during training (evaluation is exact)."""
+    beta: float = 0.1
+    """DPO temperature."""
+    reference: str = "frozen"
+    """DPO reference: frozen (the start model) | rollout (the policy that sampled the pool)."""
+    chosen_nll: float = 1.0
+    """With --loss dpo: weight of the NLL term on the chosen (best) candidate, which keeps DPO
+    from pushing the rejected text's common words into degenerate alternatives."""
+    lm_weight: float = 0.2
+    """Weight of the next-token term on the original text in the SIP loss."""
+    suffix_length: int = 16
+    """N: tokens per suffix, rollout and evaluated continuation."""
+    groups_per_step: int = 16
+    """Prefixes (candidate pools) per step."""
+    rf_nll: bool = False
+    """Also continue with RF-NLL as the update rule (a fourth column)."""
+
+    def errors(self) -> list[str]:
+        out = []
+        for name in ("seed", "world_seed"):
+            if getattr(self, name) < 0:
+                out.append(f"`--{name.replace('_', '-')}` must be >= 0, but is {getattr(self, name)}.")
+        for name in ("entities", "docs_per_entity", "start_steps", "steps", "suffix_length", "groups_per_step"):
+            if getattr(self, name) < 1:
+                out.append(f"`--{name.replace('_', '-')}` must be >= 1, but is {getattr(self, name)}.")
+        if self.rollouts < 1:
+            out.append(f"`--rollouts` must be >= 1, but is {self.rollouts}.")
+        if self.loss not in LOSSES:
+            out.append(f"`--loss` must be one of {', '.join(LOSSES)}, but is {self.loss!r}.")
+        if not 0 <= self.judge_noise < 1:
+            out.append(f"`--judge-noise` must be in [0, 1), but is {self.judge_noise}.")
+        if not 0 <= self.systematic_fraction <= 1:
+            out.append(f"`--systematic-fraction` must be in [0, 1], but is {self.systematic_fraction}.")
+        if not 0 <= 3 * self.defect_rate <= 1:
+            out.append(f"`--defect-rate` must be in [0, 1/3], but is {self.defect_rate}.")
+        if self.reference not in ("frozen", "rollout"):
+            out.append(f"`--reference` must be frozen or rollout, but is {self.reference!r}.")
+        if self.chosen_nll < 0:
+            out.append(f"`--chosen-nll` must be >= 0, but is {self.chosen_nll}.")
+        for name in ("start_lr", "lr"):
+            if getattr(self, name) <= 0:
+                out.append(f"`--{name.replace('_', '-')}` must be > 0, but is {getattr(self, name)}.")
+        if self.lm_weight < 0:
+            out.append(f"`--lm-weight` must be >= 0, but is {self.lm_weight}.")
+        if self.beta <= 0:
+            out.append(f"`--beta` must be > 0, but is {self.beta}.")
+        return out
+
+    def validate(self) -> None:
+        errors = self.errors()
+        if errors:
+            raise ConfigError(errors)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per field, help from the field's docstring, defaults shown."""
+    docs = _field_docs()
+    for f in fields(DemoSettings):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action="store_true", help=docs.get(f.name, ""))
+        else:
+            kind = {"int": int, "float": float, "str": str}[str(f.type)]
+            parser.add_argument(flag, type=kind, default=f.default,
+                                help=docs.get(f.name, ""))
+
+
+def from_args(args: argparse.Namespace) -> DemoSettings:
+    return DemoSettings(**{f.name: getattr(args, f.name) for f in fields(DemoSettings)})
+
+
+def _field_docs() -> dict[str, str]:
+    """Field name -> its docstring (the string literal after it in the class body)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(DemoSettings))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    out = {}
+    for node, after in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+            out[node.target.id] = " ".join(str(after.value.value).split())  # type: ignore[union-attr]
+    return out

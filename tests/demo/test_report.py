@@ -1,0 +1,73 @@
+"""The demo's pure pieces: settings, table, curves, SVG plots."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from rlpt_plugin.config import ConfigError
+from rlpt_plugin.demo import report
+from rlpt_plugin.demo.settings import DemoSettings, add_arguments, from_args
+from rlpt_plugin.demo.svg import line_chart, moving_average
+
+MODEL = {"quality_win_rate": 0.5, "factuality": 0.25, "safety": 1.0, "heldout_nll": 1.2345,
+         "systematic": {"quality_win_rate": 0.5, "factuality": 0.0, "safety": 1.0}}
+
+
+def test_table_has_one_row_per_model_in_percent():
+    text = report.table({"start": MODEL, "sip": {**MODEL, "safety": 0.875}})
+    lines = text.splitlines()
+    assert len(lines) == 3 and "held-out NLL" in lines[0]
+    assert lines[1].split()[-4:] == ["50.0", "25.0", "100.0", "1.234"]
+    assert "87.5" in lines[2] and "SIP, online DPO" in lines[2]
+    assert "held-out NLL" not in report.table({"start": MODEL}, "systematic")
+
+
+def test_curves_order_steps_and_drop_repeats_of_a_resumed_run():
+    records = [{"step": 1, "rollout_chosen_rate": 0.5}, {"step": 0, "rollout_chosen_rate": 0.25},
+               {"step": 1, "rollout_chosen_rate": 0.75}]
+    c = report.curves(records)
+    assert c["rollout_chosen_rate"] == [0.25, 0.75]
+    assert all(math.isnan(v) for v in c["lm_nll"])
+
+
+def test_moving_average_skips_nan():
+    assert moving_average([1.0, float("nan"), 3.0], 2) == [1.0, 1.0, 3.0]
+    assert math.isnan(moving_average([float("nan")], 3)[0])
+
+
+def test_line_chart_is_valid_svg_with_a_legend_entry_per_series(tmp_path):
+    svg = line_chart({"a": [(0, 0.0), (1, 1.0)], "b <&>": [(0, 0.5), (1, float("nan")), (2, 0.2)]},
+                     title="t", xlabel="step", ylabel="y")
+    root = ET.fromstring(svg)
+    assert root.tag.endswith("svg")
+    assert len(root.findall("{http://www.w3.org/2000/svg}polyline")) == 3  # b is split by its NaN
+    assert "b &lt;&amp;&gt;" in svg
+    with pytest.raises(ValueError, match="no finite points"):
+        line_chart({"a": [(0, float("nan"))]}, title="t", xlabel="x", ylabel="y")
+
+
+def test_write_plots(tmp_path):
+    runs = {"sip": {k: [0.1 * i for i in range(5)] for k in report.CURVES}}
+    paths = report.write_plots(tmp_path, runs)
+    assert [p.name for p in paths] == ["rollout_chosen_rate.svg", "metrics.svg"]
+    for p in paths:
+        ET.fromstring(p.read_text())
+
+
+def test_settings_flags_round_trip_and_validate():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--rollouts", "8", "--loss", "rf_nll", "--judge-noise", "0.1", "--rf-nll"])
+    s = from_args(args)
+    assert (s.rollouts, s.loss, s.judge_noise, s.rf_nll) == (8, "rf_nll", 0.1, True)
+    assert from_args(parser.parse_args([])) == DemoSettings()
+    with pytest.raises(ConfigError) as err:
+        DemoSettings(rollouts=0, loss="ppo", judge_noise=1.0, steps=0).validate()
+    text = str(err.value)
+    for needle in ("--rollouts", "--loss", "--judge-noise", "--steps"):
+        assert needle in text
+    assert "K: rollouts per prefix" in parser.format_help()  # help comes from the field docs
