@@ -23,7 +23,16 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--recipe", default=DEFAULT_RECIPE,
                        help="'package.module:function' returning an RLPTConfigContainer")
     train.add_argument("--out", default="runs/train", help="output directory (checkpoints, metrics)")
-    train.add_argument("overrides", nargs="*", help="Hydra-syntax overrides: key=value")
+    train.add_argument("--dry-run", action="store_true",
+                       help="print the resolved config and the per-step workload plan; train nothing")
+    train.add_argument("--step-time", type=float, default=10.0,
+                       help="--dry-run: the trainer step time (s) the judge must keep up with")
+    train.add_argument("--suffix-length", type=int, default=128,
+                       help="--dry-run: N when the stores do not exist yet (paper: 128)")
+    train.add_argument("overrides", nargs="*",
+                       help="config groups (group=option: teacher, judge, loss, candidates, world; "
+                            "see rlpt_plugin/conf/) and Hydra-syntax overrides key=value, applied in "
+                            "that order, so key=value wins")
     demo = sub.add_parser("demo", help="self-improving vs next-token pretraining on the synthetic world, "
                                        "judged by its exact oracle (the embedded default)",
                           description="Builds the synthetic world, rewrites its corpus with the oracle "
@@ -54,9 +63,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "train":
-            from rlpt_plugin.megatron.launch import train
+            from rlpt_plugin.conf_groups import expand_args
+            from rlpt_plugin.megatron import launch
 
-            train(args.recipe, args.out, args.overrides)
+            overrides = expand_args(args.overrides)
+            if args.dry_run:
+                print(launch.dry_run(args.recipe, args.out, overrides, suffix_length=args.suffix_length,
+                                     step_time_s=args.step_time))
+            else:
+                launch.train(args.recipe, args.out, overrides)
         else:
             from rlpt_plugin.demo import run_demo
             from rlpt_plugin.demo.settings import from_args

@@ -22,7 +22,7 @@ from rlpt_plugin.demo.progress import Progress, phase_output
 from rlpt_plugin.demo.settings import DemoSettings
 
 RECIPE = "rlpt_plugin.recipes.world:world_config"
-SEQ_LENGTH = 64
+SEQ_LENGTH = 32  # documents are ~40 tokens: most prefixes fill the context (equal lengths share prefill)
 MIN_PREFIX = 4
 WINDOWS_PER_DOC = 4
 
@@ -102,13 +102,17 @@ def _one_micro_batch(rows: int) -> list[str]:
 
 
 def sip_overrides(s: DemoSettings, rule: str) -> list[str]:
-    """Self-improving continuation: K rollouts + the original suffix, oracle judge."""
+    """Self-improving continuation: K rollouts (+ the original suffix), the oracle judge's reward
+    over the chosen axes, online DPO (+ NLL on the chosen) or RF-NLL."""
     loss = (["rlpt.loss.selection=dpo", "rlpt.loss.dpo.start=1", f"rlpt.loss.rf_nll.start={s.chosen_nll}",
              f"rlpt.loss.beta={s.beta}", f"rlpt.loss.reference={s.reference}", *_one_micro_batch(3 * s.groups_per_step)]
             if rule == "dpo" else
             ["rlpt.loss.selection=rf_nll", "rlpt.loss.dpo.start=0", "rlpt.loss.rf_nll.start=1",
              *_one_micro_batch(2 * s.groups_per_step)])
-    return [*loss, *continue_overrides(s), f"rlpt.loss.lm.start={s.lm_weight}", f"rlpt.candidates.num_rollouts={s.rollouts}", "rlpt.candidates.original=true",
+    axes = s.reward_axes()
+    reward = [f"rlpt.judge.{a}={1.0 if a in axes else 0.0}" for a in ("quality", "safety", "factuality")]
+    return [*loss, *continue_overrides(s), *reward, f"rlpt.loss.lm.start={s.lm_weight}",
+            f"rlpt.candidates.num_rollouts={s.rollouts}", f"rlpt.candidates.original={not s.rollouts_only}",
             f"rlpt.judge.noise_rate={s.judge_noise}"]
 
 

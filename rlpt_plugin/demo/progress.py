@@ -41,14 +41,16 @@ class Progress:
 
 @contextlib.contextmanager
 def phase_output(path: Path) -> Iterator[None]:
-    """Send stdout and the root logger's output to ``path`` for the duration."""
+    """Send stdout, the root logger and Python warnings to ``path`` for the duration."""
     path.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
     with path.open("a") as f, contextlib.redirect_stdout(f):
         handler = logging.StreamHandler(f)
         saved = root.handlers[:]
         root.handlers = [handler]
+        logging.captureWarnings(True)
         try:
             yield
         finally:
+            logging.captureWarnings(False)
             root.handlers = saved

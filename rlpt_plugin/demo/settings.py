@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from rlpt_plugin.config import ConfigError
 
 LOSSES = ("dpo", "rf_nll")
+AXES = ("quality", "safety", "factuality")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +52,10 @@ class DemoSettings:
     """N: tokens per suffix, rollout and evaluated continuation."""
     groups_per_step: int = 16
     """Prefixes (candidate pools) per step."""
+    reward: str = "quality,safety,factuality"
+    """Judge axes summed into the reward during training (comma-separated, equal weights)."""
+    rollouts_only: bool = False
+    """Leave the original suffix out of the pool (rollouts only: the model trains on its own text)."""
     rf_nll: bool = False
     """Also continue with RF-NLL as the update rule (a fourth column)."""
 
@@ -64,6 +69,9 @@ class DemoSettings:
                 out.append(f"`--{name.replace('_', '-')}` must be >= 1, but is {getattr(self, name)}.")
         if self.rollouts < 1:
             out.append(f"`--rollouts` must be >= 1, but is {self.rollouts}.")
+        axes = [a.strip() for a in self.reward.split(",") if a.strip()]
+        if not axes or any(a not in AXES for a in axes) or len(set(axes)) != len(axes):
+            out.append(f"`--reward` must list distinct axes among {', '.join(AXES)}, but is {self.reward!r}.")
         if self.loss not in LOSSES:
             out.append(f"`--loss` must be one of {', '.join(LOSSES)}, but is {self.loss!r}.")
         if not 0 <= self.judge_noise < 1:
@@ -84,6 +92,9 @@ class DemoSettings:
         if self.beta <= 0:
             out.append(f"`--beta` must be > 0, but is {self.beta}.")
         return out
+
+    def reward_axes(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.reward.split(",") if a.strip())
 
     def validate(self) -> None:
         errors = self.errors()

@@ -107,11 +107,15 @@ class CandidateStage:
         ids = list(self.group_ids(step))
         windows = [self.window_fn(i) for i in ids]
         began = time.perf_counter()
-        out = generate_rollouts(self.model, [w[0] for w in windows], self.rollout, step=step)
+        if self.pool.rollouts:
+            out = generate_rollouts(self.model, [w[0] for w in windows], self.rollout, step=step)
+            tokens, logps_all = out.tokens, out.logps
+        else:  # a corpus-only pool (original and/or rewrite): nothing to sample
+            tokens, logps_all = [[] for _ in ids], [[] for _ in ids]
         self.stats.rollout_s.append(time.perf_counter() - began)
         inputs = [PoolInput(group_id=gid, prefix=w[0], original=w[1], rewrite=w[2], rollouts=rolls,
                             rollout_logps=logps)
-                  for gid, w, rolls, logps in zip(ids, windows, out.tokens, out.logps)]
+                  for gid, w, rolls, logps in zip(ids, windows, tokens, logps_all)]
         if self.score_shape is not None:
             inputs = self._score_corpus_candidates(inputs)
         future = None

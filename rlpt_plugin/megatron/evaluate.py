@@ -40,8 +40,10 @@ def greedy_continuations(model: torch.nn.Module, prefixes: Sequence[Sequence[int
 
 def mean_nll(model: torch.nn.Module, texts: Sequence[Sequence[int]], *, seq_length: int,
              micro_batch_size: int) -> float:
-    """Per-token NLL of every text after its first token (same value on every rank)."""
-    logps = score_continuations(model, [(t[:1], t[1: seq_length + 1]) for t in texts],
+    """Per-token NLL of the last ``seq_length + 1`` tokens of every text, after the first of
+    them (same value on every rank)."""
+    windows = [list(t)[-(seq_length + 1):] for t in texts]
+    logps = score_continuations(model, [(w[:1], w[1:]) for w in windows],
                                 seq_length=seq_length, micro_batch_size=micro_batch_size)
     device = next(model.parameters()).device
     total = torch.tensor([-sum(sum(lp) for lp in logps), float(sum(len(lp) for lp in logps))],
@@ -51,8 +53,9 @@ def mean_nll(model: torch.nn.Module, texts: Sequence[Sequence[int]], *, seq_leng
 
 
 class ContinuationEval(Callback):
-    """At the end of training: greedy continuations of ``prefixes`` and the NLL of ``nll_texts``,
-    written as JSON to ``out_path`` (by rank 0)."""
+    """At the end of training: greedy continuations of ``prefixes`` (cut from the left to the
+    ``seq_length + 1 - max_new_tokens`` tokens training conditions a suffix on) and the NLL of
+    ``nll_texts``, written as JSON to ``out_path`` (by rank 0)."""
 
     def __init__(self, tokenizer: Tokenizer, prefixes: Sequence[str], nll_texts: Sequence[str], *,
                  max_new_tokens: int, out_path: str | Path):
@@ -63,7 +66,8 @@ class ContinuationEval(Callback):
     def evaluate(self, model: torch.nn.Module, *, seq_length: int, micro_batch_size: int) -> dict:
         began = time.perf_counter()
         tok = self.tokenizer
-        ids = greedy_continuations(model, [tok.encode(p) for p in self.prefixes],
+        keep = seq_length + 1 - self.max_new_tokens  # the context training gives a suffix of N
+        ids = greedy_continuations(model, [tok.encode(p)[-keep:] for p in self.prefixes],
                                    max_new_tokens=self.max_new_tokens, vocab_size=tok.vocab_size,
                                    eos_id=tok.eod_id)
         nll = mean_nll(model, [tok.encode(t) for t in self.nll_texts], seq_length=seq_length,

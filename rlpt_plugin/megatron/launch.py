@@ -56,6 +56,42 @@ def build_config(recipe: str, out_dir: str | Path, overrides: list[str]) -> RLPT
     return cfg
 
 
+def resolved_yaml(cfg: RLPTConfigContainer) -> str:
+    """The whole resolved job config (Bridge's fields and ``rlpt``) as YAML."""
+    import yaml
+    from megatron.bridge.training.utils.config_utils import safe_yaml_representers
+
+    with safe_yaml_representers():
+        return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
+
+
+def store_suffix_length(cfg: RLPTConfigContainer) -> int | None:
+    """N of the job's first rewritten store (its manifest), or None when it does not exist yet."""
+    import json
+
+    stores = cfg.rlpt.data.stores
+    manifest = Path(stores[0]) / "manifest.json" if stores else None
+    if manifest is None or not manifest.exists():
+        return None
+    return int(json.loads(manifest.read_text())["suffix_length"])
+
+
+def dry_run(recipe: str, out_dir: str | Path, overrides: list[str], *, suffix_length: int,
+            step_time_s: float) -> str:
+    """The resolved config and the per-step workload plan, without initialising anything.
+    ``suffix_length``: N when the stores do not exist yet (their manifest wins when they do)."""
+    from rlpt_plugin.plan import format_plan, plan_from_config
+
+    cfg = build_config(recipe, out_dir, overrides)
+    n = store_suffix_length(cfg) or suffix_length
+    try:
+        plan = plan_from_config(cfg.rlpt, seq_length=cfg.model.seq_length, suffix_length=n,
+                                step_time_s=step_time_s, global_batch_size=cfg.train.global_batch_size)
+    except ValueError as err:
+        raise ConfigError([f"workload plan: {err}"]) from err
+    return f"# resolved config of {recipe}\n{resolved_yaml(cfg)}\n{format_plan(plan)}\n"
+
+
 def _single_process_env() -> None:
     if "RANK" in os.environ:
         return

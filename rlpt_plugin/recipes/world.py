@@ -18,16 +18,17 @@ from rlpt_plugin.world.vocab import WorldTokenizer
 
 def world_config(out_dir: str | Path, *, store: str | Path | None = None, train_iters: int = 200,
                  num_layers: int = 4, hidden_size: int = 128, seq_length: int = 64,
-                 groups_per_step: int = 16, micro_batch_size: int = 16, lr: float = 1e-3,
+                 groups_per_step: int = 16, lr: float = 1e-3,
                  num_rollouts: int = 4, world_seed: int = 0, world_entities: int = 200,
                  seed: int = 1234) -> RLPTConfigContainer:
     """SIP on the world: ``groups_per_step`` prefixes per step, each with ``num_rollouts``
-    rollouts + the original suffix judged by the oracle on all three axes."""
+    rollouts + the original suffix judged by the oracle on all three axes. One micro-batch holds
+    a step's rows (an LM row plus a chosen and a rejected one per prefix: DPO pairs never split)."""
     out_dir = Path(out_dir)
     vocab = WorldTokenizer().vocab_size
     cfg = cpu_gpt_config(out_dir, num_layers=num_layers, hidden_size=hidden_size, num_attention_heads=4,
                          vocab_size=vocab, tokenizer_vocab_size=vocab, train_iters=train_iters,
-                         micro_batch_size=micro_batch_size, global_batch_size=micro_batch_size,
+                         micro_batch_size=3 * groups_per_step, global_batch_size=3 * groups_per_step,
                          seq_length=seq_length, lr=lr, seed=seed)
     r = cfg.rlpt
     r.data.source, r.data.tokenizer, r.data.groups_per_step, r.data.seed = "store", "world", groups_per_step, seed

@@ -1,0 +1,397 @@
+"""The per-step workload of a run, worked out from its settings alone (``rlpt train --dry-run``).
+
+Pure Python: no torch, no megatron (the ``rlpt`` config is only read, never imported at run
+time), so the plan can be printed before anything heavy loads::
+
+    p = plan(WorkloadInputs(groups_per_step=8, seq_length=2048, suffix_length=128, num_rollouts=16))
+    print(format_plan(p))
+
+What one optimizer step costs, for ``G = groups_per_step`` prefixes (global, all data-parallel
+ranks), ``N = suffix_length``, ``K = num_rollouts``, ``S = seq_length``:
+
+* Pool: ``n = original + rewrite + K`` candidates per prefix (``m`` = original + rewrite of them,
+  the corpus candidates). The rewrite is counted as present for EVERY prefix (a window whose
+  store has no usable rewrite simply has one candidate fewer) and every rollout as N tokens
+  (an immediate EOS drops a rollout), so every figure below is an upper bound.
+* Rows trained (rlpt_plugin/rl/packing.py): one LM row per prefix (prefix + original) when
+  ``lm_on_original`` and the group carries its original (always without RL terms; with them only
+  when the original enters the pool), plus one row per distinct selected candidate not already
+  in a row: DPO up to 2 (chosen, rejected; under the dpo rule the RF-NLL target IS the chosen
+  row), RF-NLL alone up to 1, none for a single-candidate pool. Every row is counted as ``S``
+  positions: rows are padded to ``S``, and store windows cut the prefix to ``S + 1 - N`` tokens,
+  so a full-length window fills its row.
+* Rollouts (in-loop pools only): ``G * K`` sequences of ``N`` sampled tokens; prefill of at most
+  ``S + 1 - N`` prefix tokens per prefix with shared prefill, per rollout without.
+* Judge calls (in-loop pools only; rlpt_plugin/judge/judge.py): quality makes
+  ``max_comparisons(schedule, n)`` comparisons per pool, each shown once (position ``random``)
+  or in both orders (``both``: 2 calls), each asked ``samples`` times; safety and factuality
+  ask ``n * samples`` per pool. An axis of weight 0 is off. Not counted: retries, identical-text
+  pairs (never sent), cache hits.
+* Policy-dependent calls: those that involve a rollout. The verdicts on the original and the
+  rewrite alone (pointwise, and quality pairs between the two) do not depend on the policy and
+  can be cached or precomputed offline. The tournament's pairing depends on the outcomes, so with
+  rollouts in the pool all its comparisons count as policy-dependent.
+* Rate: calls per step / ``step_time_s``, the trainer's step time the judge must keep up with
+  (a stated assumption, not a measurement; judging overlaps training with
+  ``rlpt.candidates.staleness >= 1``). Compared with round robin, the paper's schedule.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rlpt_plugin.judge.judge import POSITIONS
+from rlpt_plugin.judge.schedules import PIVOT, ROUND_ROBIN, SCHEDULES, TOURNAMENT, max_comparisons
+
+if TYPE_CHECKING:  # rlpt_plugin.config imports torch (through rlpt_plugin.rl.losses)
+    from rlpt_plugin.config import RLPTConfig
+
+DEFAULT_STEP_TIME_S = 10.0
+# Judge requests per quality comparison for each position-bias control (judge.py: "both" shows
+# the pair in both orders, "random" once in a content-seeded order).
+CALLS_PER_COMPARISON: dict[str, int] = {"random": 1, "both": 2}
+AXIS_NAMES: tuple[str, ...] = ("quality", "safety", "factuality")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkloadInputs:
+    """Everything the per-step workload depends on; see the module docstring for the model."""
+
+    groups_per_step: int
+    """Prefixes per optimizer step over ALL data-parallel ranks (rlpt.data.groups_per_step)."""
+    seq_length: int
+    """Training sequence length S (model.seq_length)."""
+    suffix_length: int
+    """Tokens N per candidate (the store's suffix length); 1 <= N <= S."""
+    num_rollouts: int = 4
+    """K rollouts per prefix."""
+    original: bool = True
+    rewrite: bool = False
+    rollouts: bool = True
+    quality: float = 1.0
+    safety: float = 0.0
+    factuality: float = 0.0
+    schedule: str = ROUND_ROBIN
+    samples: int = 1
+    """Judge samples per judgment."""
+    position: str = "random"
+    lm_on_original: bool = True
+    dpo: bool = True
+    """DPO rows (chosen + rejected) are trained."""
+    rf_nll: bool = False
+    """RF-NLL rows (the best candidate) are trained."""
+    in_loop: bool = True
+    """Pools come from rollouts + judge in the loop (rlpt.data.source=store). False: ready-made
+    scored groups (synthetic): RL rows, but no generation and no judge calls."""
+    share_prefill: bool = True
+    step_time_s: float = DEFAULT_STEP_TIME_S
+    """The trainer's step time the judge must keep up with (an assumption)."""
+    dp_size: int | None = None
+    """Data-parallel size, for the per-rank share (must divide groups_per_step)."""
+    global_batch_size: int | None = None
+    """Row slots per step (train.global_batch_size), to check the rows fit."""
+    judge: str = "openai"
+    """Label of the judge backend, for the printout only."""
+
+    def __post_init__(self) -> None:
+        for name in ("groups_per_step", "seq_length", "suffix_length", "samples"):
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("num_rollouts", self.num_rollouts, minimum=0)
+        for name in ("dp_size", "global_batch_size"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), minimum=1)
+        for name in ("original", "rewrite", "rollouts", "lm_on_original", "dpo", "rf_nll", "in_loop",
+                     "share_prefill"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        for name in AXIS_NAMES:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name} (axis weight) must be a finite number >= 0, got {v!r}")
+        if not any(getattr(self, a) for a in AXIS_NAMES):
+            raise ValueError("quality, safety, factuality: at least one axis weight must be > 0, got all 0")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        if self.position not in POSITIONS:
+            raise ValueError(f"position must be one of {list(POSITIONS)}, got {self.position!r}")
+        st = self.step_time_s
+        if isinstance(st, bool) or not isinstance(st, (int, float)) or not math.isfinite(st) or st <= 0:
+            raise ValueError(f"step_time_s must be a finite number > 0, got {st!r}")
+        if self.suffix_length > self.seq_length:
+            raise ValueError(f"suffix_length must be <= seq_length ({self.seq_length}) so a row keeps "
+                             f"a prefix token, got {self.suffix_length}")
+        if self.dp_size is not None and self.groups_per_step % self.dp_size:
+            raise ValueError(f"dp_size must divide groups_per_step ({self.groups_per_step}), got {self.dp_size}")
+        if self.has_rl and self.pool_size == 0:
+            raise ValueError("original, rewrite, rollouts: the pool is empty (enable original, rewrite, "
+                             "or rollouts with num_rollouts >= 1)")
+        if not self.has_rl and not self.lm_on_original:
+            raise ValueError("lm_on_original is False and neither dpo nor rf_nll is on: nothing to train")
+
+    @property
+    def has_rl(self) -> bool:
+        return self.dpo or self.rf_nll
+
+    @property
+    def pool_rollouts(self) -> int:
+        """Rollouts in each pool (0 when rollouts are off the pool)."""
+        return self.num_rollouts if self.rollouts else 0
+
+    @property
+    def pool_corpus(self) -> int:
+        """Corpus candidates (original, rewrite) in each pool."""
+        return int(self.original) + int(self.rewrite)
+
+    @property
+    def pool_size(self) -> int:
+        return self.pool_corpus + self.pool_rollouts
+
+
+def _check_int(name: str, value: Any, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class AxisCalls:
+    """Judge calls of one axis per step; ``per_prefix`` is per pool."""
+
+    name: str
+    per_prefix: int
+    per_step: int
+    policy_dependent: int
+    """Calls per step that involve a rollout (the rest could be cached or precomputed)."""
+
+
+@dataclass(frozen=True)
+class WorkloadPlan:
+    """One optimizer step's workload (upper bounds; see the module docstring)."""
+
+    inputs: WorkloadInputs
+    pool_size: int
+    """Candidates per prefix (0 when no pools are built: no RL terms)."""
+    lm_rows: int
+    rl_rows: int
+    """At most; fewer when the original is selected (its LM row is shared) or pools tie."""
+    tokens_trained: int
+    """(lm_rows + rl_rows) * seq_length row positions."""
+    rollouts: int
+    rollout_tokens: int
+    prefill_tokens: int
+    comparisons_per_prefix: int
+    axes: tuple[AxisCalls, ...]
+    """quality, safety, factuality, in that order (0 calls when off)."""
+    round_robin_calls: int
+    """Judge calls per step with the same settings and schedule=round_robin."""
+
+    @property
+    def rows(self) -> int:
+        return self.lm_rows + self.rl_rows
+
+    @property
+    def judge_calls(self) -> int:
+        return sum(a.per_step for a in self.axes)
+
+    @property
+    def policy_dependent_calls(self) -> int:
+        return sum(a.policy_dependent for a in self.axes)
+
+    @property
+    def calls_per_s(self) -> float:
+        return self.judge_calls / self.inputs.step_time_s
+
+    @property
+    def round_robin_calls_per_s(self) -> float:
+        return self.round_robin_calls / self.inputs.step_time_s
+
+    @property
+    def saved_calls(self) -> int:
+        """Calls per step the chosen schedule saves against round robin."""
+        return self.round_robin_calls - self.judge_calls
+
+    @property
+    def saved_pct(self) -> float:
+        return 100.0 * self.saved_calls / self.round_robin_calls if self.round_robin_calls else 0.0
+
+    def axis(self, name: str) -> AxisCalls:
+        for a in self.axes:
+            if a.name == name:
+                return a
+        raise ValueError(f"axis must be one of {list(AXIS_NAMES)}, got {name!r}")
+
+
+def _quality_comparisons(schedule: str, n: int, corpus: int) -> tuple[int, int]:
+    """(comparisons per pool, those that involve a rollout) for ``n`` candidates of which the
+    first ``corpus`` are the original / rewrite (pool order: original, rewrite, rollouts)."""
+    total = max_comparisons(schedule, n)
+    if n == corpus:  # no rollouts: nothing depends on the policy
+        return total, 0
+    if schedule == ROUND_ROBIN:
+        return total, total - corpus * (corpus - 1) // 2
+    if schedule == PIVOT:  # the pivot is the original, else candidate 0 (the rewrite if any)
+        return total, total - max(0, corpus - 1)
+    assert schedule == TOURNAMENT  # outcome-dependent pairing: count every comparison
+    return total, total
+
+
+def _judge_calls(inp: WorkloadInputs, schedule: str) -> tuple[int, tuple[AxisCalls, ...]]:
+    """(comparisons per prefix, calls per axis) of one step under ``schedule``."""
+    g, n, r = inp.groups_per_step, inp.pool_size, inp.pool_rollouts
+    judged = inp.in_loop and inp.has_rl
+    comparisons, axes = 0, []
+    for name in AXIS_NAMES:
+        on = judged and getattr(inp, name) > 0
+        if not on:
+            axes.append(AxisCalls(name, 0, 0, 0))
+        elif name == "quality":
+            comparisons, dependent = _quality_comparisons(schedule, n, inp.pool_corpus)
+            per = CALLS_PER_COMPARISON[inp.position] * inp.samples
+            axes.append(AxisCalls(name, comparisons * per, g * comparisons * per, g * dependent * per))
+        else:
+            axes.append(AxisCalls(name, n * inp.samples, g * n * inp.samples, g * r * inp.samples))
+    return comparisons, tuple(axes)
+
+
+def plan(inputs: WorkloadInputs) -> WorkloadPlan:
+    """The workload of one optimizer step (see the module docstring for the model)."""
+    inp = inputs
+    g, s, n_tok = inp.groups_per_step, inp.seq_length, inp.suffix_length
+    pool = inp.pool_size if inp.has_rl else 0
+    # Without RL terms every group is its original alone; with them the pool decides.
+    has_lm = inp.lm_on_original and (inp.original or not inp.has_rl)
+    lm_rows = g if has_lm else 0
+    rl_per_prefix = 0
+    if inp.has_rl and pool >= 2:
+        wanted = 2 if inp.dpo else 1
+        rl_per_prefix = min(wanted, pool - (1 if has_lm else 0))
+    rl_rows = g * rl_per_prefix
+    generating = inp.has_rl and inp.in_loop and inp.pool_rollouts > 0
+    rollouts = g * inp.pool_rollouts if generating else 0
+    max_prefix = s + 1 - n_tok
+    prefill = 0
+    if generating:
+        prefill = g * max_prefix * (1 if inp.share_prefill else inp.pool_rollouts)
+    comparisons, axes = _judge_calls(inp, inp.schedule)
+    _, rr_axes = _judge_calls(inp, ROUND_ROBIN)
+    return WorkloadPlan(
+        inputs=inp, pool_size=pool, lm_rows=lm_rows, rl_rows=rl_rows, tokens_trained=(lm_rows + rl_rows) * s,
+        rollouts=rollouts, rollout_tokens=rollouts * n_tok, prefill_tokens=prefill,
+        comparisons_per_prefix=comparisons, axes=axes,
+        round_robin_calls=sum(a.per_step for a in rr_axes),
+    )
+
+
+# Config paths of the inputs plan_from_config reads from the rlpt section, to name them in errors.
+_CONFIG_PATHS: dict[str, str] = {
+    "groups_per_step": "rlpt.data.groups_per_step", "num_rollouts": "rlpt.candidates.num_rollouts",
+    "samples": "rlpt.judge.samples", "schedule": "rlpt.judge.schedule", "position": "rlpt.judge.position",
+    "quality": "rlpt.judge.quality", "safety": "rlpt.judge.safety", "factuality": "rlpt.judge.factuality",
+    "lm_on_original": "rlpt.data.lm_on_original",
+}
+
+
+def plan_from_config(rlpt: RLPTConfig, *, seq_length: int, suffix_length: int | None = None,
+                     step_time_s: float = DEFAULT_STEP_TIME_S, dp_size: int | None = None,
+                     global_batch_size: int | None = None) -> WorkloadPlan:
+    """The plan of a run with ``rlpt`` config section and the host's numbers.
+
+    ``seq_length``: model.seq_length; ``suffix_length``: N of the stores (their manifest),
+    required for ``rlpt.data.source=store``, else rlpt.data.synthetic.suffix_length;
+    ``dp_size`` / ``global_batch_size``: optional, for the per-rank share and the row check.
+    Without RL terms (``rlpt.loss.has_rl_terms()`` False) no pool is built: no rollouts, no
+    judge calls. The world judge ignores ``samples`` and ``position`` (one oracle call each).
+    """
+    loss, data, cand, judge = rlpt.loss, rlpt.data, rlpt.candidates, rlpt.judge
+    rl = loss.has_rl_terms()
+    dpo = rl and loss.selection == "dpo"  # as rlpt_plugin.megatron.bridge_host.pack_spec_flags
+    rf_nll = rl and bool(loss.rf_nll.start or loss.rf_nll.end)
+    store = data.source == "store"
+    if store:
+        if suffix_length is None:
+            raise ValueError("suffix_length must be given (the stores' N) for rlpt.data.source=store, got None")
+        pool: dict[str, Any] = dict(num_rollouts=cand.num_rollouts, original=cand.original, rewrite=cand.rewrite,
+                                    rollouts=cand.rollouts, share_prefill=cand.share_prefill)
+    else:
+        syn = data.synthetic
+        suffix_length = syn.suffix_length if suffix_length is None else suffix_length
+        pool = dict(num_rollouts=syn.num_rollouts, original=syn.include_original, rewrite=False, rollouts=True)
+    world = judge.backend == "world"
+    try:
+        inputs = WorkloadInputs(
+            groups_per_step=data.groups_per_step, seq_length=seq_length, suffix_length=suffix_length,
+            quality=judge.quality, safety=judge.safety, factuality=judge.factuality, schedule=judge.schedule,
+            samples=1 if world else judge.samples, position="random" if world else judge.position,
+            lm_on_original=data.lm_on_original, dpo=dpo, rf_nll=rf_nll, in_loop=store,
+            step_time_s=step_time_s, dp_size=dp_size, global_batch_size=global_batch_size,
+            judge="world oracle" if world else "openai", **pool)
+    except ValueError as err:
+        paths = dict(_CONFIG_PATHS)
+        if not store:
+            paths["num_rollouts"] = "rlpt.data.synthetic.num_rollouts"
+        name = re.match(r"\w+", str(err))
+        if name is None or name.group() not in paths:
+            raise
+        raise ValueError(f"`{paths[name.group()]}`: {err}") from None
+    return plan(inputs)
+
+
+def _n(x: int) -> str:
+    return f"{x:,}"
+
+
+def format_plan(p: WorkloadPlan) -> str:
+    """A terminal block: one aligned line per figure, assumptions named."""
+    inp = p.inputs
+    g, s = inp.groups_per_step, inp.seq_length
+    lines: list[tuple[str, str]] = [("prefixes (global)", _n(g))]
+    if inp.dp_size is not None:
+        d = inp.dp_size
+        lines.append((f"per data-parallel rank (DP={d})",
+                      f"{_n(g // d)} prefixes, {_n(p.rollout_tokens // d)} rollout tokens, "
+                      f"{_n(p.judge_calls // d)} judge calls"))
+    if p.pool_size:
+        kinds = [k for k, on in (("original", inp.original), ("rewrite", inp.rewrite)) if on]
+        if inp.pool_rollouts:
+            kinds.append(f"{inp.pool_rollouts} rollouts")
+        note = " (rewrite counted for every prefix)" if inp.rewrite else ""
+        lines.append(("pool per prefix", f"{p.pool_size} candidates: {' + '.join(kinds)}{note}"))
+    else:
+        lines.append(("pool per prefix", "none (no RL terms: next-token loss only)"))
+    lines.append(("rows trained", f"<= {_n(p.rows)} ({_n(p.lm_rows)} LM + <= {_n(p.rl_rows)} RL) x {_n(s)} "
+                                  f"= <= {_n(p.tokens_trained)} token positions"))
+    if inp.global_batch_size is not None:
+        slots = inp.global_batch_size
+        verdict = "fits" if p.rows <= slots else "DOES NOT FIT: raise global_batch_size or lower groups"
+        lines.append(("row slots (global batch)", f"{_n(slots)} x {_n(s)} = {_n(slots * s)} positions; {verdict}"))
+    if p.rollouts:
+        how = "shared per prefix" if inp.share_prefill else "per rollout"
+        lines.append(("rollouts", f"{_n(p.rollouts)} x {_n(inp.suffix_length)} = {_n(p.rollout_tokens)} tokens "
+                                  f"sampled; prefill <= {_n(p.prefill_tokens)} tokens ({how})"))
+    else:
+        lines.append(("rollouts", "none"))
+    if p.judge_calls:
+        per_axis = " + ".join(f"{a.name} {_n(a.per_step)}" for a in p.axes if a.per_step)
+        lines.append((f"judge calls ({inp.judge})", f"{_n(p.judge_calls)} = {per_axis}"))
+        q = p.axis("quality")
+        if q.per_step:
+            orders = CALLS_PER_COMPARISON[inp.position]
+            lines.append(("quality per prefix", f"{_n(p.comparisons_per_prefix)} comparisons ({inp.schedule}) x "
+                                                f"{orders} order(s) x {inp.samples} sample(s) = {_n(q.per_prefix)}"))
+        cacheable = p.judge_calls - p.policy_dependent_calls
+        lines.append(("policy-dependent calls", f"{_n(p.policy_dependent_calls)} (the other {_n(cacheable)} "
+                                                "judge only original/rewrite: cacheable)"))
+        lines.append(("judge rate needed", f"{p.calls_per_s:,.1f} calls/s at {inp.step_time_s:g} s per step"))
+        if inp.schedule != ROUND_ROBIN:
+            lines.append(("vs round robin", f"{_n(p.round_robin_calls)} calls ({p.round_robin_calls_per_s:,.1f}/s); "
+                                            f"{inp.schedule} saves {_n(p.saved_calls)} ({p.saved_pct:.1f}%)"))
+    else:
+        lines.append(("judge calls", "none"))
+    width = max(len(label) for label, _ in lines)
+    body = [f"  {label.ljust(width)}  {value}" for label, value in lines]
+    head = f"workload per step (assumed step time {inp.step_time_s:g} s; upper bounds):"
+    foot = ("  assumptions: full-length prefixes (S + 1 - N tokens), every rollout N tokens; "
+            "no retries, identical pairs or cache hits")
+    return "\n".join([head, *body, foot])
