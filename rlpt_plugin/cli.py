@@ -2,6 +2,7 @@
 
     rlpt train --recipe rlpt_plugin.recipes.tiny:tiny_config --out runs/x rlpt.loss.beta=0.05
     rlpt demo  [--out DIR] [--seed S] [--rollouts K] [--steps N] [--loss dpo|rf_nll] ...
+    rlpt eval  --recipe R --trained runs/sip/ckpt --base runs/start/ckpt --prefixes p.jsonl --judge world ...
     rlpt rewrite --corpus data/*.jsonl --tokenizer tok/ --out store/ --endpoint http://h:8000/v1 --model m
 
 Heavy imports (torch, megatron) happen only inside the command that needs them.
@@ -47,9 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     from rlpt_plugin.demo.settings import add_arguments
 
     add_arguments(demo)
+    from rlpt_plugin import eval_cli
     from rlpt_plugin.data import rewrite_cli
 
     rewrite_cli.add_parser(sub)
+    eval_cli.add_parser(sub)
     return parser
 
 
@@ -59,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         from rlpt_plugin.data import rewrite_cli
 
         return rewrite_cli.run(args)
+    if args.command == "eval":
+        from rlpt_plugin import eval_cli
+
+        return eval_cli.run(args)
     from rlpt_plugin.config import ConfigError
 
     try:
