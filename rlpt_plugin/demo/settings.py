@@ -33,7 +33,7 @@ class DemoSettings:
     """Next-token steps that make the start model."""
     steps: int = 200
     """Steps of each continuation (baseline and SIP train for the same number)."""
-    rollouts: int = 4
+    rollouts: int = 8
     """K: rollouts per prefix in the SIP pool (plus the original suffix)."""
     loss: str = "dpo"
     """SIP update rule: dpo (online DPO, chosen = best, rejected = worst) | rf_nll."""
@@ -46,7 +46,7 @@ class DemoSettings:
     chosen_nll: float = 1.0
     """With --loss dpo: weight of the NLL term on the chosen (best) candidate, which keeps DPO
     from pushing the rejected text's common words into degenerate alternatives."""
-    lm_weight: float = 0.2
+    lm_weight: float = 1.0
     """Weight of the next-token term on the original text in the SIP loss."""
     suffix_length: int = 16
     """N: tokens per suffix, rollout and evaluated continuation."""

@@ -79,11 +79,12 @@ def store_suffix_length(cfg: RLPTConfigContainer) -> int | None:
 def dry_run(recipe: str, out_dir: str | Path, overrides: list[str], *, suffix_length: int,
             step_time_s: float) -> str:
     """The resolved config and the per-step workload plan, without initialising anything.
-    ``suffix_length``: N when the stores do not exist yet (their manifest wins when they do)."""
+    ``suffix_length``: N when the stores do not exist yet (their manifest wins when they do;
+    synthetic groups have their own)."""
     from rlpt_plugin.plan import format_plan, plan_from_config
 
     cfg = build_config(recipe, out_dir, overrides)
-    n = store_suffix_length(cfg) or suffix_length
+    n = store_suffix_length(cfg) or suffix_length if cfg.rlpt.data.source == "store" else None
     try:
         plan = plan_from_config(cfg.rlpt, seq_length=cfg.model.seq_length, suffix_length=n,
                                 step_time_s=step_time_s, global_batch_size=cfg.train.global_batch_size)
@@ -93,7 +94,13 @@ def dry_run(recipe: str, out_dir: str | Path, overrides: list[str], *, suffix_le
 
 
 def _single_process_env() -> None:
+    """torchrun's variables if set; else Slurm's (one task per GPU under srun); else one process."""
     if "RANK" in os.environ:
+        return
+    if "SLURM_PROCID" in os.environ and "MASTER_ADDR" in os.environ:
+        os.environ.update(RANK=os.environ["SLURM_PROCID"], WORLD_SIZE=os.environ["SLURM_NTASKS"],
+                          LOCAL_RANK=os.environ.get("SLURM_LOCALID", "0"))
+        os.environ.setdefault("MASTER_PORT", "29500")
         return
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

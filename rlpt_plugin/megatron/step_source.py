@@ -98,9 +98,11 @@ class StepSource(Iterator[StepMicroBatch]):
 
     def _step_metrics(self, groups: list, selections: list) -> dict[str, tuple[float, float]]:
         """This rank's share of the step's data metrics, as (sum, count)."""
-        with_chosen = [(g, s) for g, s in zip(groups, selections) if s.chosen is not None]
-        rollout_chosen = sum(g.kinds[s.chosen] == "rollout" for g, s in with_chosen)
-        metrics = {"rollout_chosen_rate": (float(rollout_chosen), float(len(with_chosen))),
+        # The chosen candidate (dpo) or the best one (rf_nll): what the update moves towards.
+        picked = [(g, s.chosen if s.chosen is not None else s.best) for g, s in zip(groups, selections)]
+        picked = [(g, i) for g, i in picked if i is not None]
+        rollout_chosen = sum(g.kinds[i] == "rollout" for g, i in picked)
+        metrics = {"rollout_chosen_rate": (float(rollout_chosen), float(len(picked))),
                    "unjudged_pool_rate": (float(sum(g.scores is None for g in groups)), float(len(groups)))}
         if self.stage is not None:  # seconds the trainer waited for this step's verdicts
             metrics["judge_wait_s"] = (self.stage.stats.judge_wait_s[-1], 1.0)

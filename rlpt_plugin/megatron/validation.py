@@ -7,9 +7,11 @@ setup, all at once, each naming the field, the constraint and the bad value.
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 from typing import Any
 
 FP8_FIELDS = ("fp8", "fp8_recipe", "fp8_param")
+LATEST = "latest_checkpointed_iteration.txt"
 
 
 def transformer_engine_available() -> bool:
@@ -25,9 +27,37 @@ def fp8_errors(model: Any, path: str = "model") -> list[str]:
             "transformer-engine[pytorch] on a CUDA machine or set model.fp8=null."]
 
 
+def mixed_precision_fp8_errors(cfg: Any) -> list[str]:
+    """FP8 asked for through Bridge's ``mixed_precision`` (a recipe name or a config), which
+    Bridge applies to the model only when ``pretrain()`` starts: checked here, up front."""
+    mp = getattr(cfg, "mixed_precision", None)
+    if mp is None or transformer_engine_available():
+        return []
+    name = mp if isinstance(mp, str) else type(mp).__name__
+    if isinstance(mp, str):
+        from megatron.bridge.training.mixed_precision import get_mixed_precision_config
+
+        try:
+            mp = get_mixed_precision_config(mp)
+        except (KeyError, ValueError) as err:
+            return [f"`mixed_precision` {name!r} is not a Bridge mixed-precision recipe: {err}"]
+    if getattr(mp, "fp8", None) in (None, False, ""):
+        return []
+    return [f"`mixed_precision` is {name!r}, which trains in FP8 ({mp.fp8!r}), but Transformer Engine "
+            "is not installed: install transformer-engine[pytorch] on a CUDA machine, or choose "
+            "mixed_precision=bf16_mixed (or null for fp32)."]
+
+
 def host_errors(cfg: Any) -> list[str]:
     """Checks that need both the rlpt section and the Bridge ConfigContainer."""
-    errors = fp8_errors(cfg.model)
+    errors = fp8_errors(cfg.model) + mixed_precision_fp8_errors(cfg)
+    checkpoint = getattr(cfg, "checkpoint", None)
+    pretrained = getattr(checkpoint, "pretrained_checkpoint", None)
+    load = getattr(checkpoint, "load", None)
+    if pretrained and not Path(pretrained).exists() and not (load and Path(load, LATEST).exists()):
+        errors.append(f"`checkpoint.pretrained_checkpoint` is {pretrained!r}, which does not exist: "
+                      "Bridge would silently start from random weights. Point it at the start "
+                      "model's checkpoint (or set it to null to train from scratch).")
     model, train = cfg.model, cfg.train
     if getattr(model, "calculate_per_token_loss", False):
         errors.append("`model.calculate_per_token_loss` must be False: the rlpt loss normalises "
