@@ -120,16 +120,17 @@ def train_phase(name: str, s: DemoSettings, out: Path, steps: int, overrides: li
                 start_from: Path | None, progress: Progress) -> dict[str, Any]:
     """One training phase through the real host; returns its evaluation (greedy continuations
     of the held-out prefixes and held-out NLL) and timings. Skipped when already done."""
-    from rlpt_plugin.megatron import launch
-    from rlpt_plugin.megatron.evaluate import ContinuationEval
-    from rlpt_plugin.megatron.progress import StepTimer
-    from rlpt_plugin.world.vocab import WorldTokenizer
-
     phase = out / name
     done = phase / "eval.json"
     if done.exists():
         progress.skip(name)
         return json.loads(done.read_text())
+    with phase_output(phase / "log.txt"):  # megatron's import-time warnings go to the log too
+        from rlpt_plugin.megatron import launch
+        from rlpt_plugin.megatron.evaluate import ContinuationEval
+        from rlpt_plugin.megatron.progress import StepTimer
+        from rlpt_plugin.world.vocab import WorldTokenizer
+
     items = [json.loads(line) for line in (out / "world" / "eval.jsonl").read_text().splitlines()]
     evaluator = ContinuationEval(WorldTokenizer(), [it["text"] for it in items],
                                  [f"{it['text']} {it['reference']}" for it in items],
@@ -142,7 +143,10 @@ def train_phase(name: str, s: DemoSettings, out: Path, steps: int, overrides: li
     began = time.perf_counter()
     with progress.phase(name, steps) as bar, phase_output(phase / "log.txt"):
         launch.train(RECIPE, phase, args, extra_callbacks=[timer, bar, evaluator])
-    result = dict(evaluator.result or {})
+    if evaluator.result is None:  # pretrain() left through an exit condition before its end
+        raise RuntimeError(f"phase {name} stopped before training ended (see {phase / 'log.txt'}); "
+                           "run the demo again with the same --out to resume it")
+    result = dict(evaluator.result)
     result.update(seconds=time.perf_counter() - began, step_timing=timer.summary())
     done.write_text(json.dumps(result))
     with contextlib.suppress(FileNotFoundError):
