@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf")
-WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 720, 400, 60, 170, 40, 45
+WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 820, 400, 60, 250, 40, 45  # legend on the right
 
 
 def moving_average(values: Sequence[float], window: int) -> list[float]:

