@@ -52,15 +52,23 @@ class RLPTConfigContainer(ConfigContainer):
         super().validate()
 
 
-def with_rlpt(cfg: ConfigContainer, rlpt: RLPTConfig | None = None) -> RLPTConfigContainer:
+def with_rlpt(cfg: ConfigContainer, rlpt: RLPTConfig | None = None, *, stores: list[str] | None = None,
+              tokenizer: str | None = None) -> RLPTConfigContainer:
     """An existing Bridge job config turned into a self-improving one.
 
     Every field of ``cfg`` is kept (model, parallelism, optimizer, schedule, checkpointing,
     logging); the ``rlpt`` section is added and the data switches to the plugin's provider.
+    ``stores`` (rewritten stores, blended by size) and ``tokenizer`` (their tokenizer) point the
+    data at ``rlpt rewrite`` output: ``rlpt.data.source=store``.
     """
     values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.init}
     values["dataset"] = RLPTDataProvider()
-    return RLPTConfigContainer(**values, rlpt=rlpt or RLPTConfig())
+    rlpt = rlpt or RLPTConfig()
+    if stores is not None:
+        rlpt.data.source, rlpt.data.stores = "store", [str(p) for p in stores]
+    if tokenizer is not None:
+        rlpt.data.tokenizer = str(tokenizer)
+    return RLPTConfigContainer(**values, rlpt=rlpt)
 
 
 class StepFeed(Iterator[StepMicroBatch]):

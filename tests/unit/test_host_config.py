@@ -73,6 +73,29 @@ def test_with_rlpt_keeps_every_setting_of_an_existing_job(tmp_path):
     assert cfg.checkpoint is plain.checkpoint and cfg.rlpt.loss.reference == "rollout"
 
 
+def test_with_rlpt_points_an_existing_job_at_rewritten_stores(tmp_path):
+    """A plain Bridge job on Megatron's GPT data, pointed at rewritten stores: every setting of
+    the job stays, the rlpt section validates, only the data changes."""
+    from megatron.bridge.training.config import ConfigContainer, GPTDatasetConfig
+
+    from rlpt_plugin.megatron.bridge_host import RLPTDataProvider, with_rlpt
+
+    job = launch.build_config(RECIPE, tmp_path, ["optimizer.lr=7e-4"])
+    gpt_data = GPTDatasetConfig(random_seed=1, sequence_length=job.model.seq_length,
+                                blend=([str(tmp_path / "corpus_text_document")], None), split="99,1,0",
+                                reset_position_ids=False, reset_attention_mask=False, eod_mask_loss=False)
+    plain = ConfigContainer(**{k: getattr(job, k) for k in ("model", "train", "optimizer", "scheduler",
+                                                             "logger", "tokenizer", "checkpoint", "dist", "rng")},
+                            dataset=gpt_data)
+    cfg = with_rlpt(plain, stores=[tmp_path / "s0", tmp_path / "s1"], tokenizer=str(tmp_path / "tok"))
+    assert cfg.model is plain.model and cfg.optimizer.lr == 7e-4 and cfg.scheduler is plain.scheduler
+    assert isinstance(cfg.dataset, RLPTDataProvider)
+    assert cfg.rlpt.data.source == "store" and cfg.rlpt.data.stores == [str(tmp_path / "s0"), str(tmp_path / "s1")]
+    assert any("rlpt.judge.endpoints" in e for e in cfg.rlpt.errors())  # the judge is still to name
+    cfg.rlpt.judge.endpoints, cfg.rlpt.judge.model = ["http://judge-0:8000/v1"], "judge"
+    assert cfg.rlpt.errors() == []
+
+
 def test_gloo_pipeline_with_batched_p2p_is_rejected(tmp_path):
     with pytest.raises(ConfigError, match="`model.batch_p2p_comm` must be False"):
         launch.build_config(RECIPE, tmp_path, ["model.pipeline_model_parallel_size=2",
