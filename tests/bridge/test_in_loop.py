@@ -57,7 +57,8 @@ def test_pretrain_with_rollouts_and_a_judge_server(tmp_path):
     assert (tmp_path / "run" / "ckpt" / "rlpt_judge_cache.sqlite").exists()
 
 
-TIMING = ("judge_wait_s", "judge_cache_hit_rate")
+# wall-clock measurements (and the cache hit rate, which a resumed run raises) differ by design
+TIMING = ("judge_wait_s", "judge_cache_hit_rate", "rollout_s", "judge_s")
 
 
 def test_resume_with_candidates_in_flight_is_exact(tmp_path):
