@@ -10,8 +10,9 @@
 * ``rollouts``: one world, one start model, one baseline; SIP continued with K rollouts (+ the
   original) for each K: does a larger pool help?
 * ``failure``: the paper's failure mode: training on the model's OWN rollouts (no original in
-  the pool) with a safety-only reward (RF-NLL on the best = SFT on a safe own sample), against
-  the same with the full reward. Prints the table and the share of degenerate continuations.
+  the pool) with a safety-only reward (RF-NLL on the best = SFT on a safe own sample); with
+  ``--control`` also the same with the full reward. Prints the table and the share of
+  degenerate continuations.
 
 Extra ``--set key=value`` pairs change any demo setting (``rlpt demo --help`` lists them).
 """
@@ -116,8 +117,10 @@ def rollouts(args: argparse.Namespace) -> dict:
 def failure(args: argparse.Namespace) -> dict:
     base = _settings(args.set)
     own = dataclasses.replace(base, loss="rf_nll", rollouts_only=True, lm_weight=0.0)
-    return _compare(args, {"own_rollouts_full_reward": own,
-                           "own_rollouts_safety_only": dataclasses.replace(own, reward="safety")}, base)
+    variants = {"own_rollouts_safety_only": dataclasses.replace(own, reward="safety")}
+    if args.control:  # the same training with the full reward
+        variants["own_rollouts_full_reward"] = own
+    return _compare(args, variants, base)
 
 
 def main() -> None:
@@ -131,6 +134,8 @@ def main() -> None:
             p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
         if name == "rollouts":
             p.add_argument("--k", type=int, nargs="+", default=[1, 4, 8])
+        if name == "failure":
+            p.add_argument("--control", action="store_true", help="also the full reward (a control)")
     args = parser.parse_args()
     {"seeds": seeds, "rollouts": rollouts, "failure": failure}[args.sweep](args)
 
