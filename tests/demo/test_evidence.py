@@ -26,7 +26,7 @@ STEPS = 80
 def _demo(out: Path, *extra: str) -> dict:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     done = subprocess.run([sys.executable, "-m", "rlpt_plugin.cli", "demo", "--out", str(out), *SMALL, *extra],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=2400)
     assert done.returncode == 0, done.stderr[-4000:]
     return {"results": json.loads((out / "results.json").read_text()), "stdout": done.stdout + done.stderr}
 
