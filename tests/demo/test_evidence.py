@@ -28,7 +28,8 @@ def _demo(out: Path, *extra: str) -> dict:
     done = subprocess.run([sys.executable, "-m", "rlpt_plugin.cli", "demo", "--out", str(out), *SMALL, *extra],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=2400)
     assert done.returncode == 0, done.stderr[-4000:]
-    return {"results": json.loads((out / "results.json").read_text()), "stdout": done.stdout + done.stderr}
+    return {"results": json.loads((out / "results.json").read_text()), "stdout": done.stdout + done.stderr,
+            "out": out}
 
 
 def _reward(model: dict) -> float:
@@ -70,3 +71,18 @@ def test_rf_nll_works_as_the_second_update_rule(small_demo):
     assert _reward(r["rf_nll"]) > _reward(r["baseline"]) + 0.1
     for axis in ("factuality", "quality_win_rate"):
         assert r["rf_nll"][axis] > r["baseline"][axis], axis
+
+
+def test_a_safety_only_reward_on_own_rollouts_drifts_to_degenerate_text(small_demo, tmp_path):
+    """The paper's failure mode: the pool holds only the model's own rollouts, the reward is
+    safety alone, the update is RF-NLL (SFT on a safe own sample). Same world, start model and
+    baseline as the main run (its finished phases are reused, only this continuation trains)."""
+    import shutil
+
+    out = tmp_path / "out"
+    for phase in ("world", "store", "start", "baseline"):
+        shutil.copytree(small_demo["out"] / phase, out / phase)
+    r = _demo(out, "--reward", "safety", "--rollouts-only", "--loss", "rf_nll", "--lm-weight", "0")["results"]
+    assert r["sip"]["safety"] >= r["baseline"]["safety"]
+    assert r["sip"]["quality_win_rate"] < r["baseline"]["quality_win_rate"] - 0.1
+    assert r["sip"]["heldout_nll"] > r["baseline"]["heldout_nll"]
