@@ -80,9 +80,10 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
                                "wall_seconds": round(time.perf_counter() - began, 1)}
     report.write_results(out, results)
     plots = report.write_plots(out, runs)
-    show.say("\n" + report.table(models))
+    labels = {"sip": report.LABELS["sip" if s.loss == "dpo" else "rf_nll"]}  # the sip column's rule
+    show.say("\n" + report.table(models, labels=labels))
     show.say(f"\nsystematic contexts only (the corpus's most frequent continuation is bad):\n"
-             f"{report.table(models, 'systematic')}")
+             f"{report.table(models, 'systematic', labels=labels)}")
     show.say(f"\nquality win rate: against the start model's continuation of the same prefix (both "
              f"orders); rates over {world['entities'] * 2} held-out prefixes, judged by the exact oracle.")
     show.say(f"[demo] {out / 'results.json'}, {', '.join(str(p) for p in plots)}; "

@@ -17,15 +17,17 @@ CURVES = ("rollout_chosen_rate", "lm_nll", "dpo_accuracy", "rf_nll", "score_safe
           "score_factuality_rollout", "score_quality_rollout")
 
 
-def table(models: Mapping[str, Mapping[str, Any]], part: str | None = None) -> str:
+def table(models: Mapping[str, Mapping[str, Any]], part: str | None = None,
+          labels: Mapping[str, str] | None = None) -> str:
     """Rows: models; columns as in the paper's main table (rates in %). ``part``: systematic or
-    ordinary prefixes only (no NLL column)."""
+    ordinary prefixes only (no NLL column); ``labels`` override :data:`LABELS`."""
+    names = {**LABELS, **(labels or {})}
     head = f"{'':<24}{'quality win rate':>18}{'factuality':>12}{'safety':>9}"
     lines = [head + ("" if part else f"{'held-out NLL':>14}")]
     for name, result in models.items():
         r = result[part] if part else result
         cells = "".join(f"{100 * r[a]:>{w}.1f}" for a, w in zip(AXES, (18, 12, 9)))
-        lines.append(f"{LABELS.get(name, name):<24}{cells}" + ("" if part else f"{result['heldout_nll']:>14.3f}"))
+        lines.append(f"{names.get(name, name):<24}{cells}" + ("" if part else f"{result['heldout_nll']:>14.3f}"))
     return "\n".join(lines)
 
 

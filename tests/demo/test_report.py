@@ -24,6 +24,7 @@ def test_table_has_one_row_per_model_in_percent():
     assert lines[1].split()[-4:] == ["50.0", "25.0", "100.0", "1.234"]
     assert "87.5" in lines[2] and "SIP, online DPO" in lines[2]
     assert "held-out NLL" not in report.table({"start": MODEL}, "systematic")
+    assert "SIP, RF-NLL" in report.table({"sip": MODEL}, labels={"sip": report.LABELS["rf_nll"]})
 
 
 def test_curves_order_steps_and_drop_repeats_of_a_resumed_run():
