@@ -254,6 +254,11 @@ class DataSection:
     """Seed of the group source."""
     lm_on_original: bool = True
     """Add the LM term's row (prefix + original suffix) for every group that has an original."""
+    job_sequences_per_step: int = 0
+    """Sequences of the job's own pretraining data (the ``dataset`` it had before with_rlpt, kept
+    as ``dataset.job_data``) per optimizer step over ALL data-parallel ranks, trained by the LM
+    term next to the groups' rows; 0: none. Each is one ``model.seq_length`` sample of Megatron's
+    own dataset (its blend, split, seed and loss mask)."""
     synthetic: SyntheticSection = field(default_factory=SyntheticSection)
 
     def validate(self, path: str) -> list[str]:
@@ -266,6 +271,7 @@ class DataSection:
             errors.append(f"`{path}.tokenizer` must name the stores' tokenizer for source=store, but is empty.")
         _number(errors, f"{path}.groups_per_step", self.groups_per_step, minimum=1, integer=True)
         _number(errors, f"{path}.seed", self.seed, minimum=0, integer=True)
+        _number(errors, f"{path}.job_sequences_per_step", self.job_sequences_per_step, minimum=0, integer=True)
         s = self.synthetic
         for name in ("min_prefix", "max_prefix", "suffix_length"):
             _number(errors, f"{path}.synthetic.{name}", getattr(s, name), minimum=1, integer=True)
@@ -294,6 +300,10 @@ class RLPTConfig:
             # The fallback trains an unjudged pool's original suffix through the LM row.
             errors.append("`rlpt.judge.fallback` is 'nll_original', which trains the original suffix "
                           "through the LM term, but `rlpt.data.lm_on_original` is False.")
+        if self.data.job_sequences_per_step and not (self.loss.lm.start or self.loss.lm.end):
+            errors.append(f"`rlpt.data.job_sequences_per_step` is {self.data.job_sequences_per_step}, but "
+                          "`rlpt.loss.lm` has weight 0 throughout: the job's own data would be packed "
+                          "and never trained on. Give rlpt.loss.lm a weight or set it to 0.")
         return errors
 
     def validate(self) -> None:

@@ -19,7 +19,8 @@ ranks), ``N = suffix_length``, ``K = num_rollouts``, ``S = seq_length``:
   in a row: DPO up to 2 (chosen, rejected; under the dpo rule the RF-NLL target IS the chosen
   row), RF-NLL alone up to 1, none for a single-candidate pool. Every row is counted as ``S``
   positions: rows are padded to ``S``, and store windows cut the prefix to ``S + 1 - N`` tokens,
-  so a full-length window fills its row.
+  so a full-length window fills its row. Plus one LM row per sequence of the job's own data
+  (``rlpt.data.job_sequences_per_step``), each exactly ``S`` positions.
 * Rollouts (in-loop pools only): ``G * K`` sequences of ``N`` sampled tokens; prefill of at most
   ``S + 1 - N`` prefix tokens per prefix with shared prefill, per rollout without.
 * Judge calls (in-loop pools only; rlpt_plugin/judge/judge.py): quality makes
@@ -79,6 +80,8 @@ class WorkloadInputs:
     """Judge samples per judgment."""
     position: str = "random"
     lm_on_original: bool = True
+    job_sequences: int = 0
+    """Sequences of the job's own data per step (rlpt.data.job_sequences_per_step): LM rows."""
     dpo: bool = True
     """DPO rows (chosen + rejected) are trained."""
     rf_nll: bool = False
@@ -100,6 +103,7 @@ class WorkloadInputs:
         for name in ("groups_per_step", "seq_length", "suffix_length", "samples"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("num_rollouts", self.num_rollouts, minimum=0)
+        _check_int("job_sequences", self.job_sequences, minimum=0)
         for name in ("dp_size", "global_batch_size"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
@@ -125,10 +129,12 @@ class WorkloadInputs:
                              f"a prefix token, got {self.suffix_length}")
         if self.dp_size is not None and self.groups_per_step % self.dp_size:
             raise ValueError(f"dp_size must divide groups_per_step ({self.groups_per_step}), got {self.dp_size}")
+        if self.dp_size is not None and self.job_sequences % self.dp_size:
+            raise ValueError(f"dp_size must divide job_sequences ({self.job_sequences}), got {self.dp_size}")
         if self.has_rl and self.pool_size == 0:
             raise ValueError("original, rewrite, rollouts: the pool is empty (enable original, rewrite, "
                              "or rollouts with num_rollouts >= 1)")
-        if not self.has_rl and not self.lm_on_original:
+        if not self.has_rl and not self.lm_on_original and not self.job_sequences:
             raise ValueError("lm_on_original is False and neither dpo nor rf_nll is on: nothing to train")
 
     @property
@@ -174,10 +180,13 @@ class WorkloadPlan:
     pool_size: int
     """Candidates per prefix (0 when no pools are built: no RL terms)."""
     lm_rows: int
+    """LM rows of the groups (prefix + original suffix)."""
+    job_rows: int
+    """LM rows of the job's own data."""
     rl_rows: int
     """At most; fewer when the original is selected (its LM row is shared) or pools tie."""
     tokens_trained: int
-    """(lm_rows + rl_rows) * seq_length row positions."""
+    """(lm_rows + job_rows + rl_rows) * seq_length row positions."""
     rollouts: int
     rollout_tokens: int
     prefill_tokens: int
@@ -189,7 +198,7 @@ class WorkloadPlan:
 
     @property
     def rows(self) -> int:
-        return self.lm_rows + self.rl_rows
+        return self.lm_rows + self.job_rows + self.rl_rows
 
     @property
     def judge_calls(self) -> int:
@@ -277,7 +286,8 @@ def plan(inputs: WorkloadInputs) -> WorkloadPlan:
     comparisons, axes = _judge_calls(inp, inp.schedule)
     _, rr_axes = _judge_calls(inp, ROUND_ROBIN)
     return WorkloadPlan(
-        inputs=inp, pool_size=pool, lm_rows=lm_rows, rl_rows=rl_rows, tokens_trained=(lm_rows + rl_rows) * s,
+        inputs=inp, pool_size=pool, lm_rows=lm_rows, job_rows=inp.job_sequences, rl_rows=rl_rows,
+        tokens_trained=(lm_rows + inp.job_sequences + rl_rows) * s,
         rollouts=rollouts, rollout_tokens=rollouts * n_tok, prefill_tokens=prefill,
         comparisons_per_prefix=comparisons, axes=axes,
         round_robin_calls=sum(a.per_step for a in rr_axes),
@@ -289,7 +299,7 @@ _CONFIG_PATHS: dict[str, str] = {
     "groups_per_step": "rlpt.data.groups_per_step", "num_rollouts": "rlpt.candidates.num_rollouts",
     "samples": "rlpt.judge.samples", "schedule": "rlpt.judge.schedule", "position": "rlpt.judge.position",
     "quality": "rlpt.judge.quality", "safety": "rlpt.judge.safety", "factuality": "rlpt.judge.factuality",
-    "lm_on_original": "rlpt.data.lm_on_original",
+    "lm_on_original": "rlpt.data.lm_on_original", "job_sequences": "rlpt.data.job_sequences_per_step",
 }
 
 
@@ -324,7 +334,8 @@ def plan_from_config(rlpt: RLPTConfig, *, seq_length: int, suffix_length: int | 
             groups_per_step=data.groups_per_step, seq_length=seq_length, suffix_length=suffix_length,
             quality=judge.quality, safety=judge.safety, factuality=judge.factuality, schedule=judge.schedule,
             samples=1 if world else judge.samples, position="random" if world else judge.position,
-            lm_on_original=data.lm_on_original, dpo=dpo, rf_nll=rf_nll, in_loop=store,
+            lm_on_original=data.lm_on_original, job_sequences=data.job_sequences_per_step,
+            dpo=dpo, rf_nll=rf_nll, in_loop=store,
             step_time_s=step_time_s, dp_size=dp_size, global_batch_size=global_batch_size,
             judge="world oracle" if world else "openai", **pool)
     except ValueError as err:
@@ -360,7 +371,8 @@ def format_plan(p: WorkloadPlan) -> str:
         lines.append(("pool per prefix", f"{p.pool_size} candidates: {' + '.join(kinds)}{note}"))
     else:
         lines.append(("pool per prefix", "none (no RL terms: next-token loss only)"))
-    lines.append(("rows trained", f"<= {_n(p.rows)} ({_n(p.lm_rows)} LM + <= {_n(p.rl_rows)} RL) x {_n(s)} "
+    job = f" + {_n(p.job_rows)} job data" if p.job_rows else ""
+    lines.append(("rows trained", f"<= {_n(p.rows)} ({_n(p.lm_rows)} LM{job} + <= {_n(p.rl_rows)} RL) x {_n(s)} "
                                   f"= <= {_n(p.tokens_trained)} token positions"))
     if inp.global_batch_size is not None:
         slots = inp.global_batch_size

@@ -49,25 +49,34 @@ class RLPTConfigContainer(ConfigContainer):
         errors = self.rlpt.errors() + host_errors(self)
         if errors:
             raise ConfigError(errors)
+        job_data = self.dataset.job_data
+        if self.rlpt.data.job_sequences_per_step and hasattr(job_data, "finalize"):
+            job_data.finalize()  # Bridge finalizes the job's dataset config only when it is cfg.dataset
         super().validate()
 
 
 def with_rlpt(cfg: ConfigContainer, rlpt: RLPTConfig | None = None, *, stores: list[str] | None = None,
-              tokenizer: str | None = None) -> RLPTConfigContainer:
+              tokenizer: str | None = None, job_sequences_per_step: int | None = None) -> RLPTConfigContainer:
     """An existing Bridge job config turned into a self-improving one.
 
     Every field of ``cfg`` is kept (model, parallelism, optimizer, schedule, checkpointing,
-    logging); the ``rlpt`` section is added and the data switches to the plugin's provider.
+    logging); the ``rlpt`` section is added and the data switches to the plugin's provider,
+    which keeps the job's own dataset config as ``dataset.job_data``.
     ``stores`` (rewritten stores, blended by size) and ``tokenizer`` (their tokenizer) point the
-    data at ``rlpt rewrite`` output: ``rlpt.data.source=store``.
+    data at ``rlpt rewrite`` output: ``rlpt.data.source=store``. ``job_sequences_per_step``
+    blends the job's own data into the LM term: that many of its sequences per step (also
+    ``rlpt.data.job_sequences_per_step=...`` on the command line).
     """
     values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.init}
-    values["dataset"] = RLPTDataProvider()
+    job_data = cfg.dataset.job_data if isinstance(cfg.dataset, RLPTDataProvider) else cfg.dataset
+    values["dataset"] = RLPTDataProvider(job_data=job_data)
     rlpt = rlpt or RLPTConfig()
     if stores is not None:
         rlpt.data.source, rlpt.data.stores = "store", [str(p) for p in stores]
     if tokenizer is not None:
         rlpt.data.tokenizer = str(tokenizer)
+    if job_sequences_per_step is not None:
+        rlpt.data.job_sequences_per_step = job_sequences_per_step
     return RLPTConfigContainer(**values, rlpt=rlpt)
 
 
@@ -102,6 +111,9 @@ class RLPTDataProvider(DatasetProvider):
     dataloader_save: str | None = None
     """Where Bridge saves the step source's state with each checkpoint (set by rlpt_pretrain
     to ``checkpoint.save`` when the in-loop stage has pools in flight across steps)."""
+    job_data: Any = None
+    """The job's own dataset config (kept by with_rlpt): the source of
+    ``rlpt.data.job_sequences_per_step`` (rlpt_plugin/megatron/job_data.py)."""
 
     def build_datasets(self, context: DatasetBuildContext) -> tuple[Any, Any, Any]:
         feed = StepFeed()
@@ -176,10 +188,16 @@ class RLPTCallback(Callback):
             groups = original_groups(cfg)
         else:
             stage, groups = None, group_source(cfg).group
+        lm_rows = None
+        if cfg.rlpt.data.job_sequences_per_step:
+            from rlpt_plugin.megatron.job_data import job_rows
+
+            lm_rows = job_rows(cfg)
         self.source = StepSource(groups, groups_per_step=cfg.rlpt.data.groups_per_step,
                                  spec=pack_spec(cfg), rule=cfg.rlpt.loss.selection,
                                  reference=reference, start_step=step,
-                                 vocab_size=cfg.model.vocab_size, stage=stage)
+                                 vocab_size=cfg.model.vocab_size, stage=stage,
+                                 lm_rows=lm_rows, lm_rows_per_step=cfg.rlpt.data.job_sequences_per_step)
         cfg.dataset.train_feed.source = self.source
         if step > 0 and stage is not None:
             self._restore(cfg, step)
@@ -201,7 +219,8 @@ class RLPTCallback(Callback):
 
 def forward_step(cfg: RLPTConfigContainer) -> RLPTForwardStep:
     spec = pack_spec_flags(cfg)
-    terms = {name for name, on in (("lm", spec["lm_on_original"]), ("dpo", spec["use_dpo"]),
+    lm = spec["lm_on_original"] or bool(cfg.rlpt.data.job_sequences_per_step)  # the job's own data
+    terms = {name for name, on in (("lm", lm), ("dpo", spec["use_dpo"]),
                                    ("rf_nll", spec["use_rf_nll"])) if on}
     loss = cfg.rlpt.loss
     # Ready-made groups in rollout mode: the reference is this step's policy (no extra pass).

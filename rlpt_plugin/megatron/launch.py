@@ -3,6 +3,8 @@
 Works as a single process (sets a loopback rendezvous) and under torchrun/Slurm (reads the
 usual RANK/WORLD_SIZE/MASTER_* variables). ``rlpt.*`` and Bridge's own fields take the same
 ``key=value`` syntax: ``rlpt.loss.beta=0.05 model.tensor_model_parallel_size=2``.
+A recipe may return the plugin's ``RLPTConfigContainer`` or any Bridge ``ConfigContainer`` (an
+existing job's recipe), which is wrapped by :func:`with_rlpt` keeping every setting of the job.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from megatron.bridge.training.utils.omegaconf_utils import OverridesError, proce
 from omegaconf.errors import OmegaConfBaseException
 
 from rlpt_plugin.config import ConfigError
-from rlpt_plugin.megatron.bridge_host import RLPTConfigContainer, rlpt_pretrain
+from rlpt_plugin.megatron.bridge_host import RLPTConfigContainer, rlpt_pretrain, with_rlpt
 from rlpt_plugin.megatron.metrics_log import MetricsLog
 from rlpt_plugin.megatron.validation import host_errors
 
@@ -41,9 +43,13 @@ def load_recipe(path: str) -> Callable[..., Any]:
 
 
 def build_config(recipe: str, out_dir: str | Path, overrides: list[str]) -> RLPTConfigContainer:
+    from megatron.bridge.training.config import ConfigContainer
+
     cfg = load_recipe(recipe)(out_dir)
+    if isinstance(cfg, ConfigContainer) and not isinstance(cfg, RLPTConfigContainer):
+        cfg = with_rlpt(cfg)  # an existing Bridge job: its own data stays as dataset.job_data
     if not isinstance(cfg, RLPTConfigContainer):
-        raise ConfigError([f"recipe {recipe!r} must return an RLPTConfigContainer, "
+        raise ConfigError([f"recipe {recipe!r} must return a Bridge ConfigContainer, "
                            f"but returned {type(cfg).__name__}."])
     if overrides:
         try:

@@ -22,25 +22,33 @@ import torch
 from rlpt_plugin.megatron import parallel
 from rlpt_plugin.megatron.candidate_stage import CandidateStage
 from rlpt_plugin.megatron.reference import ReferenceScorer
-from rlpt_plugin.rl.packing import PackSpec, pack_step
+from rlpt_plugin.rl.packing import PackSpec, Row, pack_step
 from rlpt_plugin.rl.pool import CandidateGroup, SelectionStats, select_all
 from rlpt_plugin.rl.losses import Denominators
 from rlpt_plugin.rl.step import StepMicroBatch, local_denominators, step_extras
 
 GroupFn = Callable[[int], CandidateGroup]
+RowFn = Callable[[int], Row]
 
 
 class StepSource(Iterator[StepMicroBatch]):
     """Iterator of :class:`StepMicroBatch` for this rank, one step at a time.
 
     groups_per_step: GLOBAL number of candidate groups per optimizer step (all DP ranks).
+    lm_rows / lm_rows_per_step: LM-only rows outside the groups (the job's own pretraining
+    data), ``lm_rows(i)`` for the GLOBAL sequence index i; step s trains sequences
+    ``[s * lm_rows_per_step, (s + 1) * lm_rows_per_step)``, shared over DP like the groups.
     """
 
     def __init__(self, group_fn: GroupFn | None = None, *, groups_per_step: int, spec: PackSpec,
                  rule: str = "dpo", reference: ReferenceScorer | None = None,
-                 start_step: int = 0, vocab_size: int | None = None, stage: CandidateStage | None = None):
+                 start_step: int = 0, vocab_size: int | None = None, stage: CandidateStage | None = None,
+                 lm_rows: RowFn | None = None, lm_rows_per_step: int = 0):
         """vocab_size: the model's vocabulary; token ids at or past it are an error.
         stage: the in-loop candidate stage; without one, ``group_fn`` gives ready groups."""
+        if (lm_rows is None) != (lm_rows_per_step == 0) or lm_rows_per_step < 0:
+            raise ValueError(f"StepSource: lm_rows_per_step ({lm_rows_per_step}) must be > 0 exactly "
+                             "when an lm_rows function is given")
         if (group_fn is None) == (stage is None):
             raise ValueError("StepSource needs exactly one of group_fn (ready groups) and stage")
         if groups_per_step < 1:
@@ -52,6 +60,8 @@ class StepSource(Iterator[StepMicroBatch]):
         self.reference = reference
         self.vocab_size = vocab_size
         self.stage = stage
+        self.lm_rows = lm_rows
+        self.lm_rows_per_step = lm_rows_per_step
         self.next_step = start_step
         self.last_stats: SelectionStats | None = None
         self.last_denominators: Denominators | None = None
@@ -72,7 +82,11 @@ class StepSource(Iterator[StepMicroBatch]):
         else:
             groups = [self.group_fn(i) for i in self.group_ids(step)]
         selections = select_all(groups, rule=self.rule)
-        batches = pack_step(groups, selections, self.spec)
+        lm_rows = [self.lm_rows(i) for i in parallel.dp_share(step, self.lm_rows_per_step)] \
+            if self.lm_rows is not None else []
+        if self.vocab_size is not None:
+            self._check_lm_rows_vocab(lm_rows)
+        batches = pack_step(groups, selections, self.spec, lm_rows)
         if self.vocab_size is not None:
             self._check_vocab(batches)
         if self.reference is not None:
@@ -84,6 +98,9 @@ class StepSource(Iterator[StepMicroBatch]):
         self.last_stats = SelectionStats.from_selections(zip(groups, selections))
         self.last_denominators = denominators
         metrics = self._step_metrics(groups, selections)
+        if lm_rows:  # the share of the LM term's tokens that came from the job's own data
+            metrics["job_lm_token_share"] = (sum(sum(r.lm_mask) if r.lm_mask is not None else len(r.tokens) - 1
+                                                 for r in lm_rows), local.num_lm_tokens)
         self._queue.extend(StepMicroBatch(mb, denominators, step, step_extras(metrics, i == 0))
                            for i, mb in enumerate(batches))
         self.next_step = step + 1
@@ -111,6 +128,15 @@ class StepSource(Iterator[StepMicroBatch]):
             metrics["judge_s"] = (self.stage.stats.judge_s[-1] if self.stage.stats.judge_s else 0.0, 1.0)
             metrics.update(self.stage.stats.last)
         return metrics
+
+    def _check_lm_rows_vocab(self, rows: list[Row]) -> None:
+        for row in rows:
+            top = max(row.tokens)
+            if top >= self.vocab_size or min(row.tokens) < 0:
+                raise ValueError(f"token id {top if top >= self.vocab_size else min(row.tokens)} in "
+                                 f"sequence {row.group_id} of the job's own data is outside the model's "
+                                 f"vocabulary of {self.vocab_size}: the job's data was tokenized with a "
+                                 "different tokenizer than the model's")
 
     def _check_vocab(self, batches: list) -> None:
         for mb in batches:

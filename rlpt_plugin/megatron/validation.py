@@ -48,9 +48,31 @@ def mixed_precision_fp8_errors(cfg: Any) -> list[str]:
             "mixed_precision=bf16_mixed (or null for fp32)."]
 
 
+def job_data_errors(cfg: Any) -> list[str]:
+    """``rlpt.data.job_sequences_per_step`` needs the job's own dataset, shaped like the model."""
+    wanted = getattr(cfg.rlpt.data, "job_sequences_per_step", 0)
+    if not isinstance(wanted, int) or wanted <= 0:
+        return []
+    job_data = getattr(getattr(cfg, "dataset", None), "job_data", None)
+    if job_data is None:
+        return [f"`rlpt.data.job_sequences_per_step` is {wanted}, but `dataset.job_data` is None: "
+                "build the config with with_rlpt(job_config) (it keeps the job's own dataset there) "
+                "or set dataset.job_data to a GPTDatasetConfig."]
+    errors = []
+    length = getattr(job_data, "sequence_length", None)
+    if length is not None and length != cfg.model.seq_length:
+        errors.append(f"`dataset.job_data.sequence_length` ({length}) must equal `model.seq_length` "
+                      f"({cfg.model.seq_length}): its sequences share the step's micro-batches.")
+    for name in ("reset_position_ids", "reset_attention_mask"):
+        if getattr(job_data, name, False):
+            errors.append(f"`dataset.job_data.{name}` must be False: rlpt micro-batches use one causal "
+                          "mask and positions 0..S-1 per row, but it is True.")
+    return errors
+
+
 def host_errors(cfg: Any) -> list[str]:
     """Checks that need both the rlpt section and the Bridge ConfigContainer."""
-    errors = fp8_errors(cfg.model) + mixed_precision_fp8_errors(cfg)
+    errors = fp8_errors(cfg.model) + mixed_precision_fp8_errors(cfg) + job_data_errors(cfg)
     checkpoint = getattr(cfg, "checkpoint", None)
     pretrained = getattr(checkpoint, "pretrained_checkpoint", None)
     load = getattr(checkpoint, "load", None)

@@ -72,6 +72,9 @@ class Row:
         roles: subset of ``{"chosen", "rejected", "rf"}``.
         pair_id: identifies the DPO pair; required iff chosen/rejected in roles.
         ref_logps: reference log-prob per candidate token, or ``None``.
+        lm_mask: 0/1 per label position (``len(tokens) - 1``) for an LM row whose
+            source masks some labels (Megatron's ``loss_mask``, e.g. EOD with
+            ``eod_mask_loss``); ``None`` trains every label position.
     """
 
     group_id: int
@@ -81,9 +84,12 @@ class Row:
     roles: frozenset[str] = frozenset()
     pair_id: int | None = None
     ref_logps: tuple[float, ...] | None = None
+    lm_mask: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens", tuple(self.tokens))
+        if self.lm_mask is not None:
+            object.__setattr__(self, "lm_mask", tuple(float(v) for v in self.lm_mask))
         object.__setattr__(self, "roles", frozenset(self.roles))
         if self.ref_logps is not None:
             object.__setattr__(self, "ref_logps", tuple(float(v) for v in self.ref_logps))
@@ -113,6 +119,12 @@ class Row:
                 f"{where}: len(ref_logps) must equal candidate_length={self.candidate_length}, "
                 f"got {len(self.ref_logps)}"
             )
+        if self.lm_mask is not None:
+            if not self.lm:
+                raise ValueError(f"{where}: lm_mask is set but the row carries no LM loss (lm=False)")
+            if len(self.lm_mask) != len(self.tokens) - 1 or any(v not in (0.0, 1.0) for v in self.lm_mask):
+                raise ValueError(f"{where}: lm_mask must hold one 0/1 per label position "
+                                 f"({len(self.tokens) - 1}), got {len(self.lm_mask)} values")
 
 
 @dataclass
@@ -283,7 +295,7 @@ def _build(rows: Sequence[Row], spec: PackSpec) -> MicroBatch:
         labels_BS[b, :n_lab] = x[1:]
         rl_mask_BS[b, c_start:n_lab] = 1.0
         if row.lm:
-            lm_mask_BS[b, :n_lab] = 1.0
+            lm_mask_BS[b, :n_lab] = 1.0 if row.lm_mask is None else torch.tensor(row.lm_mask)
         if spec.ref_from_rollout and row.ref_logps is not None:
             ref_logps_BS[b, c_start:n_lab] = torch.tensor(row.ref_logps, dtype=torch.float32)
         group_ids_B[b] = row.group_id
@@ -373,15 +385,19 @@ def block_bounds(num_groups: int, num_microbatches: int) -> list[tuple[int, int]
 
 
 def pack_step(
-    groups: Sequence[CandidateGroup], selections: Sequence[Selection], spec: PackSpec
+    groups: Sequence[CandidateGroup], selections: Sequence[Selection], spec: PackSpec,
+    lm_rows: Sequence[Row] = (),
 ) -> list[MicroBatch]:
     """Pack one step of one data-parallel rank into fixed-shape micro-batches.
 
     Groups go to micro-batches in contiguous, near-equal blocks (see
     :func:`block_bounds`), so the split depends only on ``len(groups)`` and
     ``num_microbatches``; a group's rows are never split, hence a DPO pair
-    always sits in one micro-batch. Returns ``spec.num_microbatches``
-    micro-batches of ``spec.micro_batch_size`` rows each (tails are padding).
+    always sits in one micro-batch. ``lm_rows`` (LM-only rows from outside the
+    groups, e.g. the job's own pretraining sequences) are spread the same way
+    and follow the groups' rows of their micro-batch. Returns
+    ``spec.num_microbatches`` micro-batches of ``spec.micro_batch_size`` rows
+    each (tails are padding).
     """
     if len(groups) != len(selections):
         raise ValueError(f"selections must have one entry per group ({len(groups)}), got {len(selections)}")
@@ -390,16 +406,21 @@ def pack_step(
         if g.group_id in seen:
             raise ValueError(f"group_id must be unique within a step, got {g.group_id} twice")
         seen.add(g.group_id)
+    for row in lm_rows:
+        if not row.lm or row.roles:
+            raise ValueError(f"lm_rows must be LM-only rows, but the row of group {row.group_id} has "
+                             f"lm={row.lm} and roles {sorted(row.roles)}")
     per_group = [group_rows(g, sel, spec) for g, sel in zip(groups, selections)]
-    total = sum(len(r) for r in per_group)
+    total = sum(len(r) for r in per_group) + len(lm_rows)
     rows: list[Row] = []
     assignment: list[int] = []
-    for mb, (start, end) in enumerate(block_bounds(len(groups), spec.num_microbatches)):
-        block = [row for rs in per_group[start:end] for row in rs]
+    group_blocks = block_bounds(len(groups), spec.num_microbatches)
+    lm_blocks = block_bounds(len(lm_rows), spec.num_microbatches)
+    for mb, ((start, end), (lm_start, lm_end)) in enumerate(zip(group_blocks, lm_blocks)):
+        block = [row for rs in per_group[start:end] for row in rs] + list(lm_rows[lm_start:lm_end])
         if len(block) > spec.micro_batch_size:
-            what = f"groups {start}..{end - 1}"
+            what = f"groups {start}..{end - 1}" + (f" and {lm_end - lm_start} LM-only rows" if lm_rows else "")
             raise ValueError(_overflow_message(len(block), mb, spec, total, what))
         rows.extend(block)
         assignment.extend([mb] * len(block))
     return pack_rows(rows, assignment, spec)
-

@@ -22,23 +22,24 @@ class _FinalWeights:
                 self.weights[f"{i}.{name}"] = p.detach().clone()
 
 
-def _train(out: Path, overrides: list[str]) -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:
+def _train(out: Path, overrides: list[str],
+           recipe: str = RECIPE) -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:
     from rlpt_plugin.megatron import launch  # first: installs the CPU import guard
     from megatron.bridge.training.callbacks import Callback
 
     capture = type("Capture", (_FinalWeights, Callback), {})()
-    cfg = launch.build_config(RECIPE, out, overrides)
+    cfg = launch.build_config(recipe, out, overrides)
     records = launch.run(cfg, out / "metrics.jsonl", extra_callbacks=[capture])
     return records, capture.weights
 
 
 def resume_case(rank: int, world_size: int, root: str, overrides: list[str], steps: int,
-                stop_at: int) -> dict[str, Any]:
+                stop_at: int, recipe: str = RECIPE) -> dict[str, Any]:
     root_path = Path(root)
     common = [f"train.train_iters={steps}", f"checkpoint.save_interval={stop_at}", *overrides]
-    straight, straight_w = _train(root_path / "straight", common)
-    first, _ = _train(root_path / "resumed", [*common, f"train.exit_interval={stop_at}"])
-    second, resumed_w = _train(root_path / "resumed", common)
+    straight, straight_w = _train(root_path / "straight", common, recipe)
+    first, _ = _train(root_path / "resumed", [*common, f"train.exit_interval={stop_at}"], recipe)
+    second, resumed_w = _train(root_path / "resumed", common, recipe)
     return {"straight": straight, "first": first, "second": second,
             "straight_weights": straight_w, "resumed_weights": resumed_w}
 
@@ -60,4 +61,9 @@ def pp2_case(rank: int, world_size: int, root: str) -> dict[str, list[dict[str, 
 
 def store_case(rank: int, world_size: int, root: str, overrides: list[str]) -> list[dict[str, float]]:
     records, _ = _train(Path(root) / "run", overrides)
+    return records
+
+
+def train_case(rank: int, world_size: int, root: str, overrides: list[str], recipe: str) -> list[dict[str, float]]:
+    records, _ = _train(Path(root) / "run", overrides, recipe)
     return records

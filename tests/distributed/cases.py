@@ -16,12 +16,23 @@ from rlpt_plugin.megatron.forward_step import RLPTForwardStep
 from rlpt_plugin.megatron.reference import ReferenceScorer
 from rlpt_plugin.megatron.step_source import StepSource
 from rlpt_plugin.rl.losses import LossConfig
-from rlpt_plugin.rl.packing import PackSpec
+from rlpt_plugin.rl.packing import PackSpec, Row
 from rlpt_plugin.rl.synthetic import SyntheticGroups
 from rlpt_plugin.rl.weights import MixedWeights
 from tests.distributed.tiny_gpt import VOCAB, Layout, build_model, named_grads
 
 GROUPS_PER_STEP = 8
+JOB_SEQUENCES_PER_STEP = 4  # LM-only rows of "the job's own data" per step
+JOB_SEQUENCE_LENGTH = 25  # tokens per row: fits every case's seq_length + 1
+
+
+def job_row(index: int) -> Row:
+    """Sequence ``index`` of a stand-in for the job's own data: random tokens, some labels masked."""
+    gen = torch.Generator().manual_seed(99_991 + index)
+    tokens = torch.randint(1, VOCAB, (JOB_SEQUENCE_LENGTH,), generator=gen).tolist()
+    mask = (torch.rand(JOB_SEQUENCE_LENGTH - 1, generator=gen) > 0.2).float().tolist()
+    return Row(group_id=index, tokens=tuple(tokens), candidate_length=JOB_SEQUENCE_LENGTH - 1, lm=True,
+               lm_mask=tuple(mask))
 
 
 def one_step(case: dict[str, Any]) -> dict[str, Any]:
@@ -35,7 +46,8 @@ def one_step(case: dict[str, Any]) -> dict[str, Any]:
     reference = ReferenceScorer([build_model(weight_seed=1, wrap_ddp=False)])
     spec = PackSpec(seq_length=seq, micro_batch_size=mbs, num_microbatches=num_mb, use_rf_nll=True)
     source = StepSource(SyntheticGroups(vocab_size=VOCAB).group, groups_per_step=GROUPS_PER_STEP,
-                        spec=spec, reference=reference)
+                        spec=spec, reference=reference, lm_rows=job_row,
+                        lm_rows_per_step=JOB_SEQUENCES_PER_STEP)
     source.prepare(case.get("step", 0))
     forward_step = RLPTForwardStep(LossConfig(beta=0.5), MixedWeights.constant(lm=1.0, dpo=1.0, rf_nll=0.5))
     model.zero_grad_buffer()

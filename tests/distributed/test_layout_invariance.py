@@ -1,6 +1,7 @@
 """Loss AND parameter gradients of the mixed LM + DPO + RF-NLL step are layout-independent.
 
-Reference: TP1 PP1 DP1, all 8 groups of the step in ONE micro-batch. Every other run splits the
+Reference: TP1 PP1 DP1, all 8 groups of the step and its 4 LM-only rows (the job's own data,
+with masked labels) in ONE micro-batch. Every other run splits the
 same global step differently (4 micro-batches; extra padding rows and positions; TP2; PP2 1F1B;
 DP2; and the 4-process products) and must give the same loss and the same full gradients.
 The frozen reference model is scored through the pipeline too, so PP covers that path.
@@ -20,20 +21,20 @@ pytestmark = pytest.mark.distributed
 
 LOSS_ATOL = 2e-6
 GRAD_ATOL, GRAD_RTOL = 2e-6, 1e-5
-REFERENCE = dict(tp=1, pp=1, mbs=24, num_mb=1, seq=24)
+REFERENCE = dict(tp=1, pp=1, mbs=28, num_mb=1, seq=24)
 ONE_PROCESS = {
-    "4 micro-batches": dict(tp=1, pp=1, mbs=6, num_mb=4, seq=24),
+    "4 micro-batches": dict(tp=1, pp=1, mbs=7, num_mb=4, seq=24),
     "extra padding": dict(tp=1, pp=1, mbs=9, num_mb=4, seq=40),
 }
 TWO_PROCESSES = {
-    "TP2": dict(tp=2, pp=1, mbs=6, num_mb=4, seq=24),
-    "PP2 (1F1B)": dict(tp=1, pp=2, mbs=6, num_mb=4, seq=24),
-    "DP2": dict(tp=1, pp=1, mbs=6, num_mb=2, seq=24),
+    "TP2": dict(tp=2, pp=1, mbs=7, num_mb=4, seq=24),
+    "PP2 (1F1B)": dict(tp=1, pp=2, mbs=7, num_mb=4, seq=24),
+    "DP2": dict(tp=1, pp=1, mbs=7, num_mb=2, seq=24),
 }
 FOUR_PROCESSES = {
-    "TP2xPP2": dict(tp=2, pp=2, mbs=6, num_mb=4, seq=24),
-    "TP2xDP2": dict(tp=2, pp=1, mbs=6, num_mb=2, seq=24),
-    "PP2xDP2": dict(tp=1, pp=2, mbs=6, num_mb=2, seq=24),
+    "TP2xPP2": dict(tp=2, pp=2, mbs=7, num_mb=4, seq=24),
+    "TP2xDP2": dict(tp=2, pp=1, mbs=7, num_mb=2, seq=24),
+    "PP2xDP2": dict(tp=1, pp=2, mbs=7, num_mb=2, seq=24),
 }
 
 
@@ -64,6 +65,7 @@ def test_reference_step_is_nontrivial(single_process):
     # Every term is active, so the invariance below covers all three.
     assert metrics["num_pairs"] == 8 and metrics["num_rf_tokens"] > 0 and metrics["num_lm_tokens"] > 0
     assert metrics["term_dpo"] > 0 and metrics["term_lm"] > 0 and metrics["term_rf_nll"] > 0
+    assert 0.2 < metrics["job_lm_token_share"] < 0.8  # the job's rows are a real part of the LM term
     assert abs(metrics["dpo_reward_margin"]) > 1e-3  # the frozen reference differs from the policy
 
 

@@ -315,3 +315,45 @@ def test_random_configurations_property() -> None:
         n_pairs = sum(len(mb.chosen_rows_P) for mb in mbs)
         assert n_pairs == (sum(s.chosen is not None for s in sels) if spec.use_dpo else 0)
     assert checked > 100  # the loop really exercised pairs
+
+
+# --- LM-only rows from outside the groups (the job's own pretraining data) ------------------------
+
+def lm_row(index: int, length: int = 7, masked: tuple[int, ...] = ()) -> Row:
+    tokens = tuple(100 + index * 10 + i for i in range(length))
+    mask = tuple(0.0 if i in masked else 1.0 for i in range(length - 1))
+    return Row(group_id=index, tokens=tokens, candidate_length=length - 1, lm=True, lm_mask=mask)
+
+
+def test_lm_rows_follow_the_groups_rows_spread_over_micro_batches() -> None:
+    groups = [dataclasses.replace(hand_group(), group_id=i) for i in range(2)]  # 3 rows each
+    selections = [select(g) for g in groups]
+    spec = PackSpec(seq_length=6, micro_batch_size=5, num_microbatches=2)
+    rows = [lm_row(i, masked=(2,) if i == 1 else ()) for i in range(3)]
+    mbs = pack_step(groups, selections, spec, rows)
+    for mb in mbs:
+        mb.validate()
+    # block_bounds(3, 2): micro-batch 0 takes LM row 0, micro-batch 1 LM rows 1 and 2, each after
+    # its group's rows.
+    assert mbs[0].group_ids_B.tolist() == [0, 0, 0, 0, -1] and mbs[0].num_real_rows == 4
+    assert mbs[1].group_ids_B.tolist() == [1, 1, 1, 1, 2] and mbs[1].num_real_rows == 5
+    for mb, b, index in ((mbs[0], 3, 0), (mbs[1], 3, 1), (mbs[1], 4, 2)):
+        assert mb.tokens_BS[b].tolist() == list(lm_row(index).tokens[:-1])
+        assert mb.labels_BS[b].tolist() == list(lm_row(index).tokens[1:])
+    assert mbs[1].lm_mask_BS[3].tolist() == [1.0, 1.0, 0.0, 1.0, 1.0, 1.0]  # the masked label
+    assert mbs[1].lm_mask_BS[4].tolist() == [1.0] * 6
+    assert (mbs[1].chosen_rows_P.tolist(), mbs[1].rejected_rows_P.tolist()) == ([2], [1])  # group rows only
+    # Capacity counts the LM-only rows and the error names them.
+    with pytest.raises(ValueError, match=r"micro-batch 1 needs 6 rows \(groups 1..1 and 3 LM-only rows\)"):
+        pack_step(groups, selections, spec, [*rows, lm_row(3), lm_row(4)])
+
+
+def test_lm_rows_must_be_lm_only_and_masks_must_fit() -> None:
+    g = hand_group()
+    spec = PackSpec(seq_length=6, micro_batch_size=4, num_microbatches=1)
+    with pytest.raises(ValueError, match="lm_rows must be LM-only rows"):
+        pack_step([g], [select(g)], spec, [Row(group_id=0, tokens=(1, 2, 3), candidate_length=2, roles={"rf"})])
+    with pytest.raises(ValueError, match="one 0/1 per label position"):
+        Row(group_id=0, tokens=(1, 2, 3), candidate_length=2, lm=True, lm_mask=(1.0,))
+    with pytest.raises(ValueError, match="no LM loss"):
+        Row(group_id=0, tokens=(1, 2, 3), candidate_length=2, roles={"rf"}, lm_mask=(1.0, 1.0))

@@ -122,6 +122,17 @@ def test_rows_follow_packing_rules() -> None:
     assert plan(inputs(share_prefill=False, num_rollouts=4)).prefill_tokens == 8 * 4 * (S + 1 - N)
 
 
+def test_job_data_rows_add_full_length_lm_rows() -> None:
+    base, blended = plan(inputs()), plan(inputs(job_sequences=6))
+    assert blended.job_rows == 6 and blended.rows == base.rows + 6
+    assert blended.tokens_trained == base.tokens_trained + 6 * S
+    assert blended.judge_calls == base.judge_calls and blended.rollouts == base.rollouts  # no pools
+    assert "+ 6 job data +" in format_plan(blended)
+    assert plan(inputs(lm_on_original=False, dpo=False, job_sequences=2)).rows == 2  # job data only
+    with pytest.raises(ValueError, match="dp_size must divide job_sequences"):
+        inputs(job_sequences=3, dp_size=2)
+
+
 def test_dp_size_and_global_batch_in_the_printout() -> None:
     text = format_plan(plan(inputs(dp_size=2, global_batch_size=16)))
     assert "per data-parallel rank (DP=2)" in text and "4 prefixes" in text
