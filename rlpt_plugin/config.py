@@ -208,7 +208,8 @@ class JudgeSection:
     concurrency: int = 64
     """Judge requests in flight."""
     cache: str | None = None
-    """Verdict cache (sqlite); default: <checkpoint.save>/rlpt_judge_cache.sqlite."""
+    """Verdict cache (sqlite); default: <checkpoint.save>/rlpt_judge_cache.sqlite. One file per
+    data-parallel rank, the rank inserted before the suffix: rlpt_judge_cache.dp000.sqlite, ..."""
 
     def validate(self, path: str, needed: bool) -> list[str]:
         errors: list[str] = []

@@ -50,7 +50,7 @@ from typing import Any
 from rlpt_plugin.judge.axes import AXES, DEFAULT_TEMPLATES, Axis, combine, mean, parse_axis
 from rlpt_plugin.judge.parsing import ParseError, parse_factuality, parse_quality, parse_safety
 from rlpt_plugin.judge.schedules import SCHEDULES, make_schedule
-from rlpt_plugin.rl.pool import CandidateGroup, CandidateKind
+from rlpt_plugin.rl.pool import CandidateGroup, CandidateKind, original_index
 from rlpt_plugin.teacher.cache import CachedClient, ResponseCache
 from rlpt_plugin.teacher.protocol import GenerationRequest, SamplingParams, TeacherClient, check_results
 from rlpt_plugin.teacher.templates import RenderedPrompt, Template, load_template
@@ -165,10 +165,7 @@ class JudgePool:
 
     @property
     def original_index(self) -> int | None:
-        try:
-            return self.kinds.index(CandidateKind.ORIGINAL)
-        except ValueError:
-            return None
+        return original_index(self.kinds)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +27,10 @@ from rlpt_plugin.megatron.validation import host_errors
 
 
 def load_recipe(path: str) -> Callable[..., Any]:
-    """``package.module:function`` or ``package.module.function``."""
+    """``package.module:function`` or ``package.module.function``, importable from the installed
+    packages or the working directory (as with ``python -m``: a team's recipes need no install)."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     module_name, sep, attr = path.partition(":")
     if not sep:
         module_name, _, attr = path.rpartition(".")

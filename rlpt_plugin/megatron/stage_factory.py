@@ -16,6 +16,7 @@ import torch
 from rlpt_plugin.config import RLPTConfig
 from rlpt_plugin.data.tokenizer import load_tokenizer
 from rlpt_plugin.judge.judge import Judge, JudgeConfig, JudgePool
+from rlpt_plugin.megatron import parallel
 from rlpt_plugin.megatron.candidate_stage import CandidateStage, Verdicts
 from rlpt_plugin.megatron.rewritten_store import RewrittenStore
 from rlpt_plugin.megatron.rollout import RolloutSpec
@@ -104,6 +105,19 @@ def original_groups(cfg: Any) -> Callable[[int], CandidateGroup]:
     return group
 
 
+def judge_cache_path(rlpt: RLPTConfig, save: str | None) -> Path | None:
+    """This rank's verdict cache: ``<stem>.dp<rank><suffix>`` of ``rlpt.judge.cache`` (default
+    ``<checkpoint.save>/rlpt_judge_cache.sqlite``), one file per data-parallel rank, opened only
+    by the rank that talks to the judge. SQLite wants one writing process per file, and a shared
+    file system's locks are not to be trusted with hundreds of writers. Each rank judges its own
+    share of the groups, so a resumed run with the same layout finds its verdicts again."""
+    base = Path(rlpt.judge.cache) if rlpt.judge.cache else (
+        Path(save) / "rlpt_judge_cache.sqlite" if save else None)
+    if base is None or not parallel.is_model_parallel_first():
+        return None
+    return base.with_name(f"{base.stem}.dp{parallel.layout().dp_rank:03d}{base.suffix}")
+
+
 def build_stage(cfg: Any, model: list[torch.nn.Module]) -> CandidateStage:
     """The stage for a Bridge job config (``cfg.rlpt``, ``cfg.model``, ``cfg.train``, ...)."""
     rlpt: RLPTConfig = cfg.rlpt
@@ -118,9 +132,7 @@ def build_stage(cfg: Any, model: list[torch.nn.Module]) -> CandidateStage:
     if rlpt.judge.backend == "world":
         judge: Any = world_judge_from_config(rlpt)
     else:
-        save = getattr(cfg.checkpoint, "save", None)
-        cache = Path(rlpt.judge.cache) if rlpt.judge.cache else (
-            Path(save) / "rlpt_judge_cache.sqlite" if save else None)
+        cache = judge_cache_path(rlpt, getattr(cfg.checkpoint, "save", None))
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
         judge = JudgeAdapter(judge_from_config(rlpt, cache))

@@ -53,6 +53,14 @@ def _finite_floats(name: str, values: Iterable[Any]) -> tuple[float, ...]:
     return tuple(out)
 
 
+def original_index(kinds: tuple[str, ...]) -> int | None:
+    """Index of the ``"original"`` candidate among ``kinds``, or ``None`` if there is none."""
+    try:
+        return kinds.index(CandidateKind.ORIGINAL)
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class CandidateGroup:
     """One prefix and its judged (or not yet judged) candidate pool.
@@ -143,10 +151,7 @@ class CandidateGroup:
     @property
     def original_index(self) -> int | None:
         """Index of the ``"original"`` candidate, or ``None`` if the pool has none."""
-        try:
-            return self.kinds.index(CandidateKind.ORIGINAL)
-        except ValueError:
-            return None
+        return original_index(self.kinds)
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,20 @@ def quality_judge(body: dict) -> str:
     return "A is better.\nWinner: " + ("A" if even.get("A", 0) >= even.get("B", 0) else "B")
 
 
-def _store_and_overrides(tmp_path, judge_url: str) -> list[str]:
-    tok = make_tokenizer_dir(tmp_path / "tok")
-    corpus = make_corpus(tmp_path / "c.jsonl", 40, bad_lines=False)
+def rewritten_store(root) -> tuple:
+    """(tokenizer dir, store): 40 documents rewritten by ``rlpt rewrite`` against a loopback
+    teacher, N = 8, sequence 32."""
+    tok = make_tokenizer_dir(root / "tok")
+    corpus = make_corpus(root / "c.jsonl", 40, bad_lines=False)
     with LoopbackServer(responder=teacher) as rewriter:
-        assert rlpt(["rewrite", "--corpus", str(corpus), "--tokenizer", str(tok), "--out", str(tmp_path / "store"),
+        assert rlpt(["rewrite", "--corpus", str(corpus), "--tokenizer", str(tok), "--out", str(root / "store"),
                      "--endpoint", rewriter.base_url, "--model", "rewriter", "--suffix-length", "8",
                      "--seq-length", "32", "--min-prefix", "4", "--no-progress"]) == 0
+    return tok, root / "store"
+
+
+def _store_and_overrides(tmp_path, judge_url: str) -> list[str]:
+    tok, _ = rewritten_store(tmp_path)
     return ["rlpt.data.source=store", f"rlpt.data.stores=[{tmp_path / 'store'}]", f"rlpt.data.tokenizer={tok}",
             f"rlpt.judge.endpoints=[{judge_url}]", "rlpt.judge.model=judge", "rlpt.candidates.num_rollouts=3",
             "rlpt.candidates.rewrite=true", "model.vocab_size=256", "tokenizer.vocab_size=202",
@@ -54,7 +61,9 @@ def test_pretrain_with_rollouts_and_a_judge_server(tmp_path):
         assert 0.0 <= r["rollout_chosen_rate"] <= 1.0 and r["judge_wait_s"] >= 0.0
         assert r["judge_calls_per_prefix"] >= 6 and r["judge_failures"] == 0
         assert all(0.0 <= r[f"score_quality_{k}"] <= 1.0 for k in ("original", "rewrite", "rollout"))
-    assert (tmp_path / "run" / "ckpt" / "rlpt_judge_cache.sqlite").exists()
+    # one verdict cache per data-parallel rank, written by the rank that talks to the judge
+    ckpt = tmp_path / "run" / "ckpt"
+    assert (ckpt / "rlpt_judge_cache.dp000.sqlite").exists() and not (ckpt / "rlpt_judge_cache.sqlite").exists()
 
 
 # wall-clock measurements (and the cache hit rate, which a resumed run raises) differ by design

@@ -16,13 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from rlpt_plugin.cli import main as rlpt
 from rlpt_plugin.config import ConfigError
 from rlpt_plugin.megatron import launch, validation
-from tests.bridge.test_in_loop import quality_judge
+from tests.bridge.test_in_loop import quality_judge, rewritten_store
 from tests.distributed.harness import run_distributed
-from tests.rewrite.fixtures import make_corpus, make_tokenizer_dir
-from tests.rewrite.test_rewrite_job import teacher
 from tests.teacher.loopback_server import LoopbackServer
 
 pytestmark = [pytest.mark.bridge, pytest.mark.distributed]
@@ -198,14 +195,8 @@ def tiny_runs_case(rank: int, world_size: int, root: str,
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("paper_store")
-    tok = make_tokenizer_dir(root / "tok")
-    corpus = make_corpus(root / "c.jsonl", 40, bad_lines=False)
-    with LoopbackServer(responder=teacher) as rewriter:
-        assert rlpt(["rewrite", "--corpus", str(corpus), "--tokenizer", str(tok), "--out", str(root / "store"),
-                     "--endpoint", rewriter.base_url, "--model", "rewriter", "--suffix-length", "8",
-                     "--seq-length", "32", "--min-prefix", "4", "--no-progress"]) == 0
-    return {"tok": tok, "store": root / "store"}
+    tok, store = rewritten_store(tmp_path_factory.mktemp("paper_store"))
+    return {"tok": tok, "store": store}
 
 
 def test_every_paper_recipe_trains_tiny_on_cpu(tmp_path, store):
