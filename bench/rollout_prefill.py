@@ -1,10 +1,13 @@
-"""Rollout throughput with and without shared prefill (and without the KV cache), one run.
+"""Rollout throughput with and without shared prefill, length buckets and the KV cache, one run.
 
-A 4-layer GPT (hidden 256) generates K rollouts of N tokens for B prefixes of P tokens on this
-machine. Shared prefill runs each prefix once and copies its KV cache to the K rollout rows;
-unshared prefills all B*K rows. Prints generated tokens per second and the ratios.
+A 4-layer GPT (hidden 256) generates K rollouts of N tokens for B prefixes on this machine.
+Prefixes have P tokens, or (``--min-prefix``) lengths spread evenly over [min, P] like store
+windows cut anywhere in a document. Shared prefill runs each prefix once and copies its KV cache
+to the K rollout rows; unshared prefills all B*K rows. Length buckets run prefixes N or more
+tokens apart as separate static batches; "one batch" feeds every longer prefix's extra tokens one
+decode step at a time. Prints generated tokens per second and the ratios.
 
-    .venv/bin/python bench/rollout_prefill.py [--prefix 256] [--k 8] [--new 32] [--batch 4]
+    .venv/bin/python bench/rollout_prefill.py [--prefix 256] [--min-prefix 256] [--k 8] [--new 32] [--batch 4]
 """
 
 from __future__ import annotations
@@ -34,12 +37,15 @@ def _run(rank: int, world: int, args: dict) -> dict:
                      max_sequence_length=args["prefix"] + args["new"] + 8,
                      position_embedding_type="rope").eval()
     gen = torch.Generator().manual_seed(0)
-    prefixes = [torch.randint(1, 4096, (args["prefix"],), generator=gen).tolist() for _ in range(args["batch"])]
+    b, low, high = args["batch"], args["min_prefix"] or args["prefix"], args["prefix"]
+    lengths = [low + (high - low) * i // max(1, b - 1) for i in range(b)]
+    prefixes = [torch.randint(1, 4096, (n,), generator=gen).tolist() for n in lengths]
     rates = {}
-    for name, share, cache in (("shared prefill", True, True), ("per-row prefill", False, True),
-                               ("no KV cache", False, False)):
+    for name, share, cache, buckets in (("shared prefill", True, True, True),
+                                        ("shared, one batch", True, True, False),
+                                        ("per-row prefill", False, True, True), ("no KV cache", False, False, True)):
         spec = RolloutSpec(num_samples=args["k"], max_new_tokens=args["new"], vocab_size=4096, seed=1,
-                           share_prefill=share, use_kv_cache=cache)
+                           share_prefill=share, use_kv_cache=cache, length_buckets=buckets)
         generate_rollouts(model, prefixes[:1], spec, step=0)  # warm-up
         began = time.perf_counter()
         out = generate_rollouts(model, prefixes, spec, step=1)
@@ -54,13 +60,15 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--prefix", type=int, default=256)
+    parser.add_argument("--min-prefix", type=int, default=None, help="spread lengths over [min, prefix]")
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--new", type=int, default=32)
     parser.add_argument("--batch", type=int, default=4)
     args = vars(parser.parse_args())
     (rates,) = run_distributed(_run, 1, Path(tempfile.mkdtemp()), args)
     base = rates["shared prefill"][0]
-    print(f"\nrollouts: {args['batch']} prefixes x {args['prefix']} tokens, K={args['k']}, N={args['new']}, "
+    lengths = f"{args['min_prefix']}..{args['prefix']}" if args["min_prefix"] else str(args["prefix"])
+    print(f"\nrollouts: {args['batch']} prefixes x {lengths} tokens, K={args['k']}, N={args['new']}, "
           "4 layers h256 fp32, 1 process")
     print(f"{'mode':<18}{'tokens/s':>10}{'seconds':>9}{'forward tokens':>16}{'vs shared':>11}")
     for name, (rate, seconds, forward) in rates.items():

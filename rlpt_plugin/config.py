@@ -156,6 +156,10 @@ class CandidateSection:
     training); 0 judges at step start and waits."""
     share_prefill: bool = True
     """Prefill each prefix once and copy its KV cache to its K rollouts."""
+    length_buckets: bool = True
+    """Sample prefixes whose lengths differ by N or more in separate static batches, instead of
+    feeding every longer prefix's extra tokens one decode step at a time (rlpt_plugin/megatron/
+    rollout.py). False: one batch (fewer, wider steps; can win on a GPU when lengths are close)."""
 
     def validate(self, path: str) -> list[str]:
         errors: list[str] = []

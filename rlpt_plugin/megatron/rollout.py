@@ -6,6 +6,10 @@
   rollout rows. All rows of a static batch share one sequence offset, so the shared part is the
   batch's shortest prefix; longer prefixes feed their remaining tokens one step at a time (forced,
   not sampled) and start sampling at their own end.
+- Length buckets: prefixes whose lengths differ by N or more run as separate static batches
+  (:func:`length_buckets`), so a batch never spends more forced one-token steps than it samples:
+  without them, one short prefix among long ones (store windows cut documents anywhere) makes
+  every row wait through the whole length difference, one decode step per token.
 - Tensor parallelism: logits are gathered over the vocabulary shards (``runtime_gather_output``),
   identical on every TP rank, and the sampling generator is seeded from (seed, step, data-parallel
   rank, position) -- never the TP rank -- so every rank of a TP group draws the same tokens.
@@ -41,6 +45,7 @@ class RolloutSpec:
     seed: int = 0
     share_prefill: bool = True
     use_kv_cache: bool = True
+    length_buckets: bool = True  # False: all prefixes in one static batch
 
     def __post_init__(self) -> None:
         errors = []
@@ -65,8 +70,24 @@ class Rollouts:
     forward_tokens: int  # tokens pushed through the model (prefill + decode), for throughput
 
 
-def _generator(spec: RolloutSpec, step: int, dp_rank: int, position: int, device: torch.device) -> torch.Generator:
-    digest = hashlib.sha256(f"{spec.seed}:{step}:{dp_rank}:{position}".encode()).digest()
+def length_buckets(lengths: Sequence[int], n: int) -> list[list[int]]:
+    """Prefix indices in static batches: taken by length, a prefix joins the current batch while
+    it is less than ``n`` tokens longer than the batch's shortest (then it wastes fewer forced
+    steps than a batch of its own would sample). Each batch keeps the prefixes' original order."""
+    buckets: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda j: (lengths[j], j)):
+        if buckets and lengths[i] - lengths[buckets[-1][0]] < n:
+            buckets[-1].append(i)
+        else:
+            buckets.append([i])
+    return [sorted(b) for b in buckets]
+
+
+def _generator(spec: RolloutSpec, step: int, dp_rank: int, position: int, device: torch.device,
+               bucket: int = 0) -> torch.Generator:
+    # bucket 0 keeps the stream of a single static batch: one bucket samples what no buckets did
+    key = f"{spec.seed}:{step}:{dp_rank}:{position}" + (f":{bucket}" if bucket else "")
+    digest = hashlib.sha256(key.encode()).digest()
     return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little"))
 
 
@@ -135,6 +156,22 @@ def generate_rollouts(model: torch.nn.Module, prefixes: Sequence[Sequence[int]],
 
 
 def _generate(model: torch.nn.Module, prefixes: list[list[int]], spec: RolloutSpec, step: int) -> Rollouts:
+    if not spec.length_buckets:
+        return _generate_batch(model, prefixes, spec, step, bucket=0)
+    tokens: list[list[list[int]]] = [[] for _ in prefixes]
+    logps: list[list[list[float]]] = [[] for _ in prefixes]
+    forward_tokens = 0
+    for b, members in enumerate(length_buckets([len(p) for p in prefixes], spec.max_new_tokens)):
+        out = _generate_batch(model, [prefixes[i] for i in members], spec, step, bucket=b)
+        for i, toks, lps in zip(members, out.tokens, out.logps):
+            tokens[i], logps[i] = toks, lps
+        forward_tokens += out.forward_tokens
+    return Rollouts(tokens=tokens, logps=logps, forward_tokens=forward_tokens)
+
+
+def _generate_batch(model: torch.nn.Module, prefixes: list[list[int]], spec: RolloutSpec, step: int,
+                    bucket: int) -> Rollouts:
+    """One static batch: every prefix's K rollouts, the rows sharing one sequence offset."""
     k, n = spec.num_samples, spec.max_new_tokens
     num_prefixes = len(prefixes)
     rows = num_prefixes * k
@@ -168,7 +205,8 @@ def _generate(model: torch.nn.Module, prefixes: list[list[int]], spec: RolloutSp
         new_R = torch.zeros(rows, dtype=torch.long)
         done = torch.zeros(1, dtype=torch.long)
         if logits is not None:  # last stage: sample position `position` for rows past their prefix
-            sampled = _sample(logits, spec, _generator(spec, step, dp_rank, position, logits.device)).cpu()
+            gen = _generator(spec, step, dp_rank, position, logits.device, bucket)
+            sampled = _sample(logits, spec, gen).cpu()
             logp = torch.log_softmax(logits.float(), dim=-1).gather(1, sampled.to(logits.device)[:, None])
             generating = (lengths <= position) & ~finished_R
             new_R = torch.where(generating, sampled, stream_RT[:, position])

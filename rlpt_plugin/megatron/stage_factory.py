@@ -128,7 +128,8 @@ def build_stage(cfg: Any, model: list[torch.nn.Module]) -> CandidateStage:
     c = rlpt.candidates
     rollout = RolloutSpec(num_samples=max(1, c.num_rollouts), max_new_tokens=suffix_length,
                           vocab_size=tokenizer.vocab_size, temperature=c.temperature, top_p=c.top_p,
-                          eos_id=tokenizer.eod_id, seed=rlpt.data.seed, share_prefill=c.share_prefill)
+                          eos_id=tokenizer.eod_id, seed=rlpt.data.seed, share_prefill=c.share_prefill,
+                          length_buckets=c.length_buckets)
     if rlpt.judge.backend == "world":
         judge: Any = world_judge_from_config(rlpt)
     else:

@@ -1,5 +1,5 @@
 """The rollout sampler: KV cache == recompute, shared prefill == per-row prefill, TP2/PP2 ==
-TP1, recorded log-probs == the training forward's, EOS and vocabulary handling."""
+TP1, recorded log-probs == the training forward's, EOS and vocabulary handling, length buckets."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from tests.distributed.harness import run_distributed
-from tests.distributed.rollout_cases import PREFIXES, run_rollout_cases, training_logps
+from tests.distributed.rollout_cases import PREFIXES, SPREAD, run_rollout_cases, training_logps
 from tests.distributed.tiny_gpt import VOCAB
 
 pytestmark = pytest.mark.distributed
 CASES = [dict(), dict(cache=False), dict(share=False), dict(eos=50), dict(temperature=0.7, top_p=0.5),
-         dict(temperature=0.7, top_p=0.5, cache=False)]
+         dict(temperature=0.7, top_p=0.5, cache=False), dict(buckets=False),
+         dict(spread=True), dict(spread=True, cache=False), dict(spread=True, buckets=False)]
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +62,39 @@ def test_recorded_logps_equal_the_training_forward(single, tmp_path):
     _close(base["logps"], reference, atol=2e-5)
 
 
+def test_length_buckets():
+    from rlpt_plugin.megatron.rollout import length_buckets
+
+    assert length_buckets([3, 14, 4, 20], 6) == [[0, 2], [1], [3]]
+    assert length_buckets([6, 3, 5, 3], 6) == [[0, 1, 2, 3]]  # one batch, original order
+    assert length_buckets([10, 4, 9, 16, 15], 6) == [[1, 2], [0, 4], [3]]  # 4, 9 | 10, 15 | 16 (16 - 10 >= 6)
+    assert length_buckets([], 6) == []
+
+
+def test_one_bucket_samples_what_one_static_batch_does(single):
+    assert single[6]["tokens"] == single[0]["tokens"] and single[6]["logps"] == single[0]["logps"]
+
+
+def test_length_buckets_cut_forced_steps_and_change_no_probability(single, tmp_path):
+    """Widely spread prefix lengths: separate static batches push fewer tokens through the
+    model than one batch, the KV cache still equals recomputation, and the recorded log-probs
+    are still the training forward's."""
+    bucketed, recomputed, one_batch = single[7], single[8], single[9]
+    assert recomputed["tokens"] == bucketed["tokens"]
+    _close(recomputed["logps"], bucketed["logps"])
+    assert bucketed["forward_tokens"] < one_batch["forward_tokens"]
+    for run in (bucketed, one_batch):
+        assert [len(samples) for samples in run["tokens"]] == [3] * len(SPREAD)
+        assert all(len(s) == 6 for samples in run["tokens"] for s in samples)
+    (reference,) = run_distributed(training_logps, 1, tmp_path, bucketed["tokens"], SPREAD)
+    _close(bucketed["logps"], reference, atol=2e-5)
+
+
 def test_tp2_and_pp2_sample_what_tp1_samples(single, tmp_path):
-    results = run_distributed(run_rollout_cases, 2, tmp_path, [dict(tp=2), dict(pp=2), dict(pp=2, eos=50)])
+    results = run_distributed(run_rollout_cases, 2, tmp_path, [dict(tp=2), dict(pp=2), dict(pp=2, eos=50),
+                                                               dict(pp=2, spread=True)])
     for rank in results:
-        for i, want in enumerate((single[0], single[0], single[3])):
+        for i, want in enumerate((single[0], single[0], single[3], single[7])):
             assert rank[i]["tokens"] == want["tokens"], rank[i]["case"]
     _close(results[0][0]["logps"], single[0]["logps"])  # TP2: every rank has the logits
     _close(results[1][1]["logps"], single[0]["logps"])  # PP2: the last stage records them
