@@ -8,6 +8,7 @@ No megatron imports: the cross-checks against the host config live in the host a
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ SCHEDULES = ("round_robin", "pivot", "tournament")
 POSITIONS = ("random", "both")
 FALLBACKS = ("drop", "nll_original")
 JUDGE_BACKENDS = ("openai", "world")
+ENDPOINT_KINDS = ("chat", "completions")
 
 
 class ConfigError(ValueError):
@@ -206,14 +208,41 @@ class JudgeSection:
     samples: int = 1
     """Judge samples averaged per judgment (paper: 5 for a small judge)."""
     fallback: str = "drop"
-    """A pool that cannot be judged leaves the RL terms (counted). drop: nothing else;
-    nll_original: its original suffix keeps training through the LM term (needs
-    rlpt.data.lm_on_original, the default). With the LM term on, the two coincide."""
+    """A pool that cannot be judged leaves the DPO term (counted as ``unjudged_pool_rate``).
+    drop: nothing else; nll_original: its original suffix becomes the pool's RF-NLL target, so
+    the RF-NLL term keeps its share of the batch through a judge outage (needs the original in
+    the pool and an RF-NLL weight > 0; anything else would make it a silent copy of drop)."""
+    temperature: float = 0.0
+    """Sampling temperature of each judge request (paper's small judge: 1.0). 0 is greedy, which
+    allows one sample per judgment only (more would be identical requests)."""
+    top_p: float = 1.0
+    """Nucleus sampling of each judge request (paper's small judge: 0.6)."""
+    max_tokens: int = 4096
+    """New tokens per judge answer. Reasoning judges (gpt-oss) think before the verdict: a small
+    budget cuts them off before they answer, which counts as a parse failure."""
+    request_timeout_s: float = 300.0
+    """Seconds one judge request may take before the client retries it elsewhere."""
+    max_attempts: int = 4
+    """HTTP attempts per request (5xx, timeouts, resets are retried with back-off, over the endpoints)."""
+    endpoint_kind: str = "chat"
+    """chat (/v1/chat/completions) | completions (/v1/completions): which route the servers expose."""
+    api_key_env: str = ""
+    """Name of the environment variable that holds the endpoints' API key (sent as a Bearer
+    token); empty: no key. The key itself never enters the config, logs or checkpoints."""
     concurrency: int = 64
     """Judge requests in flight."""
     cache: str | None = None
     """Verdict cache (sqlite); default: <checkpoint.save>/rlpt_judge_cache.sqlite. One file per
     data-parallel rank, the rank inserted before the suffix: rlpt_judge_cache.dp000.sqlite, ..."""
+    verdict_timeout_s: float = 3600.0
+    """Seconds the trainer waits for a step's verdicts before every rank stops with the reason."""
+    max_unjudged_share: float = 0.5
+    """Stop the run when more than this share of the pools of the last ``unjudged_window`` steps
+    could not be judged (every retry failed): a judge that never answers usefully would
+    otherwise turn the job into slow next-token training. 1.0 never stops."""
+    unjudged_window: int = 20
+    """Steps over which ``max_unjudged_share`` is measured (all data-parallel ranks together);
+    long enough that a transient outage that retries and failover absorb does not trip it."""
 
     def validate(self, path: str, needed: bool) -> list[str]:
         errors: list[str] = []
@@ -239,6 +268,33 @@ class JudgeSection:
         _choice(errors, f"{path}.fallback", self.fallback, FALLBACKS)
         _number(errors, f"{path}.samples", self.samples, minimum=1, integer=True)
         _number(errors, f"{path}.concurrency", self.concurrency, minimum=1, integer=True)
+        _number(errors, f"{path}.temperature", self.temperature, minimum=0)
+        _number(errors, f"{path}.top_p", self.top_p, minimum=0, strictly=True)
+        if isinstance(self.top_p, (int, float)) and self.top_p > 1:
+            errors.append(f"`{path}.top_p` must be <= 1, but is {self.top_p} instead.")
+        if self.backend == "openai" and self.temperature == 0 and isinstance(self.samples, int) \
+                and self.samples > 1:
+            errors.append(f"`{path}.samples` is {self.samples} with `{path}.temperature` 0: greedy "
+                          "requests give the same answer every time, so the samples would be identical "
+                          f"calls. Set {path}.temperature > 0 (paper's small judge: 1.0, top_p 0.6) "
+                          "or samples=1.")
+        _number(errors, f"{path}.max_tokens", self.max_tokens, minimum=1, integer=True)
+        _number(errors, f"{path}.request_timeout_s", self.request_timeout_s, minimum=0, strictly=True)
+        _number(errors, f"{path}.max_attempts", self.max_attempts, minimum=1, integer=True)
+        _choice(errors, f"{path}.endpoint_kind", self.endpoint_kind, ENDPOINT_KINDS)
+        if not isinstance(self.api_key_env, str):
+            errors.append(f"`{path}.api_key_env` must be the NAME of an environment variable, "
+                          f"but is a {type(self.api_key_env).__name__}.")
+        elif needed and self.api_key_env and not os.environ.get(self.api_key_env):
+            errors.append(f"`{path}.api_key_env` names the environment variable "
+                          f"{self.api_key_env!r}, which is not set (or empty) in this process.")
+        _number(errors, f"{path}.verdict_timeout_s", self.verdict_timeout_s, minimum=0, strictly=True)
+        before = len(errors)
+        _number(errors, f"{path}.max_unjudged_share", self.max_unjudged_share, minimum=0)
+        if len(errors) == before and self.max_unjudged_share > 1:
+            errors.append(f"`{path}.max_unjudged_share` must be in [0, 1], but is "
+                          f"{self.max_unjudged_share!r} instead.")
+        _number(errors, f"{path}.unjudged_window", self.unjudged_window, minimum=1, integer=True)
         return errors
 
 
@@ -246,9 +302,10 @@ class JudgeSection:
 class DataSection:
     """Where each step's candidate groups come from and how they are packed."""
 
-    source: str = "synthetic"
-    """synthetic (ready-made scored groups, no teacher) | store (windows of rewritten stores
-    through the in-loop candidate stage: rollouts + judge)."""
+    source: str = "store"
+    """store (default: windows of the rewritten ``stores`` through the in-loop candidate stage,
+    rollouts + judge) | synthetic (ready-made scored counting groups, no teacher: for tests and
+    smoke runs only, never a default)."""
     stores: list[str] = field(default_factory=list)
     """Rewritten stores (rlpt rewrite) to draw windows from, blended by size."""
     tokenizer: str = ""
@@ -258,7 +315,8 @@ class DataSection:
     seed: int = 1234
     """Seed of the group source."""
     lm_on_original: bool = True
-    """Add the LM term's row (prefix + original suffix) for every group that has an original."""
+    """Train the LM term on every group's document text (prefix + original suffix), whether or
+    not the original suffix is also a candidate of the pool."""
     job_sequences_per_step: int = 0
     """Sequences of the job's own pretraining data (the ``dataset`` it had before with_rlpt, kept
     as ``dataset.job_data``) per optimizer step over ALL data-parallel ranks, trained by the LM
@@ -274,6 +332,11 @@ class DataSection:
                           "but is empty.")
         if self.source == "store" and not self.tokenizer:
             errors.append(f"`{path}.tokenizer` must name the stores' tokenizer for source=store, but is empty.")
+        if self.source == "synthetic" and (self.stores or self.tokenizer):
+            given = "stores" if self.stores else "tokenizer"
+            errors.append(f"`{path}.source` is 'synthetic' (ready-made counting groups), but "
+                          f"`{path}.{given}` is set and would be ignored: set {path}.source=store to "
+                          "train on the stores.")
         _number(errors, f"{path}.groups_per_step", self.groups_per_step, minimum=1, integer=True)
         _number(errors, f"{path}.seed", self.seed, minimum=0, integer=True)
         _number(errors, f"{path}.job_sequences_per_step", self.job_sequences_per_step, minimum=0, integer=True)
@@ -301,14 +364,39 @@ class RLPTConfig:
         errors = (self.loss.validate("rlpt.loss") + self.data.validate("rlpt.data")
                   + self.candidates.validate("rlpt.candidates")
                   + self.judge.validate("rlpt.judge", needed=in_loop))
-        if self.judge.fallback == "nll_original" and not self.data.lm_on_original:
-            # The fallback trains an unjudged pool's original suffix through the LM row.
-            errors.append("`rlpt.judge.fallback` is 'nll_original', which trains the original suffix "
-                          "through the LM term, but `rlpt.data.lm_on_original` is False.")
+        errors += self._silent_no_op_errors(in_loop)
         if self.data.job_sequences_per_step and not (self.loss.lm.start or self.loss.lm.end):
             errors.append(f"`rlpt.data.job_sequences_per_step` is {self.data.job_sequences_per_step}, but "
                           "`rlpt.loss.lm` has weight 0 throughout: the job's own data would be packed "
                           "and never trained on. Give rlpt.loss.lm a weight or set it to 0.")
+        return errors
+
+    def _silent_no_op_errors(self, in_loop: bool) -> list[str]:
+        """Settings that would be accepted and then do nothing."""
+        errors: list[str] = []
+        loss, data, judge = self.loss, self.data, self.judge
+        if judge.fallback == "nll_original" and in_loop:
+            if not self.candidates.original:
+                errors.append("`rlpt.judge.fallback` is 'nll_original' (an unjudged pool trains RF-NLL "
+                              "on its original suffix), but `rlpt.candidates.original` is False: the "
+                              "original is not in the pool. Use fallback=drop or put the original in.")
+            if not (loss.rf_nll.start or loss.rf_nll.end):
+                errors.append("`rlpt.judge.fallback` is 'nll_original' (an unjudged pool trains RF-NLL "
+                              "on its original suffix), but `rlpt.loss.rf_nll` has weight 0 throughout, "
+                              "so it would do exactly what 'drop' does. Give rlpt.loss.rf_nll a weight "
+                              "or use fallback=drop.")
+        lm_weighted = bool(loss.lm.start or loss.lm.end)
+        lm_sources = data.lm_on_original or data.job_sequences_per_step > 0
+        if data.source == "synthetic" and not data.synthetic.include_original:
+            lm_sources = data.job_sequences_per_step > 0
+        if lm_weighted and not lm_sources:
+            errors.append("`rlpt.loss.lm` has a non-zero weight, but nothing feeds the LM term: "
+                          "`rlpt.data.lm_on_original` is False (or the synthetic groups have no "
+                          "original) and `rlpt.data.job_sequences_per_step` is 0. Set "
+                          "rlpt.loss.lm.start=0 or give it data.")
+        if not loss.has_rl_terms() and not lm_weighted:
+            errors.append("every loss term has weight 0 throughout (`rlpt.loss.lm`, `.dpo`, "
+                          "`.rf_nll`): the run would train nothing.")
         return errors
 
     def validate(self) -> None:

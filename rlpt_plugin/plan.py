@@ -14,10 +14,10 @@ ranks), ``N = suffix_length``, ``K = num_rollouts``, ``S = seq_length``:
   store has no usable rewrite simply has one candidate fewer) and every rollout as N tokens
   (an immediate EOS drops a rollout), so every figure below is an upper bound.
 * Rows trained (rlpt_plugin/rl/packing.py): one LM row per prefix (prefix + original) when
-  ``lm_on_original`` and the group carries its original (always without RL terms; with them only
-  when the original enters the pool), plus one row per distinct selected candidate not already
-  in a row: DPO up to 2 (chosen, rejected; under the dpo rule the RF-NLL target IS the chosen
-  row), RF-NLL alone up to 1, none for a single-candidate pool. Every row is counted as ``S``
+  ``lm_on_original`` (whether or not the original is also a candidate), plus one row per
+  distinct selected candidate not already in a row: DPO up to 2 (chosen, rejected; under the
+  dpo rule the RF-NLL target IS the chosen row), RF-NLL alone up to 1, none for a
+  single-candidate pool. Every row is counted as ``S``
   positions: rows are padded to ``S``, and store windows cut the prefix to ``S + 1 - N`` tokens,
   so a full-length window fills its row. Plus one LM row per sequence of the job's own data
   (``rlpt.data.job_sequences_per_step``), each exactly ``S`` positions.
@@ -269,13 +269,13 @@ def plan(inputs: WorkloadInputs) -> WorkloadPlan:
     inp = inputs
     g, s, n_tok = inp.groups_per_step, inp.seq_length, inp.suffix_length
     pool = inp.pool_size if inp.has_rl else 0
-    # Without RL terms every group is its original alone; with them the pool decides.
-    has_lm = inp.lm_on_original and (inp.original or not inp.has_rl)
+    has_lm = inp.lm_on_original
     lm_rows = g if has_lm else 0
     rl_per_prefix = 0
     if inp.has_rl and pool >= 2:
         wanted = 2 if inp.dpo else 1
-        rl_per_prefix = min(wanted, pool - (1 if has_lm else 0))
+        # the original's LM row doubles as its RL row when it is a candidate
+        rl_per_prefix = min(wanted, pool - (1 if has_lm and inp.original else 0))
     rl_rows = g * rl_per_prefix
     generating = inp.has_rl and inp.in_loop and inp.pool_rollouts > 0
     rollouts = g * inp.pool_rollouts if generating else 0
@@ -301,6 +301,21 @@ _CONFIG_PATHS: dict[str, str] = {
     "quality": "rlpt.judge.quality", "safety": "rlpt.judge.safety", "factuality": "rlpt.judge.factuality",
     "lm_on_original": "rlpt.data.lm_on_original", "job_sequences": "rlpt.data.job_sequences_per_step",
 }
+
+
+def lm_rows_packed(rlpt: RLPTConfig) -> bool:
+    """Whether each group gets its LM row: ``rlpt.data.lm_on_original`` and an LM weight that is
+    non-zero at some step (rows the LM term would never train are not packed)."""
+    lm = rlpt.loss.lm
+    return bool(rlpt.data.lm_on_original and (lm.start or lm.end))
+
+
+def max_rows_per_microbatch(p: WorkloadPlan, *, dp_size: int, num_microbatches: int) -> int:
+    """The most rows one micro-batch of one data-parallel rank can need: groups and job rows go
+    to micro-batches in near-equal contiguous blocks (rlpt_plugin/rl/packing.py: block_bounds)."""
+    g, j = p.inputs.groups_per_step // dp_size, p.job_rows // dp_size
+    per_group = (p.lm_rows + p.rl_rows) // p.inputs.groups_per_step
+    return -(-g // num_microbatches) * per_group + -(-j // num_microbatches)
 
 
 def plan_from_config(rlpt: RLPTConfig, *, seq_length: int, suffix_length: int | None = None,
@@ -334,7 +349,7 @@ def plan_from_config(rlpt: RLPTConfig, *, seq_length: int, suffix_length: int | 
             groups_per_step=data.groups_per_step, seq_length=seq_length, suffix_length=suffix_length,
             quality=judge.quality, safety=judge.safety, factuality=judge.factuality, schedule=judge.schedule,
             samples=1 if world else judge.samples, position="random" if world else judge.position,
-            lm_on_original=data.lm_on_original, job_sequences=data.job_sequences_per_step,
+            lm_on_original=lm_rows_packed(rlpt), job_sequences=data.job_sequences_per_step,
             dpo=dpo, rf_nll=rf_nll, in_loop=store,
             step_time_s=step_time_s, dp_size=dp_size, global_batch_size=global_batch_size,
             judge="world oracle" if world else "openai", **pool)

@@ -205,6 +205,12 @@ class _Unit:
     tag: str
 
 
+def _excerpt(text: str, limit: int = 160) -> str:
+    """The start of a judge answer, on one line, for failure reports."""
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= limit else flat[:limit] + "...")
+
+
 def _digest_int(*parts: str) -> int:
     h = hashlib.sha256("\x00".join(parts).encode("utf-8")).digest()
     return int.from_bytes(h[:8], "big")
@@ -431,7 +437,7 @@ class Judge:
                     tally.failures += 1
                     self._m["parse_failures"] += 1
                     self._m[f"parse_failure:{err.reason}"] += 1
-                    last_error[u] = f"{axis.value} {units[u].tag}: {err.reason}"
+                    last_error[u] = f"{axis.value} {units[u].tag}: {err.reason}; answer: {_excerpt(res.text)}"
                     retry.append((u, s))
                     continue
                 samples[u].append(units[u].score(verdict))

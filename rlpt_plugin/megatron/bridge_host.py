@@ -28,12 +28,14 @@ from megatron.bridge.training.callbacks import Callback, CallbackContext
 from megatron.bridge.training.config import ConfigContainer, DatasetBuildContext, DatasetProvider
 
 from rlpt_plugin.config import ConfigError, RLPTConfig
+from rlpt_plugin.judge.watchdog import UnjudgedWatchdog
 from rlpt_plugin.megatron import parallel
 from rlpt_plugin.megatron.forward_step import RLPTForwardStep
 from rlpt_plugin.megatron.frozen_reference import frozen_reference
 from rlpt_plugin.megatron.reference import ReferenceScorer
 from rlpt_plugin.megatron.step_source import StepSource
-from rlpt_plugin.megatron.validation import host_errors
+from rlpt_plugin.megatron.validation import host_errors, layout_errors
+from rlpt_plugin.plan import lm_rows_packed
 from rlpt_plugin.rl.packing import PackSpec
 from rlpt_plugin.rl.step import StepMicroBatch
 from rlpt_plugin.rl.synthetic import SyntheticGroups
@@ -134,7 +136,7 @@ def pack_spec_flags(cfg: RLPTConfigContainer) -> dict[str, bool]:
     loss = cfg.rlpt.loss
     rl = loss.has_rl_terms()  # next-token-only runs carry LM rows only
     use_dpo = rl and loss.selection == "dpo"
-    return dict(lm_on_original=cfg.rlpt.data.lm_on_original, use_dpo=use_dpo,
+    return dict(lm_on_original=lm_rows_packed(cfg.rlpt), use_dpo=use_dpo,
                 use_rf_nll=use_dpo or (rl and bool(loss.rf_nll.start or loss.rf_nll.end)))
 
 
@@ -195,9 +197,13 @@ class RLPTCallback(Callback):
             lm_rows = job_rows(cfg)
         self.source = StepSource(groups, groups_per_step=cfg.rlpt.data.groups_per_step,
                                  spec=pack_spec(cfg), rule=cfg.rlpt.loss.selection,
+                                 fallback=cfg.rlpt.judge.fallback if stage is not None else "drop",
                                  reference=reference, start_step=step,
                                  vocab_size=cfg.model.vocab_size, stage=stage,
-                                 lm_rows=lm_rows, lm_rows_per_step=cfg.rlpt.data.job_sequences_per_step)
+                                 lm_rows=lm_rows, lm_rows_per_step=cfg.rlpt.data.job_sequences_per_step,
+                                 watchdog=UnjudgedWatchdog(max_share=cfg.rlpt.judge.max_unjudged_share,
+                                                           window=cfg.rlpt.judge.unjudged_window)
+                                 if stage is not None else None)
         cfg.dataset.train_feed.source = self.source
         if step > 0 and stage is not None:
             self._restore(cfg, step)
@@ -206,7 +212,7 @@ class RLPTCallback(Callback):
         root = cfg.checkpoint.load or cfg.checkpoint.save
         path = Path(root or "") / f"iter_{step:07d}" / f"train_dataloader_dprank{parallel.layout().dp_rank:03d}.pt"
         if path.exists():
-            self.source.load_state_dict(torch.load(path, weights_only=False)["dataloader_state_dict"])
+            self.source.load_state_dict(torch.load(path, weights_only=True)["dataloader_state_dict"])
         elif cfg.rlpt.candidates.staleness > 0:
             warnings.warn(f"rlpt: {path} is missing: the candidate pools in flight at step {step} are "
                           "lost and will be rebuilt with the current policy (the resumed run is not "
@@ -215,6 +221,14 @@ class RLPTCallback(Callback):
     def on_train_step_start(self, context: CallbackContext) -> None:
         assert self.source is not None
         self.source.prepare(context.state.train_state.step)
+
+    def on_train_end(self, context: CallbackContext) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the judge's thread, close its client and cache (idempotent; also on error)."""
+        if self.source is not None:
+            self.source.close()
 
 
 def forward_step(cfg: RLPTConfigContainer) -> RLPTForwardStep:
@@ -236,9 +250,20 @@ def rlpt_pretrain(cfg: RLPTConfigContainer, extra_callbacks: list[Callback] | No
     enable_bridge_cpu()  # no-op with CUDA present (then only rlpt_plugin.patches apply)
     from megatron.bridge.training.pretrain import pretrain
 
-    errors = cfg.rlpt.errors() + host_errors(cfg)
+    errors = cfg.rlpt.errors() + host_errors(cfg) + layout_errors(cfg, _world_size())
     if errors:
         raise ConfigError(errors)
     if in_loop(cfg) and cfg.rlpt.candidates.staleness > 0 and cfg.checkpoint.save:
         cfg.dataset.dataloader_save = cfg.checkpoint.save  # pools in flight go into checkpoints
-    pretrain(cfg, forward_step(cfg), callbacks=[RLPTCallback(), *(extra_callbacks or [])])
+    callback = RLPTCallback()
+    try:
+        pretrain(cfg, forward_step(cfg), callbacks=[callback, *(extra_callbacks or [])])
+    finally:  # an error, a judge stop or exit_interval's sys.exit must not leave the judge running
+        callback.close()
+
+
+def _world_size() -> int:
+    """Processes of the job, as torchrun / the launcher set them (1 when unset)."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))

@@ -9,7 +9,10 @@ Timeline at the start of step t (the Bridge callback drives it):
    collected at once.
 Only the first rank of each model-parallel group talks to the judge; every rank of the group
 holds the same rollouts (the sampler broadcasts them), so one verdict serves all. Judging never
-happens inside the forward step.
+happens inside the forward step. When the judge raises, or gives no verdicts within
+``judge_timeout_s``, the first rank says so in the broadcast and EVERY rank of the group raises
+:class:`JudgeFailure` with the reason, instead of the others waiting in the collective.
+``close()`` stops the background loop and closes the judge (client and cache).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import asyncio
 import dataclasses
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
@@ -40,7 +43,9 @@ class Verdicts:
 
     ``scores[g]``: reward per candidate of pool g, None when it could not be judged;
     ``per_axis[g]``: axis -> score per candidate (empty when unavailable); ``calls`` and
-    ``failures``: judge requests and failed attempts per pool; ``cache_hit_rate``: so far.
+    ``failures``: judge requests and failed attempts per pool; ``cache_hit_rate``: so far;
+    ``errors[g]``: why pool g's failed judgments failed (with the judge's answer where it
+    could not be parsed).
     """
 
     scores: list[list[float] | None]
@@ -48,6 +53,11 @@ class Verdicts:
     calls: list[int] = field(default_factory=list)
     failures: list[int] = field(default_factory=list)
     cache_hit_rate: float = 0.0
+    errors: list[tuple[str, ...]] = field(default_factory=list)
+
+
+class JudgeFailure(RuntimeError):
+    """The judge could not serve the run: raised on every rank, with the reason."""
 
 
 class PoolJudge(Protocol):
@@ -65,6 +75,16 @@ class StageStats:
     unjudged_pools: int = 0
     last: dict[str, tuple[float, float]] = field(default_factory=dict)
     """The last collected step's metrics as (sum, count), same keys on every rank."""
+    recent_errors: list[str] = field(default_factory=list)
+    """The latest distinct failure reasons (judging ranks only), newest last."""
+
+    def note_errors(self, errors: Sequence[Sequence[str]], keep: int = 5) -> None:
+        for pool in errors:
+            for e in pool:
+                if e in self.recent_errors:
+                    self.recent_errors.remove(e)
+                self.recent_errors.append(e)
+        del self.recent_errors[:-keep]
 
 
 class _BackgroundLoop:
@@ -77,6 +97,25 @@ class _BackgroundLoop:
 
     def submit(self, coro) -> Future:  # noqa: ANN001
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def close(self, final=None, timeout_s: float = 30.0) -> None:  # noqa: ANN001
+        """Run ``final`` (a coroutine, e.g. closing the client) on the loop, then stop the loop
+        and join its thread; tasks still in flight are cancelled."""
+        if final is not None:
+            try:
+                self.submit(final).result(timeout=timeout_s)
+            except Exception:  # noqa: BLE001 - closing must not mask the error that got us here
+                pass
+
+        def stop() -> None:
+            for task in asyncio.all_tasks(self.loop):
+                task.cancel()
+            self.loop.stop()
+
+        self.loop.call_soon_threadsafe(stop)
+        self.thread.join(timeout=timeout_s)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 class CandidateStage:
@@ -96,6 +135,7 @@ class CandidateStage:
         self.score_shape = score_shape
         self._pending: dict[int, tuple[list[PoolInput], Future | None]] = {}
         self._loop: _BackgroundLoop | None = None
+        self._closed = False
 
     def group_ids(self, step: int) -> range:
         return parallel.dp_share(step, self.groups_per_step)
@@ -142,6 +182,26 @@ class CandidateStage:
                                     rewrite_logps=found.get((g, "rewrite")))
                 for g, item in enumerate(inputs)]
 
+    def failure_examples(self) -> list[str]:
+        """The latest distinct judge failure reasons of this model-parallel group (collective:
+        the judging rank's list on every rank)."""
+        return parallel.mp_broadcast_object_from_first(list(self.stats.recent_errors))
+
+    def close(self) -> None:
+        """Stop the judge loop and close the judge (its client and cache); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        loop, self._loop = self._loop, None
+        for _, future in self._pending.values():
+            if future is not None:
+                future.cancel()
+        aclose = getattr(self.judge, "aclose", None)
+        if loop is not None:
+            loop.close(aclose() if aclose is not None else None)
+        elif aclose is not None:
+            asyncio.run(aclose())
+
     def state_dict(self) -> dict:
         """The pools in flight (already sampled, maybe not yet judged), by step.
 
@@ -183,14 +243,26 @@ class CandidateStage:
         axes = tuple(self.judge.axes)
         # [pool, candidate, channel]: channel 0 the reward, then one per axis; NaN = not judged.
         values = torch.full((len(inputs), width, 1 + len(axes)), float("nan"), dtype=torch.float64)
-        # wait (s), judge calls, failed attempts, cache hit rate
-        totals = torch.zeros(4, dtype=torch.float64)
+        # wait (s), judge calls, failed attempts, cache hit rate, failed (1.0: see the message)
+        totals = torch.zeros(5, dtype=torch.float64)
+        failure = ""
         if future is not None:
             began = time.perf_counter()
-            verdicts: Verdicts = future.result(timeout=self.judge_timeout_s)
+            try:
+                verdicts: Verdicts = future.result(timeout=self.judge_timeout_s)
+            except FutureTimeout:
+                future.cancel()
+                failure = (f"the judge gave no verdicts for step {step} within {self.judge_timeout_s:g} s "
+                           "(rlpt.judge.verdict_timeout_s); is the judge service up and keeping pace?")
+            except Exception as err:  # noqa: BLE001 - carried to every rank below
+                failure = f"the judge failed on step {step}'s pools: {type(err).__name__}: {err}"
             totals[0] = time.perf_counter() - began
+        if failure:
+            totals[4] = 1.0
+        elif future is not None:
             totals[1], totals[2] = float(sum(verdicts.calls)), float(sum(verdicts.failures))
             totals[3] = verdicts.cache_hit_rate
+            self.stats.note_errors(verdicts.errors)
             for g, score in enumerate(verdicts.scores):
                 if score is None:
                     continue
@@ -202,6 +274,8 @@ class CandidateStage:
         device = next(self.model.parameters()).device
         values = parallel.mp_broadcast_from_first(values.to(device)).cpu()
         totals = parallel.mp_broadcast_from_first(totals.to(device)).cpu()
+        if totals[4]:  # every rank of the group stops, with the first rank's reason
+            raise JudgeFailure(parallel.mp_broadcast_object_from_first(failure))
         self.stats.judge_wait_s.append(float(totals[0]))
         groups = []
         metrics = {f"score_{axis}_{kind}": (0.0, 0.0) for axis in axes for kind in self.pool.kinds()}

@@ -122,3 +122,14 @@ def mp_broadcast_from_first(tensor: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized() and group.size() > 1:
         dist.broadcast(tensor, src=dist.get_global_rank(group, 0), group=group)
     return tensor
+
+
+def mp_broadcast_object_from_first(obj: object) -> object:
+    """Every rank of the model-parallel group gets its first rank's ``obj`` (a picklable value;
+    for rare messages such as a failure's reason, not for per-step data)."""
+    group = ps.get_model_parallel_group() if dist.is_initialized() else None
+    if group is None or group.size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=dist.get_global_rank(group, 0), group=group)
+    return box[0]

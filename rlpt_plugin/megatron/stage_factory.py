@@ -8,12 +8,13 @@ teacher judge behind OpenAI-protocol endpoints, with a verdict cache that surviv
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
-from rlpt_plugin.config import RLPTConfig
+from rlpt_plugin.config import ConfigError, JudgeSection, RLPTConfig
 from rlpt_plugin.data.tokenizer import load_tokenizer
 from rlpt_plugin.judge.judge import Judge, JudgeConfig, JudgePool
 from rlpt_plugin.megatron import parallel
@@ -25,6 +26,7 @@ from rlpt_plugin.rl.candidates import PoolInput, PoolSpec, build_group
 from rlpt_plugin.rl.pool import CandidateGroup
 from rlpt_plugin.teacher.cache import ResponseCache
 from rlpt_plugin.teacher.openai_client import OpenAIClient
+from rlpt_plugin.teacher.protocol import SamplingParams
 
 
 class JudgeAdapter:
@@ -39,18 +41,40 @@ class JudgeAdapter:
         per_axis = [{str(a.value if hasattr(a, "value") else a): list(v) for a, v in p.per_axis.items()}
                     for p in out]
         return Verdicts(scores=[p.scores for p in out], per_axis=per_axis, calls=[p.calls for p in out],
-                        failures=[p.failures for p in out],
+                        failures=[p.failures for p in out], errors=[p.errors for p in out],
                         cache_hit_rate=self.inner.metrics()["cache_hit_rate"])
+
+    async def aclose(self) -> None:
+        """The HTTP client (on the loop it ran on), then the verdict cache."""
+        try:
+            await self.inner.aclose()
+        finally:
+            if self.inner.cache is not None:
+                self.inner.cache.close()
+
+
+def api_key(judge: JudgeSection) -> str | None:
+    """The endpoints' key from the environment variable the config names (never the config)."""
+    if not judge.api_key_env:
+        return None
+    key = os.environ.get(judge.api_key_env)
+    if not key:
+        raise ConfigError([f"`rlpt.judge.api_key_env` names the environment variable "
+                           f"{judge.api_key_env!r}, which is not set (or empty) in this process."])
+    return key
 
 
 def judge_from_config(rlpt: RLPTConfig, cache_path: Path | None) -> Judge:
     j = rlpt.judge
     weights = {"quality": j.quality, "safety": j.safety, "factuality": j.factuality}
     axes = tuple(axis for axis, w in weights.items() if w > 0)
-    client = OpenAIClient(j.endpoints, j.model, max_concurrency=j.concurrency)
+    client = OpenAIClient(j.endpoints, j.model, api_key=api_key(j), endpoint_kind=j.endpoint_kind,
+                          max_concurrency=j.concurrency, timeout_s=j.request_timeout_s,
+                          max_attempts=j.max_attempts)
     cache = ResponseCache(str(cache_path)) if cache_path is not None else None
+    params = SamplingParams(temperature=j.temperature, top_p=j.top_p, max_tokens=j.max_tokens)
     return Judge(client, JudgeConfig(axes=axes, weights={a: weights[a] for a in axes}, schedule=j.schedule,
-                                     position=j.position, samples_per_judgment=j.samples,
+                                     position=j.position, samples_per_judgment=j.samples, params=params,
                                      fallback=j.fallback, seed=rlpt.data.seed), cache=cache)
 
 
@@ -142,5 +166,6 @@ def build_stage(cfg: Any, model: list[torch.nn.Module]) -> CandidateStage:
                                         rollouts=c.rollouts and c.num_rollouts > 0),
                           judge=judge, decode=tokenizer.decode,
                           groups_per_step=rlpt.data.groups_per_step, staleness=c.staleness,
+                          judge_timeout_s=rlpt.judge.verdict_timeout_s,
                           score_shape=(cfg.model.seq_length, cfg.train.micro_batch_size)
                           if rlpt.loss.reference == "rollout" else None)

@@ -20,7 +20,8 @@ from typing import Callable, Iterator
 import torch
 
 from rlpt_plugin.megatron import parallel
-from rlpt_plugin.megatron.candidate_stage import CandidateStage
+from rlpt_plugin.judge.watchdog import UnjudgedWatchdog, stop_message
+from rlpt_plugin.megatron.candidate_stage import CandidateStage, JudgeFailure
 from rlpt_plugin.megatron.reference import ReferenceScorer
 from rlpt_plugin.rl.packing import PackSpec, Row, pack_step
 from rlpt_plugin.rl.pool import CandidateGroup, SelectionStats, select_all
@@ -41,11 +42,17 @@ class StepSource(Iterator[StepMicroBatch]):
     """
 
     def __init__(self, group_fn: GroupFn | None = None, *, groups_per_step: int, spec: PackSpec,
-                 rule: str = "dpo", reference: ReferenceScorer | None = None,
+                 rule: str = "dpo", fallback: str = "drop", reference: ReferenceScorer | None = None,
                  start_step: int = 0, vocab_size: int | None = None, stage: CandidateStage | None = None,
-                 lm_rows: RowFn | None = None, lm_rows_per_step: int = 0):
+                 lm_rows: RowFn | None = None, lm_rows_per_step: int = 0,
+                 watchdog: UnjudgedWatchdog | None = None):
         """vocab_size: the model's vocabulary; token ids at or past it are an error.
-        stage: the in-loop candidate stage; without one, ``group_fn`` gives ready groups."""
+        stage: the in-loop candidate stage; without one, ``group_fn`` gives ready groups.
+        watchdog: stops the run (:class:`JudgeFailure` on every rank) when too many of the
+        stage's pools go unjudged."""
+        if watchdog is not None and stage is None:
+            raise ValueError("StepSource: a watchdog needs the candidate stage (ready-made groups are "
+                             "never judged in the loop)")
         if (lm_rows is None) != (lm_rows_per_step == 0) or lm_rows_per_step < 0:
             raise ValueError(f"StepSource: lm_rows_per_step ({lm_rows_per_step}) must be > 0 exactly "
                              "when an lm_rows function is given")
@@ -57,11 +64,13 @@ class StepSource(Iterator[StepMicroBatch]):
         self.groups_per_step = groups_per_step
         self.spec = spec
         self.rule = rule
+        self.fallback = fallback
         self.reference = reference
         self.vocab_size = vocab_size
         self.stage = stage
         self.lm_rows = lm_rows
         self.lm_rows_per_step = lm_rows_per_step
+        self.watchdog = watchdog
         self.next_step = start_step
         self.last_stats: SelectionStats | None = None
         self.last_denominators: Denominators | None = None
@@ -81,7 +90,7 @@ class StepSource(Iterator[StepMicroBatch]):
             groups = self.stage.collect(step)
         else:
             groups = [self.group_fn(i) for i in self.group_ids(step)]
-        selections = select_all(groups, rule=self.rule)
+        selections = select_all(groups, rule=self.rule, fallback=self.fallback)
         lm_rows = [self.lm_rows(i) for i in parallel.dp_share(step, self.lm_rows_per_step)] \
             if self.lm_rows is not None else []
         if self.vocab_size is not None:
@@ -92,9 +101,13 @@ class StepSource(Iterator[StepMicroBatch]):
         if self.reference is not None:
             self.reference.fill(batches)
         local = local_denominators(batches)
+        unjudged = float(sum(g.scores is None for g in groups))
         summed = parallel.all_reduce_sum_over_dp(torch.tensor(
-            [local.num_lm_tokens, local.num_pairs, local.num_rf_tokens], dtype=torch.float64))
-        denominators = Denominators(*(float(v) for v in summed.tolist()))
+            [local.num_lm_tokens, local.num_pairs, local.num_rf_tokens, unjudged, float(len(groups))],
+            dtype=torch.float64)).tolist()
+        denominators = Denominators(*(float(v) for v in summed[:3]))
+        if self.watchdog is not None and (share := self.watchdog.observe(summed[3], summed[4])) is not None:
+            raise JudgeFailure(stop_message(share, self.watchdog, step, self.stage.failure_examples()))
         self.last_stats = SelectionStats.from_selections(zip(groups, selections))
         self.last_denominators = denominators
         metrics = self._step_metrics(groups, selections)
@@ -104,6 +117,11 @@ class StepSource(Iterator[StepMicroBatch]):
         self._queue.extend(StepMicroBatch(mb, denominators, step, step_extras(metrics, i == 0))
                            for i, mb in enumerate(batches))
         self.next_step = step + 1
+
+    def close(self) -> None:
+        """Release the candidate stage's judge (thread, client, cache); idempotent."""
+        if self.stage is not None:
+            self.stage.close()
 
     def state_dict(self) -> dict:
         """What a resumed run needs beyond the step index (which the host restores)."""
@@ -116,7 +134,8 @@ class StepSource(Iterator[StepMicroBatch]):
     def _step_metrics(self, groups: list, selections: list) -> dict[str, tuple[float, float]]:
         """This rank's share of the step's data metrics, as (sum, count)."""
         # The chosen candidate (dpo) or the best one (rf_nll): what the update moves towards.
-        picked = [(g, s.chosen if s.chosen is not None else s.best) for g, s in zip(groups, selections)]
+        picked = [(g, s.chosen if s.chosen is not None else s.best) for g, s in zip(groups, selections)
+                  if not s.fallback]
         picked = [(g, i) for g, i in picked if i is not None]
         rollout_chosen = sum(g.kinds[i] == "rollout" for g, i in picked)
         metrics = {"rollout_chosen_rate": (float(rollout_chosen), float(len(picked))),

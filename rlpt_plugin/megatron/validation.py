@@ -7,6 +7,7 @@ setup, all at once, each naming the field, the constraint and the bad value.
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,8 @@ def job_data_errors(cfg: Any) -> list[str]:
 
 def host_errors(cfg: Any) -> list[str]:
     """Checks that need both the rlpt section and the Bridge ConfigContainer."""
-    errors = fp8_errors(cfg.model) + mixed_precision_fp8_errors(cfg) + job_data_errors(cfg)
+    errors = (fp8_errors(cfg.model) + mixed_precision_fp8_errors(cfg) + job_data_errors(cfg)
+              + dropout_errors(cfg))
     checkpoint = getattr(cfg, "checkpoint", None)
     pretrained = getattr(checkpoint, "pretrained_checkpoint", None)
     load = getattr(checkpoint, "load", None)
@@ -107,4 +109,70 @@ def host_errors(cfg: Any) -> list[str]:
     if mbs and gbs and gbs % mbs:
         errors.append(f"`train.global_batch_size` ({gbs}) must be a multiple of "
                       f"`train.micro_batch_size` ({mbs}).")
+    return errors
+
+
+def dropout_errors(cfg: Any) -> list[str]:
+    """A reference scored in eval mode (rollout-time or frozen, rlpt_plugin/megatron/reference.py
+    and rollout.py) against a policy trained with dropout: the DPO log-ratio would carry the
+    dropout noise and be biased even where policy and reference are the same weights."""
+    rlpt, model = cfg.rlpt, cfg.model
+    ready_made_rollout = rlpt.loss.reference == "rollout" and rlpt.data.source != "store"
+    if not rlpt.loss.has_rl_terms() or rlpt.loss.reference == "none" or ready_made_rollout:
+        return []
+    return [f"`model.{name}` is {getattr(model, name)}, but `rlpt.loss.reference` is "
+            f"{rlpt.loss.reference!r}: the reference log-probs are computed without dropout, the "
+            "policy's with it, so the DPO log-ratio would be biased by the dropout noise. Set "
+            f"model.{name}=0 (the usual choice for DPO) or rlpt.loss.reference=none."
+            for name in ("hidden_dropout", "attention_dropout") if getattr(model, name, 0) or 0]
+
+
+def _store_suffix_length(stores: list[str]) -> int | None:
+    manifest = Path(stores[0]) / "manifest.json" if stores else None
+    if manifest is None or not manifest.exists():
+        return None
+    return int(json.loads(manifest.read_text())["suffix_length"])
+
+
+def layout_errors(cfg: Any, world_size: int) -> list[str]:
+    """What the data-parallel size implies, checked before any process group exists: the step's
+    prefixes and job rows split evenly over the replicas, and the most rows one micro-batch can
+    need fit ``train.micro_batch_size`` (otherwise the step that first needs them fails)."""
+    from rlpt_plugin.plan import max_rows_per_microbatch, plan_from_config
+
+    model, train, rlpt = cfg.model, cfg.train, cfg.rlpt
+    mp = (getattr(model, "tensor_model_parallel_size", 1) * getattr(model, "pipeline_model_parallel_size", 1)
+          * getattr(model, "context_parallel_size", 1))
+    if world_size % mp:
+        return [f"the job has {world_size} processes, which is not a multiple of the model-parallel "
+                f"size {mp} (tensor x pipeline x context parallel)."]
+    dp = world_size // mp
+    errors: list[str] = []
+    for path, value in (("rlpt.data.groups_per_step", rlpt.data.groups_per_step),
+                        ("rlpt.data.job_sequences_per_step", rlpt.data.job_sequences_per_step)):
+        if value % dp:
+            errors.append(f"`{path}` ({value}) must be divisible by the data-parallel size {dp} "
+                          f"({world_size} processes / model-parallel size {mp}).")
+    mbs, gbs = train.micro_batch_size, train.global_batch_size
+    if errors or not mbs or not gbs or gbs % (mbs * dp):
+        if mbs and gbs and gbs % (mbs * dp):
+            errors.append(f"`train.global_batch_size` ({gbs}) must be a multiple of micro_batch_size x "
+                          f"data-parallel size ({mbs} x {dp}).")
+        return errors
+    store = rlpt.data.source == "store"
+    n = _store_suffix_length(list(rlpt.data.stores)) if store else None
+    if store and n is None:
+        return errors  # the store itself is missing: its own error comes when it is opened
+    try:
+        p = plan_from_config(rlpt, seq_length=model.seq_length, suffix_length=n)
+    except ValueError:
+        return errors  # the rlpt section's own validation names it
+    m = gbs // (mbs * dp)
+    need = max_rows_per_microbatch(p, dp_size=dp, num_microbatches=m)
+    if need > mbs:
+        errors.append(f"a micro-batch can need up to {need} rows ({rlpt.data.groups_per_step // dp} prefixes "
+                      f"and {rlpt.data.job_sequences_per_step // dp} job sequences per data-parallel rank "
+                      f"over {m} micro-batches, up to {(p.lm_rows + p.rl_rows) // rlpt.data.groups_per_step} "
+                      f"rows per prefix), but `train.micro_batch_size` is {mbs}: raise "
+                      "train.micro_batch_size (or train.global_batch_size), or lower rlpt.data.groups_per_step.")
     return errors

@@ -33,10 +33,12 @@ def tiny_config(out_dir: str | Path, *, train_iters: int = 20, tp: int = 1, pp: 
                 micro_batch_size: int = 6, global_batch_size: int = 24, seq_length: int = 24,
                 lr: float = 3e-3, save_interval: int | None = None) -> RLPTConfigContainer:
     """2-layer GPT (h64, vocab 128), 8 synthetic candidate groups per step, Adam."""
-    return cpu_gpt_config(out_dir, num_layers=2, hidden_size=64, num_attention_heads=4, vocab_size=VOCAB,
+    cfg = cpu_gpt_config(out_dir, num_layers=2, hidden_size=64, num_attention_heads=4, vocab_size=VOCAB,
                           tokenizer_vocab_size=VOCAB - 1, train_iters=train_iters, tp=tp, pp=pp,
                           micro_batch_size=micro_batch_size, global_batch_size=global_batch_size,
                           seq_length=seq_length, lr=lr, save_interval=save_interval)
+    cfg.rlpt.data.source = "synthetic"  # ready-made counting groups: no store, no teacher
+    return cfg
 
 
 def cpu_gpt_config(out_dir: str | Path, *, num_layers: int, hidden_size: int, num_attention_heads: int,

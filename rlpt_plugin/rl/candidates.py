@@ -82,6 +82,8 @@ def build_group(item: PoolInput, spec: PoolSpec, scores: Sequence[float] | None)
     if scores is not None and len(scores) != len(cands):
         raise ValueError(f"group {item.group_id}: {len(scores)} scores for {len(cands)} candidates")
     ref = None if any(lp is None for lp in logps) else tuple(tuple(lp) for lp in logps)
+    # Not a candidate, the original still is the document: the LM term trains on it.
+    lm_original = tuple(item.original) if not spec.original and len(item.original) else None
     return CandidateGroup(prefix=tuple(item.prefix), candidates=tuple(tuple(c) for c in cands),
                           kinds=tuple(kinds), scores=None if scores is None else tuple(scores),
-                          ref_logps=ref, group_id=item.group_id)
+                          ref_logps=ref, group_id=item.group_id, lm_original=lm_original)

@@ -329,10 +329,12 @@ def group_rows(group: CandidateGroup, selection: Selection, spec: PackSpec) -> l
     one) becomes ONE row with the roles merged, so it is neither trained twice
     by the LM term nor duplicated in the forward pass. The pair id is the
     group id. The prefix is truncated from the left to fit ``S + 1`` tokens.
+    A group whose original suffix is not a candidate (``lm_original``) gets
+    one LM-only row for it first, when ``spec.lm_on_original``.
     """
     selection.validate_for(group)
     gid = group.group_id
-    if spec.use_dpo and selection.skip_reason is None and selection.chosen is None:
+    if spec.use_dpo and selection.skip_reason is None and selection.chosen is None and not selection.fallback:
         raise ValueError(
             f"group {gid}: use_dpo=True needs selections made with rule='dpo', got one with best only"
         )
@@ -351,23 +353,16 @@ def group_rows(group: CandidateGroup, selection: Selection, spec: PackSpec) -> l
         raise ValueError(f"group {gid}: ref_logps must be set when ref_from_rollout=True, got None")
 
     rows: list[Row] = []
+    if spec.lm_on_original and group.lm_original is not None:
+        rows.append(Row(group_id=gid, tokens=_row_tokens(group, group.lm_original, spec, "lm_original"),
+                        candidate_length=len(group.lm_original), lm=True))
     for idx in sorted(lm | set(roles)):
         cand = group.candidates[idx]
-        if len(cand) > spec.seq_length:
-            raise ValueError(
-                f"group {gid}: candidates[{idx}] has {len(cand)} tokens, "
-                f"must be <= seq_length={spec.seq_length}"
-            )
-        keep = min(len(group.prefix), spec.seq_length + 1 - len(cand))
-        if keep == 0:
-            raise ValueError(
-                f"group {gid}: prefix must keep >= 1 token before candidates[{idx}], got an empty prefix"
-            )
         r = roles.get(idx, set())
         rows.append(
             Row(
                 group_id=gid,
-                tokens=group.prefix[len(group.prefix) - keep :] + cand,
+                tokens=_row_tokens(group, cand, spec, f"candidates[{idx}]"),
                 candidate_length=len(cand),
                 lm=idx in lm,
                 roles=frozenset(r),
@@ -376,6 +371,17 @@ def group_rows(group: CandidateGroup, selection: Selection, spec: PackSpec) -> l
             )
         )
     return rows
+
+
+def _row_tokens(group: CandidateGroup, suffix: tuple[int, ...], spec: PackSpec, what: str) -> tuple[int, ...]:
+    """``prefix + suffix``, the prefix truncated from the left to fit ``S + 1`` tokens."""
+    gid = group.group_id
+    if len(suffix) > spec.seq_length:
+        raise ValueError(f"group {gid}: {what} has {len(suffix)} tokens, must be <= seq_length={spec.seq_length}")
+    keep = min(len(group.prefix), spec.seq_length + 1 - len(suffix))
+    if keep == 0:
+        raise ValueError(f"group {gid}: prefix must keep >= 1 token before {what}, got an empty prefix")
+    return group.prefix[len(group.prefix) - keep :] + suffix
 
 
 def block_bounds(num_groups: int, num_microbatches: int) -> list[tuple[int, int]]:

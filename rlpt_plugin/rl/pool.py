@@ -37,6 +37,10 @@ RULE_DPO = "dpo"
 RULE_RF_NLL = "rf_nll"
 RULES: tuple[str, ...] = (RULE_DPO, RULE_RF_NLL)
 
+FALLBACK_DROP = "drop"
+FALLBACK_NLL_ORIGINAL = "nll_original"
+FALLBACKS: tuple[str, ...] = (FALLBACK_DROP, FALLBACK_NLL_ORIGINAL)
+
 
 
 
@@ -76,6 +80,9 @@ class CandidateGroup:
             the rollout was generated; ``len(ref_logps[i]) == len(candidates[i])``.
         group_id: stable non-negative id (e.g. the global sample index);
             ``-1`` is reserved for padding rows downstream.
+        lm_original: the document's original suffix when it is NOT a candidate
+            (a rollouts-only pool), so the LM term still trains on the document;
+            ``None`` when the pool holds the original (or there is none).
 
     Sequences are normalised to tuples (and kinds to :class:`CandidateKind`) so
     the group stays hashable and immutable whatever the caller passed in.
@@ -87,12 +94,21 @@ class CandidateGroup:
     scores: tuple[float, ...] | None
     ref_logps: tuple[tuple[float, ...], ...] | None
     group_id: int
+    lm_original: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.group_id, bool) or not isinstance(self.group_id, int) or self.group_id < 0:
             raise ValueError(f"group_id must be an int >= 0, got {self.group_id!r}")
         gid = self.group_id
         object.__setattr__(self, "prefix", token_ids(f"group {gid}: prefix", self.prefix))
+        if self.lm_original is not None:
+            lm_original = token_ids(f"group {gid}: lm_original", self.lm_original)
+            if not lm_original:
+                raise ValueError(f"group {gid}: lm_original must be None or non-empty, got 0 tokens")
+            if CandidateKind.ORIGINAL in tuple(self.kinds):
+                raise ValueError(f"group {gid}: lm_original must be None when the original suffix "
+                                 "is a candidate (its row already feeds the LM term)")
+            object.__setattr__(self, "lm_original", lm_original)
 
         cands = tuple(
             token_ids(f"group {gid}: candidates[{i}]", c) for i, c in enumerate(self.candidates)
@@ -160,13 +176,16 @@ class Selection:
 
     ``chosen``/``rejected`` form the DPO pair (both set or both ``None``);
     ``best`` is the reward-filtered NLL target. ``skip_reason`` is set exactly
-    when nothing was selected: one of :data:`SKIP_REASONS`.
+    when nothing was selected: one of :data:`SKIP_REASONS`. ``fallback``: the
+    pool was not judged and ``best`` is its original suffix by the
+    ``nll_original`` fallback, not by a verdict.
     """
 
     chosen: int | None
     rejected: int | None
     best: int | None
     skip_reason: str | None = None
+    fallback: bool = False
 
     def __post_init__(self) -> None:
         if (self.chosen is None) != (self.rejected is None):
@@ -178,6 +197,9 @@ class Selection:
             raise ValueError(f"chosen must differ from rejected, got both = {self.chosen}")
         if self.skip_reason is not None and self.skip_reason not in SKIP_REASONS:
             raise ValueError(f"skip_reason must be None or one of {SKIP_REASONS}, got {self.skip_reason!r}")
+        if self.fallback and (self.best is None or self.chosen is not None):
+            raise ValueError("a fallback selection holds a best candidate and no DPO pair, got "
+                             f"best={self.best}, chosen={self.chosen}")
         selected = self.chosen is not None or self.best is not None
         if selected and self.skip_reason is not None:
             raise ValueError(
@@ -195,7 +217,7 @@ class Selection:
                 )
 
 
-def select(group: CandidateGroup, *, rule: str = RULE_DPO) -> Selection:
+def select(group: CandidateGroup, *, rule: str = RULE_DPO, fallback: str = FALLBACK_DROP) -> Selection:
     """Pick the training candidates of ``group`` from its judge scores.
 
     Tie rule (deterministic, so every rank and every re-run agree):
@@ -209,14 +231,21 @@ def select(group: CandidateGroup, *, rule: str = RULE_DPO) -> Selection:
       just be noise), ``skip_reason = "all_tied"``.
     * A single-candidate pool has nothing to compare against:
       all ``None``, ``skip_reason = "single_candidate"``.
-    * ``scores is None``: all ``None``, ``skip_reason = "unjudged"``.
+    * ``scores is None``: all ``None``, ``skip_reason = "unjudged"``; with
+      ``fallback="nll_original"`` and the original in the pool, ``best`` is
+      the original instead (``fallback=True``): the RF-NLL term trains the
+      document's text while the judge is out.
 
     ``rule="dpo"`` fills ``chosen``, ``rejected`` and ``best`` (``best ==
     chosen``); ``rule="rf_nll"`` fills only ``best``.
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    if fallback not in FALLBACKS:
+        raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
     if group.scores is None:
+        if fallback == FALLBACK_NLL_ORIGINAL and group.original_index is not None:
+            return Selection(None, None, group.original_index, fallback=True)
         return Selection(None, None, None, SKIP_UNJUDGED)
     if group.num_candidates == 1:
         return Selection(None, None, None, SKIP_SINGLE_CANDIDATE)
@@ -238,7 +267,9 @@ class SelectionStats:
     Attributes:
         num_groups: groups seen.
         num_pairs: selections with a DPO pair.
-        num_best: selections with an rf-NLL target.
+        num_best: selections with an rf-NLL target chosen by a verdict.
+        num_fallback: unjudged groups whose original is the rf-NLL target by
+            the ``nll_original`` fallback (also counted as skipped "unjudged").
         skipped: count per skip reason (only reasons that occurred).
         chosen_kinds / best_kinds: count per candidate kind of the chosen /
             best candidate.
@@ -251,6 +282,7 @@ class SelectionStats:
     num_groups: int
     num_pairs: int
     num_best: int
+    num_fallback: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     chosen_kinds: dict[str, int] = field(default_factory=dict)
     best_kinds: dict[str, int] = field(default_factory=dict)
@@ -264,9 +296,14 @@ class SelectionStats:
         skipped: Counter[str] = Counter()
         chosen_kinds: Counter[str] = Counter()
         best_kinds: Counter[str] = Counter()
+        num_fallback = 0
         for group, sel in items:
             sel.validate_for(group)
             n += 1
+            if sel.fallback:
+                num_fallback += 1
+                skipped[SKIP_UNJUDGED] += 1
+                continue
             if sel.skip_reason is not None:
                 skipped[sel.skip_reason] += 1
             if sel.chosen is not None:
@@ -280,6 +317,7 @@ class SelectionStats:
             num_groups=n,
             num_pairs=num_pairs,
             num_best=num_best,
+            num_fallback=num_fallback,
             skipped=dict(skipped),
             chosen_kinds=dict(chosen_kinds),
             best_kinds=dict(best_kinds),
@@ -288,6 +326,7 @@ class SelectionStats:
         )
 
 
-def select_all(groups: Sequence[CandidateGroup], *, rule: str = RULE_DPO) -> list[Selection]:
+def select_all(groups: Sequence[CandidateGroup], *, rule: str = RULE_DPO,
+               fallback: str = FALLBACK_DROP) -> list[Selection]:
     """:func:`select` applied to every group, in order."""
-    return [select(g, rule=rule) for g in groups]
+    return [select(g, rule=rule, fallback=fallback) for g in groups]

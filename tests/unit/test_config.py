@@ -7,8 +7,14 @@ import pytest
 from rlpt_plugin.config import ConfigError, RLPTConfig, TermWeight
 
 
-def test_defaults_are_valid_and_documented_default_reference_is_rollout():
+def test_defaults_name_no_data_and_documented_default_reference_is_rollout():
     cfg = RLPTConfig()
+    # A job must say what it trains on: the default source is the stores, none are given, and
+    # the in-loop judge has no endpoints. Never a silent fallback to synthetic data.
+    assert cfg.data.source == "store"
+    assert [e.split("`")[1] for e in cfg.errors()] == [
+        "rlpt.data.stores", "rlpt.data.tokenizer", "rlpt.judge.endpoints", "rlpt.judge.model"]
+    cfg.data.source = "synthetic"
     cfg.validate()
     assert cfg.loss.reference == "rollout"
     weights = cfg.loss.weights().at(0)
@@ -17,6 +23,7 @@ def test_defaults_are_valid_and_documented_default_reference_is_rollout():
 
 def test_all_errors_are_collected_with_field_and_value():
     cfg = RLPTConfig()
+    cfg.data.source = "synthetic"
     cfg.loss.beta = -1.0
     cfg.loss.reference = "frozn"
     cfg.loss.dpo_reduction = "avg"
@@ -60,11 +67,3 @@ def test_store_source_needs_stores_tokenizer_and_a_judge():
                      "`rlpt.judge.endpoints` must list", "`rlpt.judge.model` must name",
                      "`rlpt.candidates.top_p` must be <= 1", "`rlpt.judge.schedule` must be one of"):
         assert expected in message, (expected, message)
-
-
-def test_nll_original_fallback_needs_the_lm_row():
-    cfg = RLPTConfig()
-    cfg.judge.fallback = "nll_original"
-    cfg.data.lm_on_original = False
-    with pytest.raises(ConfigError, match="`rlpt.judge.fallback` is 'nll_original'"):
-        cfg.validate()

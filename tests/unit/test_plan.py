@@ -115,7 +115,8 @@ def test_rewrite_rows_and_policy_independent_calls() -> None:
 
 def test_rows_follow_packing_rules() -> None:
     assert plan(inputs(dpo=False, rf_nll=True)).rl_rows == 8  # best only
-    assert plan(inputs(original=False)).lm_rows == 0  # no original in the group, no LM row
+    # The original is not a candidate, yet it is the document: it keeps its LM row.
+    assert plan(inputs(original=False)).lm_rows == 8
     assert plan(inputs(original=False)).rl_rows == 16
     assert plan(inputs(lm_on_original=False)).rows == 16
     assert plan(inputs(num_rollouts=0)).rl_rows == 0  # single candidate: no pair
@@ -233,7 +234,8 @@ def test_plan_from_config_world_judge_ignores_samples_and_position() -> None:
 
 
 def test_plan_from_config_synthetic_source_has_no_judge() -> None:
-    cfg = RLPTConfig()  # source=synthetic: 3 rollouts + original, suffix 6
+    cfg = RLPTConfig()
+    cfg.data.source = "synthetic"  # 3 rollouts + original, suffix 6
     p = plan_from_config(cfg, seq_length=64)
     assert p.pool_size == 4 and p.judge_calls == 0 and p.rollouts == 0
     assert p.rows == 8 * 3
