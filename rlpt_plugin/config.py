@@ -25,6 +25,22 @@ JUDGE_BACKENDS = ("openai", "world")
 ENDPOINT_KINDS = ("chat", "completions")
 
 
+SECRET_QUERY_KEYS = frozenset({"key", "api_key", "apikey", "api-key", "token", "access_token", "auth"})
+
+
+def _url_credentials(url: Any) -> str:
+    """What in ``url`` is a credential ("user info", "query key 'api_key'"), never its value."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    if not isinstance(url, str):
+        return ""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        return "user info before the host"
+    keys = sorted({k for k, _ in parse_qsl(parts.query)} & SECRET_QUERY_KEYS)
+    return f"query key {keys[0]!r}" if keys else ""
+
+
 class ConfigError(ValueError):
     """Every problem found in a config, one per line, each naming field, constraint and value."""
 
@@ -254,6 +270,11 @@ class JudgeSection:
         _number(errors, f"{path}.world_seed", self.world_seed, minimum=0, integer=True)
         _number(errors, f"{path}.world_entities", self.world_entities, minimum=1, integer=True)
         needed = needed and self.backend == "openai"
+        for i, url in enumerate(self.endpoints):
+            if _url_credentials(url):
+                errors.append(f"`{path}.endpoints[{i}]` carries credentials in the URL ({_url_credentials(url)}), "
+                              "which would be saved with the run config and printed in errors: "
+                              f"put the key in an environment variable named by {path}.api_key_env.")
         if needed and not self.endpoints:
             errors.append(f"`{path}.endpoints` must list at least one URL for rlpt.data.source=store, "
                           "but is empty.")

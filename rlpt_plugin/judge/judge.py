@@ -176,7 +176,10 @@ class PoolVerdict:
     per candidate, for the axes that succeeded. ``calls``: judge requests for this pool
     (retries and cache hits included). ``failures``: attempts that failed (HTTP or parse).
     ``comparisons``: quality comparisons decided by the schedule. ``errors``: why each failed
-    judgment failed (its last error).
+    judgment failed (its last error). ``reasons``: failed attempts by reason:
+    ``client_retries`` (HTTP attempts the client retried: 5xx, timeouts, resets, bad JSON),
+    ``http_failures`` (requests whose every HTTP attempt failed), ``parse_failures`` (answers
+    the strict parser rejected).
     """
 
     scores: list[float] | None
@@ -187,6 +190,7 @@ class PoolVerdict:
     failures: int
     comparisons: int = 0
     errors: tuple[str, ...] = ()
+    reasons: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -194,6 +198,7 @@ class _Tally:
     calls: int = 0
     failures: int = 0
     errors: list[str] = field(default_factory=list)
+    reasons: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)
@@ -321,7 +326,8 @@ class Judge:
                 fallback = FALLBACK_DROP
         scores = None if failed else combine(per_axis, self.config.weights)
         return PoolVerdict(scores=scores, per_axis=per_axis, failed=failed, fallback=fallback, calls=tally.calls,
-                           failures=tally.failures, comparisons=comparisons, errors=tuple(tally.errors))  # fmt: skip
+                           failures=tally.failures, comparisons=comparisons, errors=tuple(tally.errors),
+                           reasons=dict(tally.reasons))  # fmt: skip
 
     async def _pointwise(self, axis: Axis, tag: str, pool: JudgePool, tally: _Tally) -> tuple[list[float] | None, int]:
         tpl = self.templates[axis]
@@ -425,8 +431,11 @@ class Judge:
             retry = []
             for (u, s), res in zip(pending, results):
                 self._m["cache_hits" if res.cached else "cache_misses"] += 1
+                if not res.cached:
+                    tally.reasons["client_retries"] += max(0, res.attempts - 1)
                 if not res.ok or res.text is None:
                     tally.failures += 1
+                    tally.reasons["http_failures"] += 1
                     self._m["http_failures"] += 1
                     last_error[u] = f"{axis.value} {units[u].tag}: {res.error}"
                     retry.append((u, s))
@@ -435,6 +444,7 @@ class Judge:
                     verdict = parse(res.text)
                 except ParseError as err:
                     tally.failures += 1
+                    tally.reasons["parse_failures"] += 1
                     self._m["parse_failures"] += 1
                     self._m[f"parse_failure:{err.reason}"] += 1
                     last_error[u] = f"{axis.value} {units[u].tag}: {err.reason}; answer: {_excerpt(res.text)}"

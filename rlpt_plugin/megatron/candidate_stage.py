@@ -54,6 +54,14 @@ class Verdicts:
     failures: list[int] = field(default_factory=list)
     cache_hit_rate: float = 0.0
     errors: list[tuple[str, ...]] = field(default_factory=list)
+    reasons: dict[str, float] = field(default_factory=dict)
+    """Failed attempts of this batch by reason (keys of :data:`FAILURE_REASONS`)."""
+
+
+# Failed attempts by reason, logged per step as judge_<reason>: HTTP attempts the client retried
+# (5xx, timeouts, resets, bad JSON: absorbed by retries and failover), judgments whose HTTP
+# attempts all failed, and answers the strict parser rejected (each retried with a fresh seed).
+FAILURE_REASONS = ("client_retries", "http_failures", "parse_failures")
 
 
 class JudgeFailure(RuntimeError):
@@ -243,8 +251,9 @@ class CandidateStage:
         axes = tuple(self.judge.axes)
         # [pool, candidate, channel]: channel 0 the reward, then one per axis; NaN = not judged.
         values = torch.full((len(inputs), width, 1 + len(axes)), float("nan"), dtype=torch.float64)
-        # wait (s), judge calls, failed attempts, cache hit rate, failed (1.0: see the message)
-        totals = torch.zeros(5, dtype=torch.float64)
+        # wait (s), judge calls, failed attempts, cache hit rate, failed (1.0: see the message),
+        # then the failed attempts by reason
+        totals = torch.zeros(5 + len(FAILURE_REASONS), dtype=torch.float64)
         failure = ""
         if future is not None:
             began = time.perf_counter()
@@ -262,6 +271,8 @@ class CandidateStage:
         elif future is not None:
             totals[1], totals[2] = float(sum(verdicts.calls)), float(sum(verdicts.failures))
             totals[3] = verdicts.cache_hit_rate
+            for r, reason in enumerate(FAILURE_REASONS):
+                totals[5 + r] = float(verdicts.reasons.get(reason, 0.0))
             self.stats.note_errors(verdicts.errors)
             for g, score in enumerate(verdicts.scores):
                 if score is None:
@@ -293,6 +304,8 @@ class CandidateStage:
                         metrics[f"score_{axis}_{kind}"] = (total + v, count + 1.0)
         metrics["judge_calls_per_prefix"] = (float(totals[1]), float(len(inputs)))
         metrics["judge_failures"] = (float(totals[2]), 1.0)
+        for r, reason in enumerate(FAILURE_REASONS):
+            metrics[f"judge_{reason}"] = (float(totals[5 + r]), 1.0)
         metrics["judge_cache_hit_rate"] = (float(totals[3]), 1.0)
         metrics["candidate_staleness"] = (float(self.staleness), 1.0)  # steps since sampled
         self.stats.last = metrics

@@ -18,7 +18,7 @@ from rlpt_plugin.config import ConfigError, JudgeSection, RLPTConfig
 from rlpt_plugin.data.tokenizer import load_tokenizer
 from rlpt_plugin.judge.judge import Judge, JudgeConfig, JudgePool
 from rlpt_plugin.megatron import parallel
-from rlpt_plugin.megatron.candidate_stage import CandidateStage, Verdicts
+from rlpt_plugin.megatron.candidate_stage import FAILURE_REASONS, CandidateStage, Verdicts
 from rlpt_plugin.megatron.rewritten_store import RewrittenStore
 from rlpt_plugin.megatron.rollout import RolloutSpec
 from rlpt_plugin.megatron.suffix_dataset import SuffixDatasetConfig, build_suffix_datasets
@@ -42,7 +42,8 @@ class JudgeAdapter:
                     for p in out]
         return Verdicts(scores=[p.scores for p in out], per_axis=per_axis, calls=[p.calls for p in out],
                         failures=[p.failures for p in out], errors=[p.errors for p in out],
-                        cache_hit_rate=self.inner.metrics()["cache_hit_rate"])
+                        cache_hit_rate=self.inner.metrics()["cache_hit_rate"],
+                        reasons={k: float(sum(p.reasons.get(k, 0) for p in out)) for k in FAILURE_REASONS})
 
     async def aclose(self) -> None:
         """The HTTP client (on the loop it ran on), then the verdict cache."""

@@ -67,3 +67,17 @@ def store_case(rank: int, world_size: int, root: str, overrides: list[str]) -> l
 def train_case(rank: int, world_size: int, root: str, overrides: list[str], recipe: str) -> list[dict[str, float]]:
     records, _ = _train(Path(root) / "run", overrides, recipe)
     return records
+
+
+def stopped_case(rank: int, world_size: int, root: str, overrides: list[str]) -> dict[str, Any]:
+    """A run expected to stop: how it stopped, on this rank, and whether a judge thread survived."""
+    import threading
+
+    from rlpt_plugin.megatron.candidate_stage import JudgeFailure
+
+    try:
+        records, _ = _train(Path(root) / "run", overrides)
+        return {"stopped": None, "records": records}
+    except JudgeFailure as err:
+        return {"stopped": str(err), "judge_threads": [t.name for t in threading.enumerate()
+                                                       if t.name == "rlpt-judge"]}

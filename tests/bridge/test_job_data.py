@@ -18,7 +18,9 @@ from tests.distributed.harness import run_distributed
 pytestmark = pytest.mark.bridge
 JOB = "tests.bridge.job_recipe:plain_job"
 # 8 synthetic groups (<= 3 rows each) + 4 job sequences per step: 7 rows per micro-batch of 4.
-BLEND = ["rlpt.data.job_sequences_per_step=4", "train.micro_batch_size=7", "train.global_batch_size=28"]
+# The groups are the ready-made synthetic ones, which a job must ask for by name.
+BLEND = ["rlpt.data.source=synthetic", "rlpt.data.job_sequences_per_step=4", "train.micro_batch_size=7",
+         "train.global_batch_size=28"]
 
 
 def test_a_plain_bridge_job_is_wrapped_and_keeps_its_own_data(tmp_path):
@@ -47,7 +49,7 @@ def test_job_data_settings_are_validated_up_front(tmp_path):
     with pytest.raises(ConfigError, match=r"`dataset.job_data` is None"):
         launch.build_config("rlpt_plugin.recipes.tiny:tiny_config", tmp_path, BLEND)
     with pytest.raises(ConfigError, match=r"`rlpt.data.job_sequences_per_step` must be >= 0"):
-        launch.build_config(JOB, tmp_path, ["rlpt.data.job_sequences_per_step=-1"])
+        launch.build_config(JOB, tmp_path, ["rlpt.data.source=synthetic", "rlpt.data.job_sequences_per_step=-1"])
 
 
 def test_job_rows_are_the_jobs_own_gpt_samples(tmp_path):

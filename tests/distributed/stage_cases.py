@@ -105,3 +105,56 @@ def stage_steps(case: dict[str, Any]) -> dict[str, Any]:
 
 def run_stage_cases(rank: int, world_size: int, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [stage_steps(c) for c in cases]
+
+
+class BrokenJudge:
+    """Fails the way a real judge service does: ``raises`` (the client blows up), ``unparsable``
+    (every answer unreadable: all pools unjudged, with the answers), ``slow`` (no verdict in time)."""
+
+    axes = ("quality",)
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    async def judge(self, pools: Sequence[JudgePool]) -> Verdicts:
+        if self.how == "raises":
+            raise ConnectionError("judge-0:8000 refused the connection")
+        if self.how == "slow":
+            await asyncio.sleep(30)
+        return Verdicts(scores=[None] * len(pools), calls=[1] * len(pools), failures=[3] * len(pools),
+                        errors=[("quality r1/0v1: no_verdict; answer: 'I think both are fine.'",)] * len(pools))
+
+
+def failing_steps(case: dict[str, Any]) -> dict[str, Any]:
+    """Runs steps against a broken judge; returns how (and at which step) this rank stopped."""
+    from rlpt_plugin.judge.watchdog import UnjudgedWatchdog
+    from rlpt_plugin.megatron.candidate_stage import JudgeFailure
+
+    Layout(case["tp"], case["pp"]).init()
+    dp = ps.get_data_parallel_world_size()
+    destroy_num_microbatches_calculator()
+    init_num_microbatches_calculator(0, None, 12 * dp, 12, dp)
+    model = build_model(weight_seed=0)
+    stage = CandidateStage(window_fn=window, model=model,
+                           rollout=RolloutSpec(num_samples=2, max_new_tokens=5, vocab_size=VOCAB - 4, seed=5),
+                           pool=PoolSpec(original=True, rollouts=True), judge=BrokenJudge(case["how"]),
+                           decode=lambda ids: " ".join(str(int(t)) for t in ids), groups_per_step=4,
+                           staleness=case["staleness"], judge_timeout_s=0.5)
+    source = StepSource(groups_per_step=4, stage=stage, reference=ReferenceScorer([model]),
+                        spec=PackSpec(seq_length=24, micro_batch_size=12, num_microbatches=1, use_rf_nll=True),
+                        vocab_size=VOCAB, watchdog=UnjudgedWatchdog(max_share=0.5, window=2))
+    stopped = {"step": None, "message": None}
+    for step in range(4):
+        try:
+            source.prepare(step)
+        except JudgeFailure as err:
+            stopped = {"step": step, "message": str(err)}
+            break
+        source._queue.clear()  # the step's batches are not needed here
+    source.close()
+    stopped["loop_alive"] = stage._loop is not None
+    return stopped
+
+
+def run_failing_cases(rank: int, world_size: int, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [failing_steps(c) for c in cases]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.distributed.harness import run_distributed
-from tests.distributed.stage_cases import run_stage_cases
+from tests.distributed.stage_cases import run_failing_cases, run_stage_cases
 
 pytestmark = pytest.mark.distributed
 
@@ -46,3 +46,25 @@ def test_judge_metrics_reach_the_trainer_on_every_layout(tmp_path):
     for m in last_stage["metrics"]:  # PP2: the judging rank (stage 0) is not the logging rank
         assert 0.0 <= m["score_quality_original"] <= 1.0 and 0.0 <= m["score_quality_rollout"] <= 1.0
         assert m["judge_calls_per_prefix"] > 0 and m["judge_failures"] >= 0
+
+
+def test_a_broken_judge_stops_every_rank_with_the_reason(tmp_path):
+    """The judge raising, never answering in time, or never giving a usable answer: every rank of
+    every layout stops at the same step with the reason, instead of the other ranks waiting in
+    the broadcast (a raise on the judging rank only) or training on as next-token training."""
+    cases = [dict(tp=2, pp=1, staleness=1, how="raises"), dict(tp=1, pp=2, staleness=0, how="raises"),
+             dict(tp=2, pp=1, staleness=1, how="unparsable"), dict(tp=1, pp=2, staleness=1, how="unparsable"),
+             dict(tp=1, pp=2, staleness=0, how="slow")]
+    ranks = run_distributed(run_failing_cases, 2, tmp_path, cases)
+    for i, case in enumerate(cases):
+        got = [rank[i] for rank in ranks]
+        assert got[0]["step"] is not None and all(g["step"] == got[0]["step"] for g in got), (case, got)
+        for g in got:
+            assert not g["loop_alive"]  # closed: no judge thread left behind
+            if case["how"] == "raises":
+                assert g["step"] == 0 and "ConnectionError: judge-0:8000 refused" in g["message"]
+            elif case["how"] == "slow":
+                assert g["step"] == 0 and "within 0.5 s" in g["message"]
+            else:  # window of 2 steps: trips on the second, names the share and shows the answer
+                assert g["step"] == 1 and "100%" in g["message"], g
+                assert "answer: 'I think both are fine.'" in g["message"]

@@ -100,3 +100,45 @@ def test_gloo_pipeline_with_batched_p2p_is_rejected(tmp_path):
     with pytest.raises(ConfigError, match="`model.batch_p2p_comm` must be False"):
         launch.build_config(RECIPE, tmp_path, ["model.pipeline_model_parallel_size=2",
                                                "model.batch_p2p_comm=true"])
+
+
+def test_stores_on_the_command_line_of_a_plain_job_train_on_the_stores(tmp_path):
+    """The README's way to point a team's recipe at stores used to train on synthetic groups."""
+    cfg = launch.build_config("tests.bridge.job_recipe:plain_job", tmp_path, [
+        "rlpt.data.stores=[/data/stores/part0]", "rlpt.data.tokenizer=/models/tok",
+        "rlpt.judge.endpoints=[http://judge-0:8000/v1]", "rlpt.judge.model=judge"])
+    assert cfg.rlpt.data.source == "store"
+    with pytest.raises(ConfigError, match=r"`rlpt.data.stores` must list"):
+        launch.build_config("tests.bridge.job_recipe:plain_job", tmp_path / "b", [])
+
+
+def test_dropout_with_a_model_pass_reference_is_an_error(tmp_path):
+    store = ["rlpt.data.source=store", "rlpt.data.stores=[/s]", "rlpt.data.tokenizer=/t",
+             "rlpt.judge.backend=world"]
+    with pytest.raises(ConfigError, match=r"`model.hidden_dropout` is 0.1, but `rlpt.loss.reference` is 'rollout'"):
+        launch.build_config(RECIPE, tmp_path, [*store, "model.hidden_dropout=0.1"])
+    with pytest.raises(ConfigError, match=r"`model.attention_dropout` is 0.1, but `rlpt.loss.reference` is 'frozen'"):
+        launch.build_config(RECIPE, tmp_path, ["model.attention_dropout=0.1", "rlpt.loss.reference=frozen"])
+    # Ready-made groups in rollout mode use the step's own forward (same dropout): fine, as is none.
+    launch.build_config(RECIPE, tmp_path, ["model.hidden_dropout=0.1"])
+    launch.build_config(RECIPE, tmp_path, [*store, "model.hidden_dropout=0.1", "rlpt.loss.reference=none"])
+
+
+def test_data_parallel_split_and_micro_batch_rows_are_checked_at_setup(tmp_path):
+    """Used to fail on the step that first tripped them, deep in the loop."""
+    cfg = launch.build_config(RECIPE, tmp_path, ["rlpt.data.groups_per_step=6", "train.global_batch_size=48",
+                                                 "train.micro_batch_size=6"])
+    assert validation.layout_errors(cfg, world_size=1) == []
+    (error,) = validation.layout_errors(cfg, world_size=4)  # DP4: 6 prefixes do not split
+    assert "`rlpt.data.groups_per_step` (6) must be divisible by the data-parallel size 4" in error
+    assert validation.layout_errors(cfg, world_size=3) == [  # DP3 splits 6 prefixes, not 48 rows of 6
+        "`train.global_batch_size` (48) must be a multiple of micro_batch_size x data-parallel size (6 x 3)."]
+    # 8 prefixes x 3 rows (LM + chosen + rejected) on one rank in 2 micro-batches of 6 rows: 12 > 6
+    tight = launch.build_config(RECIPE, tmp_path, ["train.global_batch_size=12", "train.micro_batch_size=6"])
+    (error,) = validation.layout_errors(tight, world_size=1)
+    assert "up to 12 rows" in error and "`train.micro_batch_size` is 6" in error
+    assert "up to 12 rows" in validation.layout_errors(tight, world_size=2)[0]  # DP2: 4 prefixes, 1 micro-batch
+    default = launch.build_config(RECIPE, tmp_path, [])  # 8 prefixes, global batch 24 of 6
+    assert validation.layout_errors(default, world_size=4) == []  # DP4: 2 prefixes x 3 rows in 6
+    tp = launch.build_config(RECIPE, tmp_path, ["model.tensor_model_parallel_size=2"])
+    assert "not a multiple of the model-parallel size 2" in validation.layout_errors(tp, world_size=3)[0]

@@ -108,3 +108,13 @@ def test_watchdog_and_timeout_settings_are_validated():
     cfg.judge.max_unjudged_share, cfg.judge.unjudged_window, cfg.judge.verdict_timeout_s = 1.5, 0, -1
     assert {"rlpt.judge.max_unjudged_share", "rlpt.judge.unjudged_window",
             "rlpt.judge.verdict_timeout_s"} <= set(paths(cfg))
+
+
+def test_credentials_in_an_endpoint_url_are_refused_without_echoing_them():
+    cfg = in_loop()
+    cfg.judge.backend, cfg.judge.model = "openai", "m"
+    cfg.judge.endpoints = ["https://bob:hunter2@judge.example/v1", "https://judge.example/v1?api_key=hunter2",
+                           "https://judge.example/v1"]
+    errors = cfg.errors()
+    assert len(errors) == 2 and "endpoints[0]" in errors[0] and "endpoints[1]" in errors[1]
+    assert not any("hunter2" in e for e in errors) and "api_key_env" in errors[0]
