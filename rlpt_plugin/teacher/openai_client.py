@@ -48,6 +48,7 @@ _DETAIL_CHARS = 200  # server messages are quoted in errors, but not whole HTML 
 # Raw text is cut to this before redaction and to _DETAIL_CHARS after it: cutting first at 200
 # could split an echoed key or URL so that the redactor no longer recognises it.
 _RAW_CHARS = 4000
+_log = logging.getLogger(__name__)
 _CHATTY_LOGGERS = ("httpx", "httpcore")  # INFO / DEBUG line per request (see module docstring)
 
 
@@ -209,7 +210,12 @@ class OpenAIClient:
             await http.aclose()
         elif owner is not None and owner.is_running() and not owner.is_closed():
             future = asyncio.run_coroutine_threadsafe(http.aclose(), owner)
-            await asyncio.wait_for(asyncio.wrap_future(future), timeout=self.timeout_s)
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(future), timeout=self.timeout_s)
+            except asyncio.TimeoutError:
+                # Shutdown must not fail the run: the pool is dropped, its loop closes it later.
+                _log.warning("OpenAIClient.aclose: the HTTP pool's event loop did not close it within "
+                             "%gs; dropped it", self.timeout_s)
 
     def stats(self) -> dict[str, float]:
         """Counters since construction: requests, attempts, retries, failures, latency."""
