@@ -1,8 +1,14 @@
-"""Command-line front of ``rlpt rewrite`` (argument parsing and teacher construction)."""
+"""Command-line front of ``rlpt rewrite`` (argument parsing and teacher construction).
+
+The API key is read from an environment variable (``--api-key-env NAME``), never from the
+command line (which ``ps`` shows to every user and shells keep in history), and never printed:
+errors name the variable, not its value.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,15 +39,27 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--endpoint", action="append", default=[],
                    help="OpenAI-protocol base URL, e.g. http://host:8000/v1 (repeat for a pool)")
     p.add_argument("--model", help="model name served by the endpoints (openai) or local path (hf)")
-    p.add_argument("--endpoint-kind", choices=("chat", "completions"), default="chat")
+    p.add_argument("--endpoint-kind", choices=("chat", "completions"), default="chat",
+                   help="chat: /v1/chat/completions; completions: /v1/completions with the chat "
+                        "template flattened into one prompt that ends with the priming words")
+    p.add_argument("--api-key-env", metavar="NAME",
+                   help="environment variable holding the endpoints' API key, sent as "
+                        "'Authorization: Bearer <key>' (never printed or saved)")
     p.add_argument("--concurrency", type=int, default=32, help="requests in flight")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--attempts", type=int, default=4, help="attempts per request")
     p.add_argument("--template", default="rewrite_v1")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="new tokens per teacher answer; default N + max(8, ceil(N/8)) for N = "
+                        "--suffix-length (144 for N = 128). N is the paper's choice; the margin "
+                        "covers a teacher tokenizer finer than the student's and echoed priming "
+                        "words. The rewrite is cut to N student tokens either way; pass "
+                        "--max-tokens N for the paper's exact setting")
     p.add_argument("--cache", help="teacher response cache (sqlite); default: <out>.cache.sqlite")
+    p.add_argument("--summary-json", help="where to write the run summary as JSON; default: "
+                                          "<out>.summary.json")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -53,7 +71,24 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def _client(args: argparse.Namespace) -> Any:
+def _api_key(args: argparse.Namespace) -> str | None:
+    """The key from ``$<--api-key-env>``; a ValueError naming the variable when unset or empty."""
+    name = args.api_key_env
+    if name is None:
+        return None
+    if args.teacher != "openai":
+        raise ValueError(f"`--api-key-env` is for --teacher openai, but --teacher is {args.teacher!r}")
+    if not name or "=" in name:
+        raise ValueError(f"`--api-key-env` must name an environment variable, but is {name!r}")
+    value = os.environ.get(name)
+    if value is None:
+        raise ValueError(f"`--api-key-env` names the environment variable {name}, which is not set")
+    if not value.strip():
+        raise ValueError(f"`--api-key-env` names the environment variable {name}, which is empty")
+    return value.strip()
+
+
+def _client(args: argparse.Namespace, api_key: str | None) -> Any:
     if args.teacher == "hf":
         if not args.model:
             raise ValueError("`--model` must name a local model directory with --teacher hf")
@@ -64,7 +99,7 @@ def _client(args: argparse.Namespace) -> Any:
         raise ValueError("--teacher openai needs at least one `--endpoint` and a `--model`")
     from rlpt_plugin.teacher.openai_client import OpenAIClient
 
-    return OpenAIClient(args.endpoint, args.model, endpoint_kind=args.endpoint_kind,
+    return OpenAIClient(args.endpoint, args.model, api_key=api_key, endpoint_kind=args.endpoint_kind,
                         max_concurrency=args.concurrency, timeout_s=args.timeout,
                         max_attempts=args.attempts)
 
@@ -85,15 +120,17 @@ def _world_rewriter(args: argparse.Namespace, tokenizer: Any) -> tuple[Any, dict
 
 
 def run(args: argparse.Namespace) -> int:
-    from rlpt_plugin.data.rewrite_job import RewriteJob, run_rewrite
+    from rlpt_plugin.data.rewrite_job import RewriteJob, run_rewrite, summary_json
     from rlpt_plugin.data.tokenizer import load_tokenizer
     from rlpt_plugin.data.windows import WindowSpec
     from rlpt_plugin.teacher.cache import CachedClient, ResponseCache
     from rlpt_plugin.teacher.protocol import SamplingParams
-    from rlpt_plugin.teacher.rewriter import Rewriter
+    from rlpt_plugin.teacher.rewriter import Rewriter, default_max_tokens
     from rlpt_plugin.teacher.templates import load_template
 
+    cache = None
     try:
+        api_key = _api_key(args)  # first: a missing key is reported before any work
         shard, num_shards = _shard(args.shard)
         out = Path(args.out)
         job = RewriteJob(corpus=tuple(args.corpus), out_dir=out, field=args.field, shard=shard,
@@ -107,18 +144,28 @@ def run(args: argparse.Namespace) -> int:
             rewriter, teacher = _world_rewriter(args, tokenizer)
         else:
             template = load_template(args.template)
-            params = SamplingParams(temperature=args.temperature, top_p=args.top_p,
-                                    max_tokens=args.max_tokens)
-            inner = _client(args)
+            max_tokens = default_max_tokens(args.suffix_length) if args.max_tokens is None else args.max_tokens
+            params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_tokens=max_tokens)
+            inner = _client(args, api_key)
             cache = ResponseCache(args.cache or str(out.with_name(out.name + ".cache.sqlite")))
             client = CachedClient(inner, cache, template.version)
-            rewriter = Rewriter(client, tokenizer, template, args.suffix_length, params)
+            kind = args.endpoint_kind if args.teacher == "openai" else None
+            rewriter = Rewriter(client, tokenizer, template, args.suffix_length, params, kind=kind)
             teacher = {"model_id": inner.model_id, "template_version": template.version,
                        "sampling": params.as_dict()}
+            if args.teacher == "openai":  # where the answers came from; URLs redacted, no key
+                teacher.update({k: inner.describe()[k] for k in ("endpoints", "endpoint_kind")})
         summary = run_rewrite(job, tokenizer, rewriter, teacher, show_progress=not args.no_progress)
+        summary_path = Path(args.summary_json or out.with_name(out.name + ".summary.json"))
+        summary_path.parent.mkdir(parents=True, exist_ok=True)
+        summary_path.write_text(summary_json(summary) + "\n")
     except ValueError as err:  # user mistakes: a clear message, no traceback
         print(f"rlpt rewrite: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if cache is not None:
+            cache.close()
     print("\n".join(summary.lines()))
     print(f"store: {out}")
+    print(f"summary: {summary_path}")
     return 0

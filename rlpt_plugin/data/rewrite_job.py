@@ -8,6 +8,12 @@ merged, in order, into the store (rlpt_plugin/megatron/rewritten_store.py), and 
 deleted. Nothing written depends on wall time or on where the run was interrupted, so a killed
 and resumed run ends with a store byte-identical to an uninterrupted one.
 
+Failures are never just a count: every window's error message is kept in its part file, and the
+summary (console and JSON) and the manifest list the distinct reasons with counts and an
+example each (rlpt_plugin/teacher/failures.py). A teacher that rejects the credentials (HTTP
+401 / 403) stops the job at the first chunk with the server's reason: no later request could
+succeed, and a store of failures would cost the whole corpus in requests for nothing.
+
 Shards: ``--shard i/n`` keeps the documents whose corpus index is i modulo n, so n jobs (a
 Slurm array, several hosts) cover a corpus with no overlap; each writes its own store, and the
 loader blends stores.
@@ -29,10 +35,16 @@ import numpy as np
 
 from rlpt_plugin.data.corpus import ReadStats, open_corpus, shard_filter
 from rlpt_plugin.data.windows import Window, WindowSpec, WindowStats, make_windows
+from rlpt_plugin.teacher.failures import FailureTally, is_auth_failure, reason_lines
 from rlpt_plugin.teacher.rewriter import RewriteInput, RewriteOutput, Rewriter
 from rlpt_plugin.types import Tokenizer
 
 STATUSES = ("rewritten", "copied", "refused", "empty", "failed")
+_NO_RECORD = "no reason recorded (part written by an older rlpt version)"
+
+
+class TeacherRejectedError(ValueError):
+    """The teacher refused our credentials (HTTP 401 / 403); the job cannot make progress."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,15 +80,23 @@ class Summary:
     read: dict[str, Any] = field(default_factory=dict)
     windowing: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    #: Distinct reasons of the failed windows: ``[{"reason", "count", "example"}]``, most first.
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    #: The teacher's settings (endpoints redacted; never the key), as in the manifest.
+    teacher: dict[str, Any] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         s = self.statuses
         rate = self.windows / self.seconds if self.seconds else 0.0
+        failure_lines = []
+        if self.failures:
+            failure_lines = [f"failure reasons ({len(self.failures)} distinct):", *reason_lines(self.failures)]
         return [
             f"windows: {self.windows} ({self.resumed_windows} from a previous run), "
             f"{rate:.1f} windows/s over {self.seconds:.1f} s",
             f"rewritten: {s['rewritten']}, copied unchanged: {s['copied']}, refused: {s['refused']}, "
             f"empty: {s['empty']}, failed: {s['failed']}",
+            *failure_lines,
             f"token overlap between suffix and rewrite (mean over usable rewrites): {self.mean_overlap:.3f}",
             f"teacher cache hits: {self.cache_hits}",
             f"documents: {self.read.get('documents', 0)} read, "
@@ -128,6 +148,8 @@ def _save_part(path: Path, windows: Sequence[Window], outputs: Sequence[RewriteO
         "status": np.asarray([STATUSES.index(o.status) for o in outputs], dtype=np.uint8),
         "overlap": np.asarray([o.overlap for o in outputs], dtype=np.float64),
         "cached": np.asarray([o.cached for o in outputs], dtype=bool),
+        # Unicode (not object) array: loads without pickle.
+        "error": np.asarray([o.error or "" for o in outputs], dtype=str),
     }
     for name, seqs in (("prefix", [w.prefix_ids for w in windows]),
                        ("original", [w.suffix_ids for w in windows]),
@@ -142,6 +164,8 @@ def _save_part(path: Path, windows: Sequence[Window], outputs: Sequence[RewriteO
 def _load_part(path: Path) -> dict[str, Any]:
     with np.load(path) as z:
         part = {k: z[k] for k in z.files}
+    if "error" not in part:
+        part["error"] = np.asarray([_NO_RECORD] * len(part["status"]), dtype=str)
     for name in ("prefix", "original", "rewrite"):
         part[name] = _unflat(part.pop(f"{name}_len"), part.pop(f"{name}_tok"))
     return part
@@ -161,10 +185,33 @@ async def _rewrite_all(job: RewriteJob, tokenizer: Tokenizer, rewriter: Rewriter
             inputs = [RewriteInput(window_id=w.window_id, prefix_text=tokenizer.decode(w.prefix_ids),
                                    suffix_text=tokenizer.decode(w.suffix_ids), suffix_ids=tuple(w.suffix_ids))
                       for w in chunk]
-            _save_part(path, chunk, await rewriter.rewrite(inputs))
+            outputs = await rewriter.rewrite(inputs)
+            _check_credentials(k, outputs)
+            _save_part(path, chunk, outputs)
         if progress is not None:
             progress.update(len(chunk))
     return num_parts
+
+
+def _check_credentials(chunk_index: int, outputs: Sequence[RewriteOutput]) -> None:
+    """Raise TeacherRejectedError when the teacher rejected our credentials for any window."""
+    rejected = [o for o in outputs if o.status == "failed" and is_auth_failure(o.error)]
+    if rejected:
+        raise TeacherRejectedError(
+            f"the teacher rejected the credentials for {len(rejected)} of {len(outputs)} windows of chunk "
+            f"{chunk_index}: {rejected[0].error}. Nothing was written for this chunk; a rerun resumes "
+            "here. Check the API key (rlpt rewrite --api-key-env NAME reads it from $NAME).")
+
+
+async def _run_and_close(job: RewriteJob, tokenizer: Tokenizer, rewriter: Rewriter, summary: Summary,
+                         read_stats: ReadStats, window_stats: WindowStats, progress: Any) -> int:
+    """``_rewrite_all``, then close the rewriter's client on this loop (the loop it used)."""
+    try:
+        return await _rewrite_all(job, tokenizer, rewriter, summary, read_stats, window_stats, progress)
+    finally:
+        close = getattr(rewriter, "aclose", None)  # oracle rewriters hold no client
+        if close is not None:
+            await close()
 
 
 def run_rewrite(job: RewriteJob, tokenizer: Tokenizer, rewriter: Rewriter, teacher: dict[str, Any],
@@ -181,21 +228,26 @@ def run_rewrite(job: RewriteJob, tokenizer: Tokenizer, rewriter: Rewriter, teach
         progress = tqdm(unit="window", desc=f"rewrite shard {job.shard}/{job.num_shards}",
                         dynamic_ncols=True)
     try:
-        num_parts = asyncio.run(_rewrite_all(job, tokenizer, rewriter, summary, read_stats,
-                                             window_stats, progress))
+        num_parts = asyncio.run(_run_and_close(job, tokenizer, rewriter, summary, read_stats,
+                                               window_stats, progress))
     finally:
         if progress is not None:
             progress.close()
     parts = [_load_part(job.parts_dir / f"part-{k:06d}.npz") for k in range(num_parts)]
     statuses: Counter[str] = Counter()
     overlaps: list[float] = []
+    tally = FailureTally()
     for part in parts:
-        for code, overlap, cached in zip(part["status"], part["overlap"], part["cached"]):
+        for code, overlap, cached, error in zip(part["status"], part["overlap"], part["cached"], part["error"]):
             status = STATUSES[int(code)]
             statuses[status] += 1
             summary.cache_hits += int(cached)
             if status in ("rewritten", "copied"):
                 overlaps.append(float(overlap))
+            elif status == "failed":
+                tally.add(str(error))
+    summary.failures = tally.as_list()
+    summary.teacher = teacher
     summary.windows = sum(statuses.values())
     summary.statuses.update(statuses)
     summary.mean_overlap = float(np.mean(overlaps)) if overlaps else 0.0
@@ -228,6 +280,7 @@ def _finalize(job: RewriteJob, tokenizer: Tokenizer, teacher: dict[str, Any],
         "read": summary.read,
         "windowing": summary.windowing,
         "mean_overlap": round(summary.mean_overlap, 6),
+        "failures": summary.failures,
     }
     write_store(job.out_dir, records(), manifest)
     shutil.rmtree(job.parts_dir, ignore_errors=True)

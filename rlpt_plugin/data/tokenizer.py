@@ -4,6 +4,16 @@
 tokenizer, or a name registered with :func:`register_tokenizer` (the synthetic world registers
 "world" itself). Nothing is ever downloaded: Hugging Face loading is ``local_files_only``.
 
+A directory is read the way its files say it is meant to be read:
+
+* any Hugging Face file (``tokenizer.json``, ``tokenizer_config.json``, ``config.json``): with
+  transformers' ``AutoTokenizer`` (:class:`HFTokenizer`); a Llama-2 folder with
+  ``tokenizer.model`` and ``tokenizer_config.json`` loads this way (transformers converts the
+  SentencePiece model with the ``sentencepiece`` and ``protobuf`` packages);
+* only a SentencePiece ``tokenizer.model`` (as Meta's original Llama-2 release ships it): with
+  ``sentencepiece`` itself (:class:`SentencePieceTokenizer`), the library that model was made
+  for, rather than guessing which transformers class would reproduce it.
+
 The fingerprint identifies what the token ids *mean*, not where the files live: two copies of
 a tokenizer in different folders share it, any vocabulary or normalisation change alters it.
 A stored dataset opened with a tokenizer of another fingerprint is therefore an error.
@@ -102,6 +112,72 @@ class HFTokenizer:
                 f"eod_id={self.eod_id}, fingerprint={self.fingerprint[:12]}...)")
 
 
+class SentencePieceTokenizer:
+    """A SentencePiece model, ``<directory>/tokenizer.model``, read with ``sentencepiece``.
+
+    ``eod_id`` is the model's ``eos_id`` unless ``eod_token`` names another piece. ``encode``
+    adds no BOS / EOS; ``decode`` is SentencePiece's (it drops the leading word-boundary space).
+    The fingerprint hashes the serialised model (pieces, scores, normaliser rules) and the eod id.
+    """
+
+    MODEL_FILE = "tokenizer.model"
+
+    def __init__(self, path: str | Path, *, eod_token: str | None = None) -> None:
+        directory = Path(path).expanduser()
+        model = directory / self.MODEL_FILE
+        if not model.is_file():
+            raise TokenizerError(f"tokenizer directory {str(directory)!r} has no {self.MODEL_FILE} "
+                                 "(a SentencePiece model).")
+        import sentencepiece  # a declared dependency; imported only when such a model is loaded
+
+        self._sp = sentencepiece.SentencePieceProcessor()
+        try:
+            self._sp.Load(str(model))
+        except (OSError, RuntimeError) as err:  # a corrupt or foreign file
+            raise TokenizerError(f"cannot load the SentencePiece model {str(model)!r}: {err}") from err
+        size = int(self._sp.GetPieceSize())
+        if eod_token is not None:
+            eod_id = int(self._sp.PieceToId(eod_token))
+            if eod_id == self._sp.unk_id() and eod_token != self._sp.IdToPiece(eod_id):
+                raise TokenizerError(f"tokenizer {str(directory)!r}: `eod_token` must be a piece of its "
+                                     f"vocabulary, but is {eod_token!r} instead.")
+        elif 0 <= self._sp.eos_id() < size:
+            eod_id = int(self._sp.eos_id())
+        else:
+            raise TokenizerError(f"tokenizer {str(directory)!r} has no eos piece (eos_id is "
+                                 f"{self._sp.eos_id()}); pass `eod_token` to say which piece ends a document.")
+        self.name: str = directory.resolve().name
+        self.eod_id: int = eod_id
+        self.vocab_size: int = size
+        digest = hashlib.sha256(type(self).__name__.encode())
+        digest.update(self._sp.serialized_model_proto())
+        digest.update(f"eod={eod_id}".encode())
+        self.fingerprint: str = digest.hexdigest()
+
+    def encode(self, text: str) -> list[int]:
+        return [int(i) for i in self._sp.EncodeAsIds(text)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self._sp.DecodeIds([int(i) for i in ids]))
+
+    def __repr__(self) -> str:
+        return (f"SentencePieceTokenizer(name={self.name!r}, vocab_size={self.vocab_size}, "
+                f"eod_id={self.eod_id}, fingerprint={self.fingerprint[:12]}...)")
+
+
+#: Files that make a directory a Hugging Face tokenizer folder (read with AutoTokenizer).
+_HF_FILES = ("tokenizer.json", "tokenizer_config.json", "config.json")
+
+
+def load_tokenizer_dir(path: str | Path) -> Tokenizer:
+    """The tokenizer a local directory holds (module docstring: which loader and why)."""
+    directory = Path(path).expanduser()
+    has_hf = any((directory / f).is_file() for f in _HF_FILES)
+    if not has_hf and (directory / SentencePieceTokenizer.MODEL_FILE).is_file():
+        return SentencePieceTokenizer(directory)
+    return HFTokenizer(directory)
+
+
 #: name -> factory of registered (non-directory) tokenizers.
 _REGISTRY: dict[str, Callable[[], Tokenizer]] = {}
 #: Names whose providing module registers them on import (loaded on first use).
@@ -132,7 +208,7 @@ def registered_tokenizers() -> list[str]:
 
 
 def load_tokenizer(spec: str) -> Tokenizer:
-    """The tokenizer ``spec`` names: a registered name, or a local Hugging Face directory."""
+    """The tokenizer ``spec`` names: a registered name, or a local tokenizer directory."""
     if not isinstance(spec, str) or not spec.strip():
         raise TokenizerError(f"tokenizer spec must be a non-empty string, but is {spec!r} "
                              "instead.")
@@ -145,8 +221,8 @@ def load_tokenizer(spec: str) -> Tokenizer:
                                  f"{type(tokenizer).__name__}, which lacks the Tokenizer API.")
         return tokenizer
     if Path(spec).expanduser().is_dir():
-        return HFTokenizer(spec)
+        return load_tokenizer_dir(spec)
     names = sorted(set(_REGISTRY) | set(_PROVIDERS))
     raise TokenizerError(f"tokenizer spec {spec!r} is neither a local directory holding a Hugging "
-                         f"Face tokenizer nor a registered name (registered or reserved: "
+                         f"Face or SentencePiece tokenizer nor a registered name (registered or reserved: "
                          f"{', '.join(names)}); downloads by model id are not supported.")

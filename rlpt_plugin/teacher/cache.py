@@ -66,8 +66,22 @@ class ResponseCache:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(_SCHEMA)
+        self._closed = False
+        self._entries_at_close = 0
         self.hits = 0
         self.misses = 0
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    def _open_conn(self) -> sqlite3.Connection:
+        """The connection, or a RuntimeError naming the file when the cache was closed (a use
+        after close is a lifecycle bug in the caller; sqlite's own error does not say which file)."""
+        if self._closed:
+            raise RuntimeError(f"ResponseCache({str(self.path)!r}) is closed; it cannot be used after close()")
+        return self._conn
 
     @staticmethod
     def key_for(model_id: str, template_version: str, request: GenerationRequest) -> str:
@@ -89,7 +103,7 @@ class ResponseCache:
     def get(self, key: str) -> CacheEntry | None:
         """The stored entry for ``key`` (counts a hit) or None (counts a miss)."""
         with self._lock:
-            row = self._conn.execute("SELECT text, finish_reason FROM responses WHERE key = ?", (key,)).fetchone()
+            row = self._open_conn().execute("SELECT text, finish_reason FROM responses WHERE key = ?", (key,)).fetchone()
         if row is None:
             self.misses += 1
             return None
@@ -105,7 +119,7 @@ class ResponseCache:
         if result.status is not GenerationStatus.OK or result.text is None:
             raise ValueError(f"result.status must be 'ok' to be cached, got {result.status.value!r}")
         with self._lock:
-            self._conn.execute(
+            self._open_conn().execute(
                 "INSERT OR REPLACE INTO responses (key, text, finish_reason, model_id, template_version, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (key, result.text, result.finish_reason, model_id, template_version, time.time()),
@@ -113,15 +127,22 @@ class ResponseCache:
 
     def __len__(self) -> int:
         with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+            return int(self._open_conn().execute("SELECT COUNT(*) FROM responses").fetchone()[0])
 
     def stats(self) -> dict[str, int]:
-        """Hits and misses since this object was opened, and the number of stored rows."""
-        return {"hits": self.hits, "misses": self.misses, "entries": len(self)}
+        """Hits and misses since this object was opened, and the number of stored rows (as of
+        close() once closed, so end-of-run metrics can be read after the shutdown)."""
+        entries = self._entries_at_close if self._closed else len(self)
+        return {"hits": self.hits, "misses": self.misses, "entries": entries}
 
     def close(self) -> None:
-        """Close the sqlite connection (idempotent)."""
+        """Close the sqlite connection; idempotent, safe from any thread (the lock orders it
+        after a get / put in progress). Later get / put / len raise RuntimeError."""
         with self._lock:
+            if self._closed:
+                return
+            self._entries_at_close = int(self._conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+            self._closed = True
             self._conn.close()
 
     def __enter__(self) -> ResponseCache:

@@ -11,14 +11,27 @@ Design points:
   timeouts, 5xx, 429 and malformed 2xx bodies. Other 4xx mean the request itself is wrong, and
   retrying cannot help;
 * every outcome is explicit: a ``failed`` result says why; an empty string from the server is an
-  ``ok`` result with ``text == ""``.
+  ``ok`` result with ``text == ""``;
+* credentials stay secret: the API key travels only in the ``Authorization`` header; every URL
+  and server message that reaches an error string, ``repr`` or :meth:`OpenAIClient.describe`
+  goes through :mod:`rlpt_plugin.teacher.redact` (URL userinfo and key-like query parameters
+  masked, the key itself masked should a server echo it back).
+
+Logging: httpx logs one INFO line per request, with the full URL (query string included). At
+paper scale that is thousands of console lines per step, and a key in a query string would be
+printed with each. The constructor therefore raises the ``httpx`` and ``httpcore`` loggers to
+WARNING, but only while their level is unset (NOTSET): a user who set either logger's level
+explicitly, before or after, keeps it. To see the request lines again:
+``logging.getLogger("httpx").setLevel(logging.INFO)``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
+import logging
 import random
 import time
 from collections.abc import Sequence
@@ -28,9 +41,23 @@ from typing import Any, Literal
 import httpx
 
 from rlpt_plugin.teacher.protocol import GenerationRequest, GenerationResult, GenerationStatus
+from rlpt_plugin.teacher.redact import redact_text, redact_url
 
 EndpointKind = Literal["chat", "completions"]
 _DETAIL_CHARS = 200  # server messages are quoted in errors, but not whole HTML error pages
+# Raw text is cut to this before redaction and to _DETAIL_CHARS after it: cutting first at 200
+# could split an echoed key or URL so that the redactor no longer recognises it.
+_RAW_CHARS = 4000
+_log = logging.getLogger(__name__)
+_CHATTY_LOGGERS = ("httpx", "httpcore")  # INFO / DEBUG line per request (see module docstring)
+
+
+def quiet_http_loggers() -> None:
+    """Raise the httpx / httpcore loggers to WARNING unless someone set their level already."""
+    for name in _CHATTY_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -49,17 +76,24 @@ def _short(text: str) -> str:
 
 
 def _server_message(resp: httpx.Response) -> str:
-    """The server's own error message when it sent OpenAI-style JSON, else the raw body."""
+    """The server's own error message when it sent OpenAI-style JSON, else the raw body
+    (uncut up to ``_RAW_CHARS``: the caller redacts, then shortens)."""
     try:
         body = resp.json()
         err = body.get("error") if isinstance(body, dict) else None
         if isinstance(err, dict) and err.get("message"):
-            return _short(str(err["message"]))
+            return str(err["message"])[:_RAW_CHARS]
         if isinstance(err, str) and err:
-            return _short(err)
+            return err[:_RAW_CHARS]
     except (ValueError, UnicodeDecodeError):
         pass
-    return _short(resp.text)
+    return resp.text[:_RAW_CHARS]
+
+
+def _join(base: str, path: str) -> str:
+    """``base`` + ``path``, keeping a query string of ``base`` (``...?key=K``) at the end."""
+    head, sep, query = base.partition("?")
+    return head.rstrip("/") + path + sep + query
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
@@ -87,10 +121,19 @@ class OpenAIClient:
         backoff_max_s: float = 8.0,
     ) -> None:
         if isinstance(endpoints, str) or not endpoints:
-            raise ValueError(f"endpoints must be a non-empty sequence of base URLs, got {endpoints!r}")
+            shown = redact_url(endpoints) if isinstance(endpoints, str) else endpoints
+            raise ValueError(f"endpoints must be a non-empty sequence of base URLs, got {shown!r}")
         for i, url in enumerate(endpoints):
             if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                raise ValueError(f"endpoints[{i}] must be an http(s):// base URL, got {url!r}")
+                shown = redact_url(url) if isinstance(url, str) else url
+                raise ValueError(f"endpoints[{i}] must be an http(s):// base URL, got {shown!r}")
+        if api_key is not None and (not isinstance(api_key, str) or not api_key
+                                    or any(c.isspace() or not c.isprintable() for c in api_key)):
+            # Describe the value, never quote it: this message may end up in a log.
+            what = (f"a {type(api_key).__name__}" if not isinstance(api_key, str) else
+                    "an empty string" if not api_key else
+                    f"a string of {len(api_key)} characters with whitespace or control characters")
+            raise ValueError(f"api_key must be None or a non-empty string without whitespace, got {what}")
         if not isinstance(model, str) or not model:
             raise ValueError(f"model must be a non-empty string, got {model!r}")
         if endpoint_kind not in ("chat", "completions"):
@@ -114,6 +157,7 @@ class OpenAIClient:
         self.backoff_s = float(backoff_s)
         self.backoff_max_s = float(backoff_max_s)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._secrets: tuple[str, ...] = (api_key,) if api_key else ()
         self._next_endpoint = 0
         # httpx pools and asyncio semaphores belong to one event loop; they are (re)made lazily
         # for the loop that calls generate(), so a client survives several asyncio.run() calls.
@@ -122,6 +166,17 @@ class OpenAIClient:
         self._sem: asyncio.Semaphore | None = None
         self._counters = {"requests": 0, "attempts": 0, "retries": 0, "failures": 0}
         self._latency_total_s = 0.0
+        quiet_http_loggers()
+
+    def __repr__(self) -> str:
+        return (f"OpenAIClient(endpoints={[redact_url(u) for u in self.endpoints]!r}, model={self.model!r}, "
+                f"endpoint_kind={self.endpoint_kind!r}, api_key={'<set>' if self._secrets else None})")
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready settings for manifests and run records: URLs redacted, the key never shown."""
+        return {"endpoints": [redact_url(u) for u in self.endpoints], "model": self.model,
+                "endpoint_kind": self.endpoint_kind, "api_key": "<set>" if self._secrets else None,
+                "timeout_s": self.timeout_s, "max_attempts": self.max_attempts}
 
     # -- public API -------------------------------------------------------------------------
 
@@ -139,10 +194,28 @@ class OpenAIClient:
         return list(await asyncio.gather(*(self._one(req) for req in requests)))
 
     async def aclose(self) -> None:
-        """Close the HTTP connection pool (if it belongs to the running loop)."""
-        if self._http is not None and self._loop is asyncio.get_running_loop():
-            await self._http.aclose()
+        """Close the HTTP connection pool; idempotent, and a later ``generate`` opens a new one.
+
+        Call it from the event loop that ran ``generate`` (e.g. the judge's loop thread). From
+        another loop it still closes the pool, on its own loop when that loop is running in
+        another thread; a pool whose loop has already stopped is only dropped (its sockets
+        cannot be used or closed from here, and die with that loop).
+        """
+        http, owner = self._http, self._loop
+        # Forget the pool before awaiting anything, so a concurrent or repeated call is a no-op.
         self._http, self._sem, self._loop = None, None, None
+        if http is None:
+            return
+        if owner is asyncio.get_running_loop():
+            await http.aclose()
+        elif owner is not None and owner.is_running() and not owner.is_closed():
+            future = asyncio.run_coroutine_threadsafe(http.aclose(), owner)
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(future), timeout=self.timeout_s)
+            except asyncio.TimeoutError:
+                # Shutdown must not fail the run: the pool is dropped, its loop closes it later.
+                _log.warning("OpenAIClient.aclose: the HTTP pool's event loop did not close it within "
+                             "%gs; dropped it", self.timeout_s)
 
     def stats(self) -> dict[str, float]:
         """Counters since construction: requests, attempts, retries, failures, latency."""
@@ -199,10 +272,10 @@ class OpenAIClient:
         try:
             payload = json.loads(resp.content)
         except (ValueError, UnicodeDecodeError) as exc:
-            return _AttemptError("malformed JSON response", _short(f"{exc}; body starts {resp.text[:80]!r}"), True)
+            return _AttemptError("malformed JSON response", f"{exc}; body starts {resp.text[:_RAW_CHARS]!r}", True)
         choices = payload.get("choices") if isinstance(payload, dict) else None
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            return _AttemptError("response without choices[0]", _short(resp.text), True)
+            return _AttemptError("response without choices[0]", resp.text[:_RAW_CHARS], True)
         choice = choices[0]
         if chat:
             message = choice.get("message")
@@ -211,7 +284,7 @@ class OpenAIClient:
             text = choice.get("text")
         if not isinstance(text, str):
             where = "message.content" if chat else "text"
-            return _AttemptError(f"response without choices[0].{where}", _short(resp.text), True)
+            return _AttemptError(f"response without choices[0].{where}", resp.text[:_RAW_CHARS], True)
         finish = choice.get("finish_reason")
         return text, finish if isinstance(finish, str) else None
 
@@ -220,16 +293,24 @@ class OpenAIClient:
         try:
             resp = await asyncio.wait_for(self._http.post(url, json=body), timeout=self.timeout_s)
         except (asyncio.TimeoutError, httpx.TimeoutException):
-            return _AttemptError(f"timeout after {self.timeout_s:g}s", url, True)
+            return _AttemptError(f"timeout after {self.timeout_s:g}s", self._clean(url), True)
         except httpx.TransportError as exc:  # refused, reset, closed mid-response, DNS, ...
-            return _AttemptError("connection error", _short(f"{type(exc).__name__}: {exc} ({url})"), True)
+            return _AttemptError("connection error", self._clean(f"{type(exc).__name__}: {exc} ({url})"), True)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:  # e.g. redirect loops: retrying cannot help
-            return _AttemptError("HTTP client error", _short(f"{type(exc).__name__}: {exc} ({url})"), False)
+            return _AttemptError("HTTP client error", self._clean(f"{type(exc).__name__}: {exc} ({url})"), False)
         if resp.status_code == 429 or resp.status_code >= 500:
-            return _AttemptError(f"HTTP {resp.status_code}", _server_message(resp), True, _retry_after(resp))
+            return _AttemptError(f"HTTP {resp.status_code}", self._clean(_server_message(resp)), True,
+                                 _retry_after(resp))
         if resp.status_code != 200:
-            return _AttemptError(f"HTTP {resp.status_code}", _server_message(resp), False)
-        return self._parse(resp, chat)
+            return _AttemptError(f"HTTP {resp.status_code}", self._clean(_server_message(resp)), False)
+        outcome = self._parse(resp, chat)
+        if isinstance(outcome, _AttemptError):
+            return dataclasses.replace(outcome, detail=self._clean(outcome.detail))
+        return outcome
+
+    def _clean(self, text: str) -> str:
+        """``text`` fit for an error string: URLs redacted, the API key masked, length capped."""
+        return _short(redact_text(text, self._secrets))
 
     async def _one(self, req: GenerationRequest) -> GenerationResult:
         assert self._sem is not None
@@ -244,7 +325,7 @@ class OpenAIClient:
                 self._counters["retries"] += 1
                 # Sleep outside the semaphore so a backing-off request does not hold a slot.
                 await asyncio.sleep(self._backoff(req.request_id, attempt - 1, last.retry_after_s if last else None))
-            url = self.endpoints[(start_index + attempt - 1) % len(self.endpoints)] + path
+            url = _join(self.endpoints[(start_index + attempt - 1) % len(self.endpoints)], path)
             async with self._sem:
                 attempts = attempt
                 self._counters["attempts"] += 1

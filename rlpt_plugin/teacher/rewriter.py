@@ -14,7 +14,8 @@ classified, never silently dropped:
 
 Token ids are the answer re-encoded with the policy's tokenizer and *cut* to ``suffix_length``
 tokens. A shorter answer stays shorter: padding it would make the trainer learn filler tokens
-as if the teacher had written them.
+as if the teacher had written them. How many tokens to ask the teacher for is
+:func:`default_max_tokens` unless the caller says otherwise.
 
 ``overlap`` is a bag-of-tokens overlap, ``|multiset(rewrite) & multiset(original)| /
 max(len(rewrite), len(original))``, in [0, 1]; 1.0 means the same tokens (in any order) and the
@@ -26,6 +27,7 @@ later token, and a positional match would then call a near-copy "completely diff
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -58,6 +60,20 @@ REFUSAL_PATTERNS: tuple[str, ...] = (
     "i won't be able",
 )
 _LEADING_NOISE = " \t\r\n\"'`“”‘’«»"
+
+
+def default_max_tokens(suffix_length: int) -> int:
+    """New tokens to ask the teacher for an N-token rewrite: ``N + max(8, ceil(N / 8))``.
+
+    N itself is the paper's choice (128 new tokens for N = 128). The margin (144 for N = 128)
+    is there because the teacher counts in its own tokenizer: a teacher whose tokenizer splits
+    text finer than the student's, or a server that repeats the primed words before continuing,
+    would otherwise stop short of N student tokens and leave a shorter rewrite. It costs only
+    teacher time: the answer is cut to N student tokens anyway.
+    """
+    if isinstance(suffix_length, bool) or not isinstance(suffix_length, int) or suffix_length < 1:
+        raise ValueError(f"suffix_length must be an int >= 1, got {suffix_length!r}")
+    return suffix_length + max(8, math.ceil(suffix_length / 8))
 
 
 class RewriteStatus(enum.StrEnum):
@@ -134,7 +150,9 @@ class Rewriter:
     """Turns windows into teacher rewrites of at most ``suffix_length`` policy tokens."""
 
     def __init__(self, client: TeacherClient, tokenizer: Tokenizer, template: Template,
-                 suffix_length: int, params: SamplingParams) -> None:  # fmt: skip
+                 suffix_length: int, params: SamplingParams, *, kind: str | None = None) -> None:  # fmt: skip
+        """``kind`` is the request kind the client speaks ("chat" / "completions"); None sends
+        the template's own kind. A chat template is flattened for completions (templates.py)."""
         if isinstance(suffix_length, bool) or not isinstance(suffix_length, int) or suffix_length < 1:
             raise ValueError(f"suffix_length must be an int >= 1, got {suffix_length!r}")
         if not isinstance(params, SamplingParams):
@@ -144,12 +162,17 @@ class Rewriter:
         self.client = client
         self.tokenizer = tokenizer
         self.template = template
+        if kind not in (None, "chat", "completions"):
+            raise ValueError(f"kind must be 'chat', 'completions' or None, got {kind!r}")
+        if kind == "chat" and template.kind != "chat":
+            raise ValueError(f"kind is 'chat' but template {template.name!r} is a {template.kind} template")
         self.suffix_length = suffix_length
         self.params = params
+        self.kind = kind
 
     def build_request(self, item: RewriteInput) -> GenerationRequest:
         """The teacher request for one window (request_id = window_id)."""
-        rendered = self.template.render(item.prefix_text, item.suffix_text)
+        rendered = self.template.render(item.prefix_text, item.suffix_text, kind=self.kind)
         return GenerationRequest(request_id=item.window_id, params=self.params, prompt=rendered.prompt,
                                  messages=rendered.messages, assistant_prefix=rendered.assistant_prefix)  # fmt: skip
 
@@ -160,6 +183,10 @@ class Rewriter:
         results = await self.client.generate(requests)
         check_results(requests, results)
         return [self._classify(item, req, res) for item, req, res in zip(items, requests, results)]
+
+    async def aclose(self) -> None:
+        """Close the client (idempotent when the client's ``aclose`` is)."""
+        await self.client.aclose()
 
     def _classify(self, item: RewriteInput, req: GenerationRequest, res: GenerationResult) -> RewriteOutput:
         def out(status: RewriteStatus, ids: tuple[int, ...] = (), error: str | None = None) -> RewriteOutput:

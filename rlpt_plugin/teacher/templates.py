@@ -24,6 +24,13 @@ declared placeholder must be used and any other ``{identifier}`` is rejected as 
 typo, while other braces (JSON examples, code) are left alone. Substitution is a single pass,
 so a document that itself contains ``{suffix}`` is not expanded twice.
 
+A chat template can also be rendered for a completions endpoint (``render(..., kind=
+"completions")``): its sections become one prompt, joined by blank lines and ending with a blank
+line, and the client appends the priming words to it (see ``GenerationRequest``). So the text
+the model continues is the instructions followed by the last words of the prefix, the same
+words a chat server would continue from in the assistant turn. The cache keys of the two forms
+differ (a prompt is not a message list), so they never share answers.
+
 ``Template.version`` is the header version plus a short sha256 of the whole file text: editing
 the wording changes the version and therefore every cache key built with it, without anyone
 having to remember to bump the header.
@@ -78,14 +85,23 @@ class Template:
         """Header version + short content hash; part of every cache key."""
         return f"{self.header_version}+{self.sha[:10]}"
 
-    def render(self, prefix: str, suffix: str) -> RenderedPrompt:
-        """Fill the template for one window.
+    def render(self, prefix: str, suffix: str, *, kind: str | None = None) -> RenderedPrompt:
+        """Fill the template for one window, as a ``kind`` request (default: the template's).
 
         ``num_words`` is the whitespace word count of ``suffix`` (at least 1, so the instruction
         never asks for zero words). ``assistant_prefix`` is the tail of ``prefix`` starting at its
         ``prime_words``-th last word, verbatim (spacing and newlines kept), so the continuation
         re-joins the document exactly where the original suffix began.
+
+        ``kind="completions"`` on a chat template flattens it (module docstring); a completions
+        template cannot be rendered as chat (it has no roles), which is a ValueError.
         """
+        kind = self.kind if kind is None else kind
+        if kind not in _KINDS:
+            raise ValueError(f"kind must be one of {sorted(_KINDS)} or None, got {kind!r}")
+        if kind == "chat" and self.kind != "chat":
+            raise ValueError(f"template {self.name!r} is a completions template and cannot be rendered as "
+                             "chat; use a chat template or endpoint kind 'completions'")
         if self.placeholders != PLACEHOLDERS:
             raise ValueError(
                 f"template {self.name!r} declares its own placeholders {list(self.placeholders)}; "
@@ -100,8 +116,11 @@ class Template:
         filled = [(name, _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], text)) for name, text in self.sections]
         starts = [m.start() for m in _WORD_RE.finditer(prefix)]
         prime = prefix[starts[-self.prime_words]:] if len(starts) >= self.prime_words else prefix.lstrip()
-        if self.kind == "chat":
+        if kind == "chat":
             return RenderedPrompt(messages=tuple(filled), prompt=None, assistant_prefix=prime, num_words=num_words)
+        if self.kind == "chat":  # flattened: the priming words follow the instructions
+            prompt = "\n\n".join(text for _, text in filled) + "\n\n"
+            return RenderedPrompt(messages=None, prompt=prompt, assistant_prefix=prime, num_words=num_words)
         return RenderedPrompt(messages=None, prompt=filled[0][1], assistant_prefix=prime, num_words=num_words)
 
     def fill(self, values: Mapping[str, str]) -> RenderedPrompt:

@@ -5,6 +5,11 @@ the request (``responder``). Faults are chosen per request by ``plan(body, seen)
 counts earlier requests with the same content: that makes "the first two attempts of *this*
 request fail" deterministic under concurrency. The server stops on ``__exit__`` and, as a guard
 against a forgotten teardown, by itself after ``max_lifetime_s``.
+
+With ``api_key`` set, every request must carry ``Authorization: Bearer <api_key>``; others get
+401 with an OpenAI-style error body. A wrong key is quoted back in that body, as careless
+servers do, so tests can prove the client never lets it through. ``open_connections`` counts
+the TCP connections currently open, so tests can see a client really close its pool.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class FaultKind(enum.StrEnum):
 class Fault:
     kind: FaultKind
     delay_s: float = 0.0
+    message: str | None = None  # error body message for HTTP_* faults (default "injected <status>")
 
 
 REFUSAL_TEXT = "I'm sorry, but I can't help with that."
@@ -85,6 +91,34 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # keep test output clean
 
+    def setup(self) -> None:
+        super().setup()
+        with self.server.lock:
+            self.server.open_connections += 1
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.server.lock:
+                self.server.open_connections -= 1
+
+    def _authorized(self) -> bool:
+        """True when no key is required or the right one was sent; else answers 401."""
+        want = self.server.api_key
+        if want is None:
+            return True
+        sent = self.headers.get("Authorization")
+        if sent == f"Bearer {want}":
+            return True
+        if sent is None:
+            msg = "Missing API key: send the header 'Authorization: Bearer <key>'"
+        else:
+            msg = f"Incorrect API key provided: {sent.removeprefix('Bearer ')}"
+        self._send(401, json.dumps({"error": {"message": msg, "type": "invalid_request_error",
+                                              "code": "invalid_api_key"}}).encode())
+        return False
+
     def _leave_flight(self) -> None:
         """Leave the in-flight count *before* the client can see the answer: otherwise its next
         request could be counted while this one still is, overstating concurrency."""
@@ -115,15 +149,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
         srv = self.server
+        self._in_flight = False
         length = int(self.headers.get("Content-Length", "0"))
         raw = self.rfile.read(length)
-        path = self.path
+        path = self.path.partition("?")[0]  # a base URL may carry a query (?key=...)
         chat = path == "/v1/chat/completions"
         if path not in ("/v1/chat/completions", "/v1/completions"):
             self._send(404, json.dumps({"error": {"message": f"no route {path}"}}).encode())
             return
         body = json.loads(raw)
         key = request_key(body)
+        with srv.lock:
+            srv.auth_headers.append(self.headers.get("Authorization"))
+        if not self._authorized():
+            return
         with srv.lock:
             srv.counts[path] += 1
             srv.bodies.append(body)
@@ -144,7 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
         kind = fault.kind if fault else None
         if kind in (FaultKind.HTTP_500, FaultKind.HTTP_503, FaultKind.HTTP_429, FaultKind.HTTP_400):
             status = int(kind.value.split("_")[1])
-            msg = json.dumps({"error": {"message": f"injected {status}", "code": status}}).encode()
+            text = fault.message if fault and fault.message is not None else f"injected {status}"
+            msg = json.dumps({"error": {"message": text, "code": status}}).encode()
             self._send(status, msg, {"Retry-After": "0"} if status == 429 else None)
             return
         if kind is FaultKind.RESET:
@@ -182,9 +222,13 @@ class LoopbackServer:
     """Context manager running an OpenAI-protocol server; ``base_url`` ends in ``/v1``."""
 
     def __init__(self, responder: Responder = default_responder, plan: Plan | None = None,
-                 base_delay_s: float = 0.0, max_lifetime_s: float = 60.0) -> None:  # fmt: skip
+                 base_delay_s: float = 0.0, max_lifetime_s: float = 60.0,
+                 api_key: str | None = None) -> None:  # fmt: skip
         self._server = _Server(("127.0.0.1", 0), _Handler)
         srv = self._server
+        srv.api_key = api_key  # type: ignore[attr-defined]
+        srv.auth_headers = []  # type: ignore[attr-defined]
+        srv.open_connections = 0  # type: ignore[attr-defined]
         srv.responder = responder  # type: ignore[attr-defined]
         srv.plan = plan  # type: ignore[attr-defined]
         srv.base_delay_s = base_delay_s  # type: ignore[attr-defined]
@@ -220,6 +264,16 @@ class LoopbackServer:
     @property
     def bodies(self) -> list[dict[str, Any]]:
         return self._server.bodies  # type: ignore[attr-defined]
+
+    @property
+    def auth_headers(self) -> list[str | None]:
+        """The Authorization header of every request received (None when absent), in order."""
+        return self._server.auth_headers  # type: ignore[attr-defined]
+
+    @property
+    def open_connections(self) -> int:
+        """TCP connections open right now (a closed client pool brings this to 0)."""
+        return self._server.open_connections  # type: ignore[attr-defined]
 
     @property
     def max_in_flight(self) -> int:

@@ -13,10 +13,11 @@ from rlpt_plugin.teacher.rewriter import (
     Rewriter,
     RewriteStatus,
     bag_overlap,
+    default_max_tokens,
     is_refusal,
     strip_echo,
 )
-from rlpt_plugin.teacher.templates import load_template
+from rlpt_plugin.teacher.templates import load_template, parse_template
 from rlpt_plugin.types import Tokenizer
 
 
@@ -199,3 +200,33 @@ def test_input_validation() -> None:
         RewriteInput("w", "p", "s", (1, -2))
     with pytest.raises(ValueError, match="window_id must be a non-empty string"):
         RewriteInput("", "p", "s", ())
+
+
+def test_completions_kind_sends_one_prompt_ending_before_the_prime() -> None:
+    tok = WordTokenizer()
+    item = RewriteInput("w0", PREFIX, ORIGINAL, tuple(tok.encode(ORIGINAL)))
+    teacher = ScriptedTeacher(text_result(" harbour every morning"))
+    rw = Rewriter(teacher, tok, load_template("rewrite_v1"), 7, SamplingParams(), kind="completions")
+    [out] = asyncio.run(rw.rewrite([item]))
+    req = teacher.requests[0]
+    assert not req.is_chat and req.messages is None
+    assert req.prompt.endswith("\n\n") and PREFIX in req.prompt and ORIGINAL in req.prompt
+    assert req.assistant_prefix == "keeper walked down to the"  # appended to the prompt by the client
+    assert out.status is RewriteStatus.REWRITTEN
+
+
+def test_rewriter_kind_validation() -> None:
+    args = {"client": ScriptedTeacher(text_result("")), "tokenizer": WordTokenizer(),
+            "template": load_template("rewrite_v1"), "suffix_length": 4, "params": SamplingParams()}  # fmt: skip
+    with pytest.raises(ValueError, match="kind must be 'chat', 'completions' or None, got 'embeddings'"):
+        Rewriter(**args, kind="embeddings")
+    completions = parse_template("version: c-v1\nkind: completions\n### prompt\n{prefix} {suffix} {num_words}\n", name="c")
+    with pytest.raises(ValueError, match="kind is 'chat' but template 'c' is a completions template"):
+        Rewriter(**(args | {"template": completions}), kind="chat")
+
+
+@pytest.mark.parametrize(("n", "expected"), [(1, 9), (8, 16), (64, 72), (128, 144), (2048, 2304)])
+def test_default_max_tokens_is_n_plus_a_margin(n: int, expected: int) -> None:
+    assert default_max_tokens(n) == expected
+    with pytest.raises(ValueError, match="suffix_length must be an int >= 1, got 0"):
+        default_max_tokens(0)

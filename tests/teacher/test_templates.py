@@ -100,3 +100,22 @@ def test_load_errors(tmp_path: Path) -> None:
         load_template("../etc/passwd")
     with pytest.raises(ValueError, match=r"name must name a file missing.txt in"):
         load_template("missing", directory=tmp_path)
+
+
+def test_chat_template_renders_for_completions_as_one_prompt_before_the_prime() -> None:
+    tpl = load_template("rewrite_v1")
+    chat = tpl.render(PREFIX, SUFFIX)
+    flat = tpl.render(PREFIX, SUFFIX, kind="completions")
+    assert flat.messages is None and flat.assistant_prefix == chat.assistant_prefix == "stands in the city of"
+    assert flat.prompt == chat.messages[0][1] + "\n\n" + chat.messages[1][1] + "\n\n"
+    assert flat.num_words == chat.num_words
+    assert tpl.render(PREFIX, SUFFIX, kind="chat") == chat
+
+
+def test_completions_template_cannot_render_as_chat_and_kind_is_checked() -> None:
+    tpl = parse_template("version: c-v1\nkind: completions\n### prompt\n{prefix} {suffix} {num_words}\n", name="c")
+    assert tpl.render("a b", "c", kind="completions") == tpl.render("a b", "c")
+    with pytest.raises(ValueError, match="template 'c' is a completions template and cannot be rendered as chat"):
+        tpl.render("a b", "c", kind="chat")
+    with pytest.raises(ValueError, match=r"kind must be one of \['chat', 'completions'\] or None, got 'embeddings'"):
+        tpl.render("a b", "c", kind="embeddings")
