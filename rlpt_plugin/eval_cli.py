@@ -45,7 +45,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--samples", type=int, default=1, help="openai: samples per judgment, averaged (paper's small judge: 5)")
     p.add_argument("--temperature", type=float, default=0.0, help="openai: judge sampling temperature")
     p.add_argument("--top-p", type=float, default=1.0, help="openai: judge nucleus")
-    p.add_argument("--max-tokens", type=int, default=512, help="openai: judge answer budget")
+    p.add_argument("--max-tokens", type=int, default=4096,
+                   help="openai: judge answer budget (reasoning judges think before the verdict)")
+    p.add_argument("--api-key-env", default="",
+                   help="openai: NAME of the environment variable holding the endpoints' API key")
     p.add_argument("--cache", default=None, help="openai: sqlite response cache (reruns cost no calls)")
     p.add_argument("--out", required=True, help="output directory (eval.json)")
     p.add_argument("overrides", nargs="*",
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                           endpoints=tuple(args.endpoint), model=args.model, endpoint_kind=args.endpoint_kind,
                           concurrency=args.concurrency, timeout_s=args.timeout, attempts=args.attempts,
                           samples=args.samples, temperature=args.temperature, top_p=args.top_p,
-                          max_tokens=args.max_tokens, cache=args.cache)
+                          max_tokens=args.max_tokens, cache=args.cache, api_key_env=args.api_key_env)
         run_eval(EvalRequest(recipe=args.recipe, trained=args.trained, base=args.base, prefixes=args.prefixes,
                              tokenizer=args.tokenizer, suffix_length=args.suffix_length, out_dir=args.out,
                              overrides=tuple(expand_args(args.overrides)), text_field=args.field,

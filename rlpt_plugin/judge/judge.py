@@ -240,6 +240,8 @@ class Judge:
             self.templates[axis] = tpl
         self.client = client
         self.cache = cache
+        # A chat template is flattened into one prompt for a completions endpoint.
+        self._kind = getattr(client, "endpoint_kind", "chat")
         self._clients: dict[Axis, TeacherClient] = {
             axis: CachedClient(client, cache, tpl.version) if cache is not None else client
             for axis, tpl in self.templates.items()
@@ -296,7 +298,7 @@ class Judge:
         self._m.clear()
 
     async def aclose(self) -> None:
-        """Close the teacher client (the cache belongs to the caller)."""
+        """Close the teacher client (the cache belongs to the caller: close it after this)."""
         await self.client.aclose()
 
     # -- one pool ---------------------------------------------------------------------------
@@ -337,7 +339,7 @@ class Judge:
             if axis is Axis.FACTUALITY:
                 assert pool.reference is not None
                 values.update(prefix=pool.prefix, reference=pool.reference)
-            units.append(_Unit(tpl.fill(values), lambda v: v.score, f"c{i}"))
+            units.append(_Unit(tpl.fill(values, kind=self._kind), lambda v: v.score, f"c{i}"))
         out = await self._run_units(axis, f"{tag}/{axis.value}", units, tally)
         if any(v is None for v in out):
             return None, 0
@@ -375,7 +377,7 @@ class Judge:
                 for i_first in orders:
                     a, b = (i, j) if i_first else (j, i)
                     prompt = tpl.fill({"prefix": pool.prefix, "candidate_a": pool.candidates[a],
-                                       "candidate_b": pool.candidates[b]})  # fmt: skip
+                                       "candidate_b": pool.candidates[b]}, kind=self._kind)  # fmt: skip
                     # P(i beats j) from one answer: A won and i was A, or B won and i was B.
                     win_a = 1.0 if i_first else 0.0
                     score = (lambda w, wa=win_a: wa if w.value == "A" else 1.0 - wa)

@@ -55,6 +55,8 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.distributed as dist
 
+from rlpt_plugin.teacher.redact import redact_url
+
 MODELS = ("trained", "base")
 METRICS = (("safety", "safety"), ("factuality", "factuality"), ("quality_win_rate", "quality_win"))
 
@@ -134,8 +136,17 @@ class JudgeSpec:
     samples: int = 1
     temperature: float = 0.0
     top_p: float = 1.0
-    max_tokens: int = 512
+    max_tokens: int = 4096
     cache: str | None = None
+    api_key_env: str = ""  # NAME of the environment variable holding the key; never the key
+
+    def api_key(self) -> str | None:
+        if not self.api_key_env:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise EvalError(f"`--api-key-env` names {self.api_key_env!r}, which is not set (or empty)")
+        return key
 
     def check(self) -> None:
         if self.kind not in ("world", "openai"):
@@ -147,6 +158,11 @@ class JudgeSpec:
                 raise EvalError(f"`--{name.replace('_', '-')}` must be >= 1, but is {getattr(self, name)}")
         if not (self.timeout_s > 0 and self.temperature >= 0 and 0 < self.top_p <= 1):
             raise EvalError("`--timeout` must be > 0, `--temperature` >= 0 and `--top-p` in (0, 1]")
+        if self.kind == "openai" and self.samples > 1 and self.temperature == 0:
+            raise EvalError(f"`--samples` is {self.samples} with `--temperature` 0: greedy requests are "
+                            "identical; set --temperature > 0 (paper's small judge: 1.0, --top-p 0.6)")
+        if self.kind == "openai":
+            self.api_key()  # a missing variable is an error before anything is generated
 
 
 @dataclass(frozen=True)
@@ -277,7 +293,8 @@ async def _judge_openai(spec: JudgeSpec, prefixes: Sequence[Prefix], texts: Mapp
     from rlpt_plugin.teacher.protocol import SamplingParams
 
     client = OpenAIClient(list(spec.endpoints), spec.model, endpoint_kind=spec.endpoint_kind,  # type: ignore[arg-type]
-                          max_concurrency=spec.concurrency, timeout_s=spec.timeout_s, max_attempts=spec.attempts)
+                          api_key=spec.api_key(), max_concurrency=spec.concurrency, timeout_s=spec.timeout_s,
+                          max_attempts=spec.attempts)
     cache = ResponseCache(spec.cache) if spec.cache else None
     params = SamplingParams(temperature=spec.temperature, top_p=spec.top_p, max_tokens=spec.max_tokens)
     judges = {axis: Judge(client, JudgeConfig(axes=(axis,), position="both", schedule="round_robin",
@@ -407,7 +424,7 @@ def run_eval(req: EvalRequest) -> dict[str, Any] | None:
         judge_info: dict[str, Any] = {"world_seed": seed, "world_entities": entities}
     else:
         scores, metrics = asyncio.run(_judge_openai(req.judge, prefixes, texts, seed=cfg.rng.seed))
-        judge_info = {"endpoints": list(req.judge.endpoints), "model": req.judge.model,
+        judge_info = {"endpoints": [redact_url(u) for u in req.judge.endpoints], "model": req.judge.model,
                       "samples": req.judge.samples, "temperature": req.judge.temperature}
     report: dict[str, Any] = {
         "judge": req.judge.kind, "judge_settings": judge_info, "judge_metrics": metrics,

@@ -123,12 +123,20 @@ class Template:
             return RenderedPrompt(messages=None, prompt=prompt, assistant_prefix=prime, num_words=num_words)
         return RenderedPrompt(messages=None, prompt=filled[0][1], assistant_prefix=prime, num_words=num_words)
 
-    def fill(self, values: Mapping[str, str]) -> RenderedPrompt:
-        """Fill every declared placeholder from ``values`` (exactly those keys, string values).
+    def fill(self, values: Mapping[str, str], *, kind: str | None = None) -> RenderedPrompt:
+        """Fill every declared placeholder from ``values`` (exactly those keys, string values),
+        as a ``kind`` request (default: the template's; a chat template is flattened for
+        ``"completions"`` as in :meth:`render`).
 
         No priming: ``assistant_prefix`` is ``""`` and ``num_words`` 0. Single pass, like
         :meth:`render`, so a value containing ``{candidate}`` is left as it is.
         """
+        kind = self.kind if kind is None else kind
+        if kind not in _KINDS:
+            raise ValueError(f"kind must be one of {sorted(_KINDS)} or None, got {kind!r}")
+        if kind == "chat" and self.kind != "chat":
+            raise ValueError(f"template {self.name!r} is a completions template and cannot be sent as "
+                             "chat; use a chat template or endpoint kind 'completions'")
         keys = set(values)
         if keys != set(self.placeholders):
             raise ValueError(
@@ -139,8 +147,11 @@ class Template:
             if not isinstance(value, str):
                 raise ValueError(f"values[{key!r}] must be a string, got {type(value).__name__}")
         filled = [(name, _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], text)) for name, text in self.sections]
-        if self.kind == "chat":
+        if kind == "chat":
             return RenderedPrompt(messages=tuple(filled), prompt=None, assistant_prefix="", num_words=0)
+        if self.kind == "chat":  # flattened
+            prompt = "\n\n".join(text for _, text in filled) + "\n\n"
+            return RenderedPrompt(messages=None, prompt=prompt, assistant_prefix="", num_words=0)
         return RenderedPrompt(messages=None, prompt=filled[0][1], assistant_prefix="", num_words=0)
 
 

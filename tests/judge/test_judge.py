@@ -274,3 +274,32 @@ def test_input_validation() -> None:
     g = CandidateGroup((1,), ((5,), (6,)), ("rollout", "rollout"), (0.0, 1.0), None, group_id=1)
     with pytest.raises(ValueError, match="scores must be None before judging"):
         to_group(PoolVerdict([1.0, 0.0], {}, False, None, 1, 0), g)
+
+
+def test_a_completions_endpoint_gets_the_chat_templates_as_one_prompt() -> None:
+    """rlpt.judge.endpoint_kind=completions: the same verdicts, every request on /v1/completions."""
+
+    def flat(body: dict[str, Any]) -> str:  # the prompt holds system text, then the user text
+        assert "messages" not in body
+        return PlayJudge()({"messages": [{"content": body["prompt"]}, {"content": body["prompt"]}],
+                            "seed": body["seed"]})
+
+    qs = [3, 9, 1, 5]
+    with LoopbackServer(flat) as srv:
+        j = Judge(OpenAIClient([srv.base_url], "judge-x", endpoint_kind="completions", timeout_s=3.0),
+                  JudgeConfig())
+        (v,) = run(j.judge([pool(qs)]))
+        run(j.aclose())
+        assert set(srv.counts) == {"/v1/completions"}
+    assert not v.failed and v.scores == round_robin_rates(qs)
+
+
+def test_failed_attempts_are_counted_by_reason_with_the_answer() -> None:
+    with LoopbackServer(PlayJudge(), plan=fail_first(1, Fault(FaultKind.HTTP_500))) as srv:
+        (glitch, broken), _ = run(judged(srv, JudgeConfig(max_attempts=2),
+                                         [pool([1, 2], extra=["GLITCH"]), pool([1, 2], extra=["BROKEN"])]))
+    assert glitch.reasons == {"client_retries": 2, "parse_failures": 1}  # 2 requests x 1 retried 500
+    assert not glitch.failed and broken.failed
+    assert broken.reasons["parse_failures"] == 2  # both attempts unreadable
+    (error,) = broken.errors
+    assert "answer: 'I think the first one, or maybe the other one.'" in error
