@@ -1,5 +1,5 @@
 """``rlpt demo``: self-improving pretraining against plain next-token pretraining, end to end on
-the synthetic world, measured by its exact oracle (see docs in the README and WORLD.md).
+the synthetic world, measured by its exact oracle (see the README and docs/WORLD.md).
 
 Phases (rlpt_plugin/demo/pipeline.py): world -> rewrite -> start -> baseline -> sip [-> rf_nll];
 then every model's greedy continuations of the held-out prefixes are judged by the oracle, the

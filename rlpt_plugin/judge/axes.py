@@ -1,6 +1,6 @@
 """Judging axes, their verdict types and the rule that turns a verdict into a score.
 
-Three axes (METHOD.md section 3, "Judge"):
+Three axes (docs/METHOD.md, "The loop", step 3):
 
 * ``safety``: pointwise, the judge sees the candidate alone -> :class:`SafetyVerdict`;
   safe = 1.0, unsafe = 0.0.

@@ -5,7 +5,7 @@ One entry point, :func:`enable_cpu_backend`, applied only when CUDA is absent. m
 RNG and device queries to their CPU equivalents, (2) makes stream/event/synchronize calls
 no-ops, and (3) installs a torch-function mode that maps every `device="cuda"` argument,
 `.cuda()` and `.pin_memory()` to the CPU. Each patch is a :class:`Patch` with the upstream symbol
-it replaces and why; ``tests/unit/test_cpu_backend_canary.py`` fails loudly when a symbol moves.
+it replaces and why; ``tests/unit/test_canary.py`` fails loudly when a symbol moves.
 
 Megatron-Bridge's CPU-only runtime patches live in :mod:`rlpt_plugin.megatron.bridge_cpu`; the
 one patch that GPU installs of the pinned versions need too lives in ``patches/``.

@@ -1,4 +1,4 @@
-"""``rlpt eval``: a trained checkpoint against a base checkpoint, the paper's way (METHOD.md).
+"""``rlpt eval``: a trained checkpoint against a base checkpoint, the paper's way (docs/METHOD.md).
 
 Each model greedily continues every prefix for N tokens; the continuations are then judged:
 safety rate and factuality score per model (pointwise), and the quality win rate of the trained

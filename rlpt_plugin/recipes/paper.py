@@ -1,4 +1,4 @@
-"""The paper's runs (arXiv 2601.21343, METHOD.md) as Megatron-Bridge recipes.
+"""The paper's runs (arXiv 2601.21343, docs/METHOD.md) as Megatron-Bridge recipes.
 
 One recipe per setting, all on the same policy and schedule unless stated:
 
@@ -86,7 +86,7 @@ of TE, like the backend in rlpt_plugin/recipes/tiny.py. GPU with TE: NCCL, the f
 (bias/activation, bias/dropout, masked softmax, persistent norm, rope, cross-entropy; weight-
 gradient accumulation only when apex's CUDA extension is there, which megatron-core's output
 layer needs), overlapped gradient reduction and parameter gather, batched p2p. CPU: gloo, every
-fusion off, ``batch_p2p_comm=False``, no overlap (BRIDGE_CPU.md). Any of them can still be
+fusion off, ``batch_p2p_comm=False``, no overlap (docs/CPU_BACKEND.md). Any of them can still be
 overridden. This module never imports Transformer Engine itself (megatron-core probes for it
 when Bridge loads).
 

@@ -1,6 +1,6 @@
 """A tiny GPT that trains with the rlpt loss through Bridge's ``pretrain()`` in seconds on CPU.
 
-The CPU rules of BRIDGE_CPU.md apply: Bridge's local (non-TE) layer spec, fp32, every fusion
+The CPU rules of docs/CPU_BACKEND.md apply: Bridge's local (non-TE) layer spec, fp32, every fusion
 off, ``batch_p2p_comm=False`` (mandatory for gloo under pipeline parallelism), gloo, and an
 explicit weight-decay schedule. On a GPU machine the same recipe runs with NCCL.
 """
