@@ -86,25 +86,36 @@ class StepSource(Iterator[StepMicroBatch]):
         if self._queue:
             raise RuntimeError(f"step {step} prepared while {len(self._queue)} micro-batches of "
                                "the previous step are unconsumed")
+        failure: JudgeFailure | None = None
         if self.stage is not None:
-            groups = self.stage.collect(step)
+            try:
+                groups = self.stage.collect(step)
+            except JudgeFailure as err:  # this replica's judge: stop every replica with it
+                failure, groups = err, []
         else:
             groups = [self.group_fn(i) for i in self.group_ids(step)]
-        selections = select_all(groups, rule=self.rule, fallback=self.fallback)
-        lm_rows = [self.lm_rows(i) for i in parallel.dp_share(step, self.lm_rows_per_step)] \
-            if self.lm_rows is not None else []
-        if self.vocab_size is not None:
-            self._check_lm_rows_vocab(lm_rows)
-        batches = pack_step(groups, selections, self.spec, lm_rows)
-        if self.vocab_size is not None:
-            self._check_vocab(batches)
-        if self.reference is not None:
-            self.reference.fill(batches)
+        batches: list = []
+        if failure is None:
+            selections = select_all(groups, rule=self.rule, fallback=self.fallback)
+            lm_rows = [self.lm_rows(i) for i in parallel.dp_share(step, self.lm_rows_per_step)] \
+                if self.lm_rows is not None else []
+            if self.vocab_size is not None:
+                self._check_lm_rows_vocab(lm_rows)
+            batches = pack_step(groups, selections, self.spec, lm_rows)
+            if self.vocab_size is not None:
+                self._check_vocab(batches)
+            if self.reference is not None:  # a pass through this replica's pipeline only
+                self.reference.fill(batches)
         local = local_denominators(batches)
         unjudged = float(sum(g.scores is None for g in groups))
+        # The step's global counts, and whether any data-parallel replica's judge failed: every
+        # rank learns it in the same collective, so all stop together instead of some waiting.
         summed = parallel.all_reduce_sum_over_dp(torch.tensor(
-            [local.num_lm_tokens, local.num_pairs, local.num_rf_tokens, unjudged, float(len(groups))],
-            dtype=torch.float64)).tolist()
+            [local.num_lm_tokens, local.num_pairs, local.num_rf_tokens, unjudged, float(len(groups)),
+             float(failure is not None)], dtype=torch.float64)).tolist()
+        if summed[5]:
+            raise failure or JudgeFailure(f"the judge failed on {int(summed[5])} other data-parallel "
+                                          f"replica(s) at step {step}; their ranks report why")
         denominators = Denominators(*(float(v) for v in summed[:3]))
         if self.watchdog is not None and (share := self.watchdog.observe(summed[3], summed[4])) is not None:
             raise JudgeFailure(stop_message(share, self.watchdog, step, self.stage.failure_examples()))

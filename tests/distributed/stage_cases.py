@@ -137,7 +137,10 @@ def failing_steps(case: dict[str, Any]) -> dict[str, Any]:
     model = build_model(weight_seed=0)
     stage = CandidateStage(window_fn=window, model=model,
                            rollout=RolloutSpec(num_samples=2, max_new_tokens=5, vocab_size=VOCAB - 4, seed=5),
-                           pool=PoolSpec(original=True, rollouts=True), judge=BrokenJudge(case["how"]),
+                           pool=PoolSpec(original=True, rollouts=True),
+                           # one_replica: only data-parallel replica 1's judge is broken
+                           judge=EvenTokenJudge() if case["how"] == "one_replica" and ps.get_data_parallel_rank() == 0
+                           else BrokenJudge("raises" if case["how"] == "one_replica" else case["how"]),
                            decode=lambda ids: " ".join(str(int(t)) for t in ids), groups_per_step=4,
                            staleness=case["staleness"], judge_timeout_s=0.5)
     source = StepSource(groups_per_step=4, stage=stage, reference=ReferenceScorer([model]),
