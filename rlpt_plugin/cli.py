@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="--dry-run: the trainer step time (s) the judge must keep up with")
     train.add_argument("--suffix-length", type=int, default=128,
                        help="--dry-run: N when the stores do not exist yet (paper: 128)")
+    train.add_argument("--gpus", type=int, default=8,
+                       help="--dry-run: H100s to estimate the step's split on (paper: 64)")
     train.add_argument("overrides", nargs="*",
                        help="config groups (group=option: teacher, judge, loss, candidates, world; "
                             "see rlpt_plugin/conf/) and Hydra-syntax overrides key=value, applied in "
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides = expand_args(args.overrides)
             if args.dry_run:
                 print(launch.dry_run(args.recipe, args.out, overrides, suffix_length=args.suffix_length,
-                                     step_time_s=args.step_time))
+                                     step_time_s=args.step_time, gpus=args.gpus))
             else:
                 launch.train(args.recipe, args.out, overrides)
         else:

@@ -87,20 +87,27 @@ def store_suffix_length(cfg: RLPTConfigContainer) -> int | None:
 
 
 def dry_run(recipe: str, out_dir: str | Path, overrides: list[str], *, suffix_length: int,
-            step_time_s: float) -> str:
-    """The resolved config and the per-step workload plan, without initialising anything.
-    ``suffix_length``: N when the stores do not exist yet (their manifest wins when they do;
-    synthetic groups have their own)."""
+            step_time_s: float, gpus: int = 8) -> str:
+    """The resolved config, the per-step workload plan and its estimated split on ``gpus``
+    H100s, without initialising anything. ``suffix_length``: N when the stores do not exist yet
+    (their manifest wins when they do; synthetic groups have their own)."""
     from rlpt_plugin.plan import format_plan, plan_from_config
+    from rlpt_plugin.step_estimate import ModelShape, estimate, format_estimate
 
     cfg = build_config(recipe, out_dir, overrides)
     n = store_suffix_length(cfg) or suffix_length if cfg.rlpt.data.source == "store" else None
     try:
         plan = plan_from_config(cfg.rlpt, seq_length=cfg.model.seq_length, suffix_length=n,
                                 step_time_s=step_time_s, global_batch_size=cfg.train.global_batch_size)
+        shape = ModelShape.from_model(cfg.model)
+        fp8 = bool(getattr(cfg.model, "fp8", None)) or "fp8" in str(getattr(cfg, "mixed_precision", "") or "")
+        cost = estimate(plan, shape, gpus=gpus, tensor_parallel=cfg.model.tensor_model_parallel_size,
+                        pipeline_parallel=cfg.model.pipeline_model_parallel_size, fp8=fp8,
+                        reference=cfg.rlpt.loss.reference if cfg.rlpt.loss.has_rl_terms() else "none")
     except ValueError as err:
         raise ConfigError([f"workload plan: {err}"]) from err
-    return f"# resolved config of {recipe}\n{resolved_yaml(cfg)}\n{format_plan(plan)}\n"
+    return (f"# resolved config of {recipe}\n{resolved_yaml(cfg)}\n{format_plan(plan)}\n"
+            f"{format_estimate(cost, shape)}\n")
 
 
 def _single_process_env() -> None:
