@@ -66,7 +66,9 @@ def rewrite(s: DemoSettings, out: Path) -> None:
                  "--out", str(out / "store"), "--teacher", "world", "--world-seed", str(s.world_seed),
                  "--world-entities", str(s.entities), "--suffix-length", str(s.suffix_length),
                  "--seq-length", str(SEQ_LENGTH), "--min-prefix", str(MIN_PREFIX),
-                 "--windows-per-doc", str(WINDOWS_PER_DOC), "--seed", str(s.world_seed)])
+                 "--windows-per-doc", str(WINDOWS_PER_DOC), "--seed", str(s.world_seed),
+                 "--world-knowledge", str(s.teacher_knowledge), "--world-rewrite-miss", str(s.rewrite_miss),
+                 "--world-rewrite-error", str(s.rewrite_error)])
     if code != 0:
         raise RuntimeError(f"rlpt rewrite failed with exit code {code}")
 
@@ -113,7 +115,7 @@ def sip_overrides(s: DemoSettings, rule: str) -> list[str]:
     reward = [f"rlpt.judge.{a}={1.0 if a in axes else 0.0}" for a in ("quality", "safety", "factuality")]
     return [*loss, *continue_overrides(s), *reward, f"rlpt.loss.lm.start={s.lm_weight}",
             f"rlpt.candidates.num_rollouts={s.rollouts}", f"rlpt.candidates.original={not s.rollouts_only}",
-            f"rlpt.judge.noise_rate={s.judge_noise}"]
+            f"rlpt.judge.noise_rate={s.judge_noise}", f"rlpt.judge.world_knowledge={s.teacher_knowledge}"]
 
 
 def train_phase(name: str, s: DemoSettings, out: Path, steps: int, overrides: list[str], *,

@@ -37,8 +37,15 @@ class DemoSettings:
     """K: rollouts per prefix in the SIP pool (plus the original suffix)."""
     loss: str = "dpo"
     """SIP update rule: dpo (online DPO, chosen = best, rejected = worst) | rf_nll."""
-    judge_noise: float = 0.0
-    """Share of the oracle judge's judgments flipped during training (evaluation is exact)."""
+    judge_noise: float = 0.1
+    """Share of the training judge's judgments flipped (an LLM judge errs; evaluation is exact)."""
+    teacher_knowledge: float = 0.8
+    """Share of the facts the teacher (judge and rewriter) knows; on the others it trusts the
+    corpus (1 = the exact oracle; evaluation always uses the full knowledge base)."""
+    rewrite_miss: float = 0.1
+    """Probability that the teacher's rewrite leaves a defective sentence as it is."""
+    rewrite_error: float = 0.02
+    """Probability that a value the teacher's rewrite writes is wrong (an introduced error)."""
     beta: float = 0.1
     """DPO temperature."""
     reference: str = "frozen"
@@ -76,6 +83,9 @@ class DemoSettings:
             out.append(f"`--loss` must be one of {', '.join(LOSSES)}, but is {self.loss!r}.")
         if not 0 <= self.judge_noise < 1:
             out.append(f"`--judge-noise` must be in [0, 1), but is {self.judge_noise}.")
+        for name in ("teacher_knowledge", "rewrite_miss", "rewrite_error"):
+            if not 0 <= getattr(self, name) <= 1:
+                out.append(f"`--{name.replace('_', '-')}` must be in [0, 1], but is {getattr(self, name)}.")
         if not 0 <= self.systematic_fraction <= 1:
             out.append(f"`--systematic-fraction` must be in [0, 1], but is {self.systematic_fraction}.")
         if not 0 <= 3 * self.defect_rate <= 1:
