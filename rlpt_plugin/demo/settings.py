@@ -61,10 +61,20 @@ class DemoSettings:
     """Prefixes (candidate pools) per step."""
     reward: str = "quality,safety,factuality"
     """Judge axes summed into the reward during training (comma-separated, equal weights)."""
+    rewrite: bool = True
+    """Put the teacher's rewrite of the suffix in the SIP pool (next to the original and the
+    rollouts): on a systematic myth neither the corpus nor the model's own samples hold the truth."""
     rollouts_only: bool = False
-    """Leave the original suffix out of the pool (rollouts only: the model trains on its own text)."""
+    """Leave the original suffix (and the rewrite) out of the pool: the model trains on its own text."""
     rf_nll: bool = False
     """Also continue with RF-NLL as the update rule (a fourth column)."""
+    controls: bool = False
+    """Also train the controls: next-token with SIP's compute (--control-factor x the steps) and
+    next-token on the teacher's rewrites ("SFT on rewrites"), both from the start model."""
+    control_factor: int = 3
+    """Steps of the compute-matched next-token control, as a multiple of --steps. 3 matches the
+    tokens SIP trains (three rows per prefix: the LM row, chosen and rejected), not its
+    wall-clock (a SIP step also samples K rollouts and waits for the judge)."""
 
     def errors(self) -> list[str]:
         out = []
@@ -74,6 +84,8 @@ class DemoSettings:
         for name in ("entities", "docs_per_entity", "start_steps", "steps", "suffix_length", "groups_per_step"):
             if getattr(self, name) < 1:
                 out.append(f"`--{name.replace('_', '-')}` must be >= 1, but is {getattr(self, name)}.")
+        if self.control_factor < 1:
+            out.append(f"`--control-factor` must be >= 1, but is {self.control_factor}.")
         if self.rollouts < 1:
             out.append(f"`--rollouts` must be >= 1, but is {self.rollouts}.")
         axes = [a.strip() for a in self.reward.split(",") if a.strip()]
@@ -117,8 +129,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     docs = _field_docs()
     for f in fields(DemoSettings):
         flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, action="store_true", help=docs.get(f.name, ""))
+        if f.type in ("bool", bool):  # --flag / --no-flag
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=docs.get(f.name, ""))
         else:
             kind = {"int": int, "float": float, "str": str}[str(f.type)]
             parser.add_argument(flag, type=kind, default=f.default,
