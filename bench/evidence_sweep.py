@@ -40,8 +40,9 @@ from rlpt_plugin.demo.progress import Progress  # noqa: E402
 
 AXES = ("quality_win_rate", "factuality", "safety")
 SLICES = (None, "ordinary", "systematic")
-#: The CI scale (tests/demo/test_evidence.py): a cell in a few minutes on 2 cores.
-QUICK = {"entities": 40, "start_steps": 400, "steps": 80, "rollouts": 4}
+#: A reduced scale for a quick check on a loaded 2-core machine: the CI world and start model
+#: (tests/demo/test_evidence.py: 40 people, 400 start steps, K = 4) with 48 continuation steps.
+QUICK = {"entities": 40, "start_steps": 400, "steps": 48, "rollouts": 4}
 
 
 def parse_settings(pairs: list[str], base: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -75,9 +76,32 @@ def _chosen(out: Path, name: str) -> dict[str, float] | None:
     return {"first": mean(curve[:tenth]), "last": mean(curve[-tenth:]), "mean": mean(curve)}
 
 
-def run_cell(out: Path, s: DemoSettings, variants: dict[str, DemoSettings], show: Progress) -> dict[str, Any]:
-    """One world x seed: every arm trained (or reused) and judged by the exact oracle."""
+def shared_start(root: Path, s: DemoSettings, start_seed: int, show: Progress) -> Path:
+    """``ROOT/world<W>_start``: the world, its store and ONE start model (training seed
+    ``start_seed``) that every cell of this world continues from."""
+    out = root / f"world{s.world_seed}_start"
+    s0 = dataclasses.replace(s, seed=start_seed)
+    pipeline.build_world(s0, out)
+    pipeline.rewrite(s0, out)
+    pipeline.train_phase("start", s0, out, s0.start_steps, pipeline.start_overrides(s0), start_from=None,
+                         progress=show)
+    return out
+
+
+def _link_shared(out: Path, shared: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for part in ("world", "store", "start"):
+        if not (out / part).exists():
+            (out / part).symlink_to((shared / part).resolve(), target_is_directory=True)
+
+
+def run_cell(out: Path, s: DemoSettings, variants: dict[str, DemoSettings], show: Progress,
+             shared: Path | None = None) -> dict[str, Any]:
+    """One world x seed: every arm trained (or reused) and judged by the exact oracle. With
+    ``shared``, the world, store and start model are that directory's (linked, not retrained)."""
     began = time.perf_counter()
+    if shared is not None:
+        _link_shared(out, shared)
     pipeline.build_world(s, out)
     pipeline.rewrite(s, out)
     phases = {"start": pipeline.train_phase("start", s, out, s.start_steps, pipeline.start_overrides(s),
@@ -112,22 +136,53 @@ def _get(model: dict[str, Any], part: str | None, axis: str) -> float:
     return (model if part is None else model[part])[axis]
 
 
+def run_variants_only(out: Path, variants: dict[str, DemoSettings], show: Progress) -> None:
+    """Only the ``--variant`` SIP arms of an existing cell (its start model must exist): extra
+    arms for some cells without retraining the others; the next full call judges them."""
+    for name, v in variants.items():
+        pipeline.train_phase(name, v, out, v.steps, pipeline.sip_overrides(v, v.loss),
+                             start_from=out / "start" / "ckpt", progress=show)
+
+
+def _with_variants(cells: dict[str, dict[str, Any]], root: Path, variants: dict[str, list[str]]) -> None:
+    """Judge variant arms that were trained (``--variants-only``) in cells summarised without them."""
+    for name, cell in cells.items():
+        missing = [v for v in variants if v not in cell["models"] and (root / name / v / "eval.json").exists()]
+        if not missing:
+            continue
+        s = DemoSettings(**cell["settings"])
+        phases = {k: json.loads((root / name / k / "eval.json").read_text()) for k in ("start", *missing)}
+        judged = pipeline.judge_models(s, root / name, phases)
+        for v in missing:
+            cell["models"][v] = judged[v]
+            cell["rollout_chosen"][v] = _chosen(root / name, v)
+            cell["chance"][v] = pipeline.chance_rollout_rate(
+                DemoSettings(**{**cell["settings"], **parse_settings(variants[v])}))
+
+
 def summarize(cells: dict[str, dict[str, Any]], arms: list[str], sips: list[str]) -> dict[str, Any]:
+    """Mean and sd per arm and of the paired margins; an arm missing from some cells is
+    summarised over the cells that have it (its ``n`` says how many)."""
     summary: dict[str, Any] = {"arms": {}, "margins": {}, "rollout_chosen": {}}
+
+    def having(*names: str) -> list[dict[str, Any]]:
+        return [c for c in cells.values() if all(n in c["models"] for n in names)]
+
     for part in SLICES:
         key = part or "all"
-        summary["arms"][key] = {a: {ax: _stats([_get(c["models"][a], part, ax) for c in cells.values()])
-                                    for ax in AXES} for a in arms}
+        summary["arms"][key] = {a: {ax: _stats([_get(c["models"][a], part, ax) for c in having(a)])
+                                    for ax in AXES} for a in arms if having(a)}
         summary["margins"][key] = {
             f"{sip} - {ctl}": {ax: _stats([_get(c["models"][sip], part, ax) - _get(c["models"][ctl], part, ax)
-                                           for c in cells.values()]) for ax in AXES}
-            for sip in sips for ctl in ("baseline", "baseline_compute", "sft_rewrites", "start")}
+                                           for c in having(sip, ctl)]) for ax in AXES}
+            for sip in sips for ctl in ("baseline", "baseline_compute", "sft_rewrites", "start", *sips[:1])
+            if sip != ctl and having(sip, ctl)}
     for sip in sips:
         rates = [c["rollout_chosen"][sip] for c in cells.values() if c["rollout_chosen"].get(sip)]
         if rates:
             summary["rollout_chosen"][sip] = {k: _stats([r[k] for r in rates]) for k in ("first", "last", "mean")}
             summary["rollout_chosen"][sip]["chance"] = next(iter(cells.values()))["chance"][sip]
-    nll = {a: _stats([c["models"][a]["heldout_nll"] for c in cells.values()]) for a in arms}
+    nll = {a: _stats([c["models"][a]["heldout_nll"] for c in having(a)]) for a in arms if having(a)}
     summary["heldout_nll"] = nll
     summary["step_s"] = {a: _stats([c["step_s"][a] for c in cells.values() if c["step_s"].get(a)]) for a in arms
                          if any(c["step_s"].get(a) for c in cells.values())}
@@ -143,15 +198,19 @@ def print_summary(summary: dict[str, Any], cells: dict[str, Any], arms: list[str
         print(f"\n[{key}] ({counts[key]} held-out prefixes per cell)")
         print(f"{'':<34}" + "".join(f"{ax:>22}" for ax in AXES))
         for a in arms:
+            if a not in per_arm:
+                continue
             row = per_arm[a]
-            print(f"{report.LABELS.get(a, a):<34}" + "".join(
+            label = report.LABELS.get(a, a) + (f" (n={row[AXES[0]]['n']})" if row[AXES[0]]["n"] != len(cells) else "")
+            print(f"{label:<34}" + "".join(
                 f"{100 * row[ax]['mean']:>14.1f} +- {100 * row[ax]['sd']:4.1f}" for ax in AXES))
         for name, row in summary["margins"][key].items():
             if name.endswith("- start"):
                 continue
             cells_txt = "".join(f"{100 * row[ax]['mean']:>+11.1f} +- {100 * row[ax]['sd']:4.1f}"
                                 f"{' *' if row[ax]['mean'] > 2 * row[ax]['sd'] else '  '}  " for ax in AXES)
-            print(f"{name:<34}{cells_txt}")
+            n = row[AXES[0]]["n"]
+            print(f"{name + (f' (n={n})' if n != len(cells) else ''):<34}{cells_txt}")
     print("\n* : the mean margin is larger than twice its sd over the cells (paired: same world, seed, start)")
     print(f"\nheld-out NLL: " + ", ".join(f"{a} {s['mean']:.3f} +- {s['sd']:.3f}" for a, s in summary["heldout_nll"].items()))
     print("step seconds: " + ", ".join(f"{a} {s['mean']:.3f}" for a, s in summary["step_s"].items()))
@@ -171,6 +230,11 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[],
                         help="an extra SIP arm NAME:key=value[,key=value] (e.g. no_rewrite:rewrite=false)")
     parser.add_argument("--summary-only", action="store_true", help="only aggregate the finished cells")
+    parser.add_argument("--shared-start", type=int, default=None, metavar="SEED",
+                        help="train ONE start model per world (with this training seed) and continue every "
+                             "cell of the world from it (cheaper; the seeds then vary the continuations only)")
+    parser.add_argument("--variants-only", action="store_true",
+                        help="train only the --variant arms of the given cells (their start must exist)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     base = parse_settings(args.set, QUICK if args.quick else None)
@@ -188,13 +252,20 @@ def main() -> None:
                 if (out / "cell.json").exists():
                     cells[out.name] = json.loads((out / "cell.json").read_text())
                 continue
+            if args.variants_only:
+                run_variants_only(out, vs, show)
+                continue
             t = time.perf_counter()
-            cells[out.name] = run_cell(out, s, vs, show)
+            shared = None if args.shared_start is None else shared_start(root, s, args.shared_start, show)
+            cells[out.name] = run_cell(out, s, vs, show, shared)
             print(f"[sweep] {out.name}: {time.perf_counter() - t:.0f} s", flush=True)
+    if args.variants_only:
+        return
     if not cells:
         raise SystemExit("no finished cells")
     sips = ["sip", *variants]
     arms = ["start", "baseline", "baseline_compute", "sft_rewrites", *sips]
+    _with_variants(cells, root, variants)
     summary = summarize(cells, arms, sips)
     summary["cells"] = list(cells)
     summary["wall_seconds_this_call"] = round(time.perf_counter() - began, 1)
