@@ -100,6 +100,7 @@ def run_cell(out: Path, s: DemoSettings, variants: dict[str, DemoSettings], show
     """One world x seed: every arm trained (or reused) and judged by the exact oracle. With
     ``shared``, the world, store and start model are that directory's (linked, not retrained)."""
     began = time.perf_counter()
+    pipeline.limit_threads(s)
     if shared is not None:
         _link_shared(out, shared)
     pipeline.build_world(s, out)

@@ -48,6 +48,7 @@ def _timing(phases: dict[str, dict[str, Any]], metrics: dict[str, list[dict[str,
 def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progress: bool = True) -> dict[str, Any]:
     s = settings or DemoSettings()
     s.validate()
+    pipeline.limit_threads(s)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     show = Progress(enabled=progress)

@@ -27,6 +27,18 @@ MIN_PREFIX = 4
 WINDOWS_PER_DOC = 4
 
 
+def limit_threads(s: DemoSettings) -> None:
+    """``--threads``: torch's intra-op threads here and in any process started from here."""
+    if s.threads > 0:
+        import os
+
+        import torch
+
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(s.threads)
+        torch.set_num_threads(s.threads)
+
+
 def world_config(s: DemoSettings):
     from rlpt_plugin.world import WorldConfig
 

@@ -71,6 +71,10 @@ class DemoSettings:
     controls: bool = False
     """Also train the controls: next-token with SIP's compute (--control-factor x the steps) and
     next-token on the teacher's rewrites ("SFT on rewrites"), both from the start model."""
+    threads: int = 1
+    """torch intra-op threads (0: torch's default). The tiny model gains nothing from more than
+    one, and on a shared 2-core machine two threads per process made every phase about 20x
+    slower (a SIP step 25 s instead of 1.6 s; measured, see the README)."""
     control_factor: int = 3
     """Steps of the compute-matched next-token control, as a multiple of --steps. 3 matches the
     tokens SIP trains (three rows per prefix: the LM row, chosen and rejected), not its
@@ -84,6 +88,8 @@ class DemoSettings:
         for name in ("entities", "docs_per_entity", "start_steps", "steps", "suffix_length", "groups_per_step"):
             if getattr(self, name) < 1:
                 out.append(f"`--{name.replace('_', '-')}` must be >= 1, but is {getattr(self, name)}.")
+        if self.threads < 0:
+            out.append(f"`--threads` must be >= 0, but is {self.threads}.")
         if self.control_factor < 1:
             out.append(f"`--control-factor` must be >= 1, but is {self.control_factor}.")
         if self.rollouts < 1:
