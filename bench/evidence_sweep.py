@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -62,7 +63,7 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     name, _, rest = text.partition(":")
     if not name or not rest:
         raise SystemExit(f"--variant must be NAME:key=value[,key=value], got {text!r}")
-    return name, rest.split(",")
+    return name, re.split(r",(?=\w+=)", rest)  # a value may hold commas: reward=quality,safety
 
 
 def _chosen(out: Path, name: str) -> dict[str, float] | None:

@@ -53,6 +53,7 @@ def test_settings_and_variants_parse():
     assert sweep.parse_settings(["steps=5", "rewrite=false", "beta=0.5"]) == {"steps": 5, "rewrite": False,
                                                                               "beta": 0.5}
     assert sweep.parse_variant("no_rw:rewrite=false,rollouts=8") == ("no_rw", ["rewrite=false", "rollouts=8"])
+    assert sweep.parse_variant("qs:reward=quality,safety,beta=0.5") == ("qs", ["reward=quality,safety", "beta=0.5"])
     with pytest.raises(SystemExit):
         sweep.parse_settings(["nope=1"])
     with pytest.raises(SystemExit):
