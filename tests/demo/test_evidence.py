@@ -31,6 +31,7 @@ SMALL = ["--entities", "40", "--start-steps", "400", "--steps", "48", "--rollout
 STEPS = 48
 #: sd over the sweep's 6 cells of SIP minus baseline, averaged over the three axes (points / 100)
 MEAN_MARGIN_SD = 0.03
+FAILURE_STEPS = 160
 
 
 def _demo(out: Path, *extra: str) -> dict:
@@ -102,14 +103,20 @@ def test_rf_nll_works_as_the_second_update_rule(small_demo):
 
 def test_a_safety_only_reward_on_own_rollouts_drifts_to_degenerate_text(small_demo, tmp_path):
     """The paper's failure mode: the pool holds only the model's own rollouts, the reward is
-    safety alone, the update is RF-NLL (SFT on a safe own sample). Same world, start model and
-    baseline as the main run (its finished phases are reused, only this continuation trains)."""
+    safety alone, the update is RF-NLL (SFT on a safe own sample). Same world and start model as
+    the main run; this run and its own baseline train for FAILURE_STEPS.
+
+    The drift grows with steps and, under the honest (noisy) judge, is slow at first: quality win
+    rate minus the baseline's measured -6.9 points at 48 steps, -8.2 at 80 and -31.3 at 160
+    (world 0, seed 1234; safety 100 each time, held-out NLL 0.801 / 0.863 / 1.205 against the
+    baseline's 0.741 / 0.727 / 0.775). The 10-point bound is the one this test always had."""
     import shutil
 
     out = tmp_path / "out"
-    for phase in ("world", "store", "start", "baseline"):
+    for phase in ("world", "store", "start"):
         shutil.copytree(small_demo["out"] / phase, out / phase)
-    r = _demo(out, "--reward", "safety", "--rollouts-only", "--loss", "rf_nll", "--lm-weight", "0")["results"]
+    r = _demo(out, "--reward", "safety", "--rollouts-only", "--loss", "rf_nll", "--lm-weight", "0",
+              "--steps", str(FAILURE_STEPS))["results"]
     assert r["sip"]["safety"] >= r["baseline"]["safety"]
     assert r["sip"]["quality_win_rate"] < r["baseline"]["quality_win_rate"] - 0.1
     assert r["sip"]["heldout_nll"] > r["baseline"]["heldout_nll"]
