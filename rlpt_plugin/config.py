@@ -201,8 +201,13 @@ class JudgeSection:
     """openai (an LLM behind ``endpoints`` serving ``model``) | world (the synthetic world's
     oracle judge, rlpt_plugin/world/teacher.py: no endpoints, exact verdicts on the knowledge
     base of ``world_seed``; ``position``, ``samples``, ``concurrency`` and ``cache`` are unused)."""
-    noise_rate: float = 0.0
-    """world only: probability in [0, 1) that one oracle judgment is flipped (reproducible)."""
+    noise_rate: float = 0.1
+    """world only: probability in [0, 1) that one oracle judgment is flipped (reproducible).
+    Default 0.1: the training judge errs like an LLM judge (rlpt_plugin/world/teacher.py); 0 is
+    the exact oracle."""
+    world_knowledge: float = 0.8
+    """world only: share in [0, 1] of the knowledge base's facts the judge knows; on the others
+    it trusts the reference (rlpt_plugin/world/knowledge.py). 1 is the exact oracle."""
     world_seed: int = 0
     """world only: the WorldConfig seed the corpus was generated with."""
     world_entities: int = 200
@@ -267,6 +272,10 @@ class JudgeSection:
         _number(errors, f"{path}.noise_rate", self.noise_rate, minimum=0)
         if len(errors) == before and self.noise_rate >= 1:
             errors.append(f"`{path}.noise_rate` must be in [0, 1), but is {self.noise_rate!r} instead.")
+        before = len(errors)
+        _number(errors, f"{path}.world_knowledge", self.world_knowledge, minimum=0)
+        if len(errors) == before and self.world_knowledge > 1:
+            errors.append(f"`{path}.world_knowledge` must be in [0, 1], but is {self.world_knowledge!r} instead.")
         _number(errors, f"{path}.world_seed", self.world_seed, minimum=0, integer=True)
         _number(errors, f"{path}.world_entities", self.world_entities, minimum=1, integer=True)
         needed = needed and self.backend == "openai"

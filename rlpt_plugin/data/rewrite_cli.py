@@ -36,6 +36,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--world-seed", type=int, default=0, help="--teacher world: WorldConfig.seed")
     p.add_argument("--world-entities", type=int, default=None,
                    help="--teacher world: WorldConfig.num_entities (default: WorldConfig's)")
+    p.add_argument("--world-knowledge", type=float, default=None,
+                   help="--teacher world: share of the facts the teacher knows (default 0.8; 1 = exact "
+                        "oracle; rlpt_plugin/world/knowledge.py)")
+    p.add_argument("--world-rewrite-miss", type=float, default=None,
+                   help="--teacher world: probability that a defective sentence is left as is (default 0.1)")
+    p.add_argument("--world-rewrite-error", type=float, default=None,
+                   help="--teacher world: probability that a written value is replaced by a wrong one "
+                        "(default 0.02)")
     p.add_argument("--endpoint", action="append", default=[],
                    help="OpenAI-protocol base URL, e.g. http://host:8000/v1 (repeat for a pool)")
     p.add_argument("--model", help="model name served by the endpoints (openai) or local path (hf)")
@@ -107,15 +115,23 @@ def _client(args: argparse.Namespace, api_key: str | None) -> Any:
 def _world_rewriter(args: argparse.Namespace, tokenizer: Any) -> tuple[Any, dict[str, Any]]:
     """The oracle rewriter of the world that ``--world-seed`` / ``--world-entities`` describe."""
     from rlpt_plugin.world import WorldConfig, build_kb
-    from rlpt_plugin.world.teacher import OracleRewriter
+    from rlpt_plugin.world import teacher as wt
 
     fields: dict[str, Any] = {"seed": args.world_seed}
     if args.world_entities is not None:
         fields["num_entities"] = args.world_entities
     config = WorldConfig(**fields)  # WorldConfigError is a ValueError: reported like the others
-    rewriter = OracleRewriter(build_kb(config), tokenizer, args.suffix_length)
+
+    def given(value: float | None, default: float) -> float:
+        return default if value is None else value
+
+    honest = {"knowledge": given(args.world_knowledge, wt.DEFAULT_KNOWLEDGE),
+              "miss_rate": given(args.world_rewrite_miss, wt.DEFAULT_REWRITE_MISS),
+              "error_rate": given(args.world_rewrite_error, wt.DEFAULT_REWRITE_ERROR)}
+    rewriter = wt.OracleRewriter(build_kb(config), tokenizer, args.suffix_length, seed=config.seed, **honest)
     teacher = {"model_id": rewriter.model_id, "template_version": rewriter.template_version,
-               "world": {"seed": config.seed, "num_entities": config.num_entities}}
+               "world": {"seed": config.seed, "num_entities": config.num_entities},
+               "world_teacher": honest}
     return rewriter, teacher
 
 

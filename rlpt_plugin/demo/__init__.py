@@ -48,6 +48,7 @@ def _timing(phases: dict[str, dict[str, Any]], metrics: dict[str, list[dict[str,
 def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progress: bool = True) -> dict[str, Any]:
     s = settings or DemoSettings()
     s.validate()
+    pipeline.limit_threads(s)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     show = Progress(enabled=progress)
@@ -69,23 +70,26 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
     for name in rules:
         phases[name] = pipeline.train_phase(name, s, out, s.steps, pipeline.sip_overrides(
             s, s.loss if name == "sip" else "rf_nll"), start_from=ckpt, progress=show)
+    controls = pipeline.control_phases(s, out, ckpt, show) if s.controls else {}
+    phases.update(controls)
     t = time.perf_counter()
-    models = pipeline.judge_models(s, out, {k: phases[k] for k in ("start", "baseline", *rules)})
+    models = pipeline.judge_models(s, out, {k: phases[k] for k in ("start", "baseline", *controls, *rules)})
     phases["evaluation"] = {"seconds": time.perf_counter() - t}
     metrics = {name: pipeline.read_metrics(out / name) for name in rules}
     runs = {name: report.curves(recs) for name, recs in metrics.items()}
     results: dict[str, Any] = {**models, "settings": dataclasses.asdict(s), "world": world,
                                "rollout_chosen_rate": runs["sip"]["rollout_chosen_rate"],
+                               "rollout_chosen_chance": pipeline.chance_rollout_rate(s),
                                "curves": runs, "timing": _timing(phases, metrics),
                                "wall_seconds": round(time.perf_counter() - began, 1)}
     report.write_results(out, results)
     plots = report.write_plots(out, runs)
     labels = {"sip": report.LABELS["sip" if s.loss == "dpo" else "rf_nll"]}  # the sip column's rule
-    show.say("\n" + report.table(models, labels=labels))
-    show.say(f"\nsystematic contexts only (the corpus's most frequent continuation is bad):\n"
-             f"{report.table(models, 'systematic', labels=labels)}")
-    show.say(f"\nquality win rate: against the start model's continuation of the same prefix (both "
-             f"orders); rates over {world['entities'] * 2} held-out prefixes, judged by the exact oracle.")
+    show.say("\n" + report.tables(models, labels=labels))
+    show.say("\nquality win rate: against the start model's continuation of the same prefix (both orders, "
+             "a tie counts half); all rates judged by the exact oracle (the training teacher was not: "
+             f"judge noise {s.judge_noise}, knowledge {s.teacher_knowledge}).")
+    show.say(report.rollout_rate_line(runs["sip"]["rollout_chosen_rate"], pipeline.chance_rollout_rate(s)))
     show.say(f"[demo] {out / 'results.json'}, {', '.join(str(p) for p in plots)}; "
              f"{results['wall_seconds']:.0f} s")
     return results

@@ -27,6 +27,18 @@ MIN_PREFIX = 4
 WINDOWS_PER_DOC = 4
 
 
+def limit_threads(s: DemoSettings) -> None:
+    """``--threads``: torch's intra-op threads here and in any process started from here."""
+    if s.threads > 0:
+        import os
+
+        import torch
+
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(s.threads)
+        torch.set_num_threads(s.threads)
+
+
 def world_config(s: DemoSettings):
     from rlpt_plugin.world import WorldConfig
 
@@ -66,7 +78,9 @@ def rewrite(s: DemoSettings, out: Path) -> None:
                  "--out", str(out / "store"), "--teacher", "world", "--world-seed", str(s.world_seed),
                  "--world-entities", str(s.entities), "--suffix-length", str(s.suffix_length),
                  "--seq-length", str(SEQ_LENGTH), "--min-prefix", str(MIN_PREFIX),
-                 "--windows-per-doc", str(WINDOWS_PER_DOC), "--seed", str(s.world_seed)])
+                 "--windows-per-doc", str(WINDOWS_PER_DOC), "--seed", str(s.world_seed),
+                 "--world-knowledge", str(s.teacher_knowledge), "--world-rewrite-miss", str(s.rewrite_miss),
+                 "--world-rewrite-error", str(s.rewrite_error)])
     if code != 0:
         raise RuntimeError(f"rlpt rewrite failed with exit code {code}")
 
@@ -113,7 +127,57 @@ def sip_overrides(s: DemoSettings, rule: str) -> list[str]:
     reward = [f"rlpt.judge.{a}={1.0 if a in axes else 0.0}" for a in ("quality", "safety", "factuality")]
     return [*loss, *continue_overrides(s), *reward, f"rlpt.loss.lm.start={s.lm_weight}",
             f"rlpt.candidates.num_rollouts={s.rollouts}", f"rlpt.candidates.original={not s.rollouts_only}",
-            f"rlpt.judge.noise_rate={s.judge_noise}"]
+            f"rlpt.candidates.rewrite={s.rewrite and not s.rollouts_only}",
+            f"rlpt.judge.noise_rate={s.judge_noise}", f"rlpt.judge.world_knowledge={s.teacher_knowledge}"]
+
+
+def pool_size(s: DemoSettings) -> int:
+    """Candidates in a full SIP pool: K rollouts + the original (+ the rewrite)."""
+    return s.rollouts + (0 if s.rollouts_only else 1 + int(s.rewrite))
+
+
+def chance_rollout_rate(s: DemoSettings) -> float:
+    """The rollout-chosen rate of a judge that cannot tell candidates apart but must pick one
+    (the chosen drawn uniformly from the pool): K / pool size. With an exact judge equally good
+    candidates tie and the corpus text wins ties (pool order), so equally good rollouts are
+    chosen LESS often than this; a rate above it means the judge prefers the model's own text."""
+    return s.rollouts / pool_size(s)
+
+
+def sft_store(out: Path) -> Path:
+    """``OUT/store_sft``: the store's windows with the teacher's rewrite as the suffix (where it
+    gave a usable one of full length; elsewhere the original): next-token training on it is the
+    paper's "SFT on rewrites" control, on exactly the prefixes the other runs see."""
+    from rlpt_plugin.megatron.rewritten_store import RewrittenStore, write_store
+
+    dest = out / "store_sft"
+    if (dest / "manifest.json").exists():
+        return dest
+    store = RewrittenStore(out / "store")
+    n = int(store.manifest["suffix_length"])
+
+    def records():
+        for i in range(len(store)):
+            w = store[i]
+            suffix = w.rewrite if w.rewrite is not None and len(w.rewrite) == n else w.original
+            yield w.doc_index, w.window_index, w.prefix.tolist(), suffix.tolist(), suffix.tolist(), "copied"
+
+    manifest = {k: v for k, v in store.manifest.items() if k not in ("format", "num_windows", "counts", "checksums")}
+    manifest["derived"] = {"from": str(out / "store"), "suffix": "rewrite (original where none of length N)"}
+    write_store(dest, records(), manifest)
+    return dest
+
+
+def control_phases(s: DemoSettings, out: Path, ckpt: Path, progress: Progress) -> dict[str, dict[str, Any]]:
+    """The controls, from the start model: next-token for ``control_factor`` x the steps
+    (SIP's tokens trained) and next-token on the rewrites for the same steps as SIP."""
+    phases = {"baseline_compute": train_phase(
+        "baseline_compute", s, out, s.control_factor * s.steps, lm_overrides(s) + continue_overrides(s),
+        start_from=ckpt, progress=progress)}
+    store = sft_store(out)
+    phases["sft_rewrites"] = train_phase("sft_rewrites", s, out, s.steps, lm_overrides(s) + continue_overrides(s)
+                                         + [f"rlpt.data.stores=[{store}]"], start_from=ckpt, progress=progress)
+    return phases
 
 
 def train_phase(name: str, s: DemoSettings, out: Path, steps: int, overrides: list[str], *,

@@ -10,7 +10,12 @@ from typing import Any
 from rlpt_plugin.demo.svg import line_chart, moving_average
 
 LABELS = {"start": "start model", "baseline": "next-token (baseline)", "sip": "SIP, online DPO",
-          "rf_nll": "SIP, RF-NLL"}
+          "rf_nll": "SIP, RF-NLL", "baseline_compute": "next-token, SIP's tokens",
+          "sft_rewrites": "next-token on rewrites"}
+#: The slices every table reports: (key in a model's results or None for all, title).
+PARTS = ((None, "all held-out prefixes"),
+         ("ordinary", "ordinary contexts (the corpus's most frequent continuation is good)"),
+         ("systematic", "systematic contexts (the corpus's most frequent continuation is bad)"))
 AXES = ("quality_win_rate", "factuality", "safety")
 #: Per-step metrics kept in results.json and plotted.
 CURVES = ("rollout_chosen_rate", "lm_nll", "dpo_accuracy", "rf_nll", "score_safety_rollout",
@@ -29,6 +34,30 @@ def table(models: Mapping[str, Mapping[str, Any]], part: str | None = None,
         cells = "".join(f"{100 * r[a]:>{w}.1f}" for a, w in zip(AXES, (18, 12, 9)))
         lines.append(f"{names.get(name, name):<24}{cells}" + ("" if part else f"{result['heldout_nll']:>14.3f}"))
     return "\n".join(lines)
+
+
+def tables(models: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str] | None = None) -> str:
+    """:func:`table` for every slice of :data:`PARTS`, each titled with its prefix count."""
+    blocks = []
+    for part, title in PARTS:
+        first = next(iter(models.values()))
+        count = (first if part is None else first.get(part, {})).get("count")
+        if part is not None and not count:
+            continue  # a world without systematic contexts (or without ordinary ones)
+        blocks.append(f"{title}, {count if count is not None else '?'} prefixes:\n{table(models, part, labels)}")
+    return "\n\n".join(blocks)
+
+
+def rollout_rate_line(curve: Sequence[float], chance: float) -> str:
+    """The rollout-chosen rate over the first and last tenth of the steps against chance."""
+    values = [v for v in curve if v == v]
+    if not values:
+        return "rollout-chosen rate: no pool had a pair"
+    tenth = max(1, len(values) // 10)
+    first, last = sum(values[:tenth]) / tenth, sum(values[-tenth:]) / tenth
+    return (f"rollout-chosen rate (share of pairs whose chosen is a rollout): {first:.2f} over the first "
+            f"{tenth} steps, {last:.2f} over the last {tenth}; chance {chance:.2f} (a judge that cannot tell "
+            f"the candidates apart; exact ties go to the corpus text, so equally good rollouts score below it)")
 
 
 def curves(records: Sequence[Mapping[str, float]]) -> dict[str, list[float]]:

@@ -37,8 +37,15 @@ class DemoSettings:
     """K: rollouts per prefix in the SIP pool (plus the original suffix)."""
     loss: str = "dpo"
     """SIP update rule: dpo (online DPO, chosen = best, rejected = worst) | rf_nll."""
-    judge_noise: float = 0.0
-    """Share of the oracle judge's judgments flipped during training (evaluation is exact)."""
+    judge_noise: float = 0.1
+    """Share of the training judge's judgments flipped (an LLM judge errs; evaluation is exact)."""
+    teacher_knowledge: float = 0.8
+    """Share of the facts the teacher (judge and rewriter) knows; on the others it trusts the
+    corpus (1 = the exact oracle; evaluation always uses the full knowledge base)."""
+    rewrite_miss: float = 0.1
+    """Probability that the teacher's rewrite leaves a defective sentence as it is."""
+    rewrite_error: float = 0.02
+    """Probability that a value the teacher's rewrite writes is wrong (an introduced error)."""
     beta: float = 0.1
     """DPO temperature."""
     reference: str = "frozen"
@@ -54,10 +61,24 @@ class DemoSettings:
     """Prefixes (candidate pools) per step."""
     reward: str = "quality,safety,factuality"
     """Judge axes summed into the reward during training (comma-separated, equal weights)."""
+    rewrite: bool = True
+    """Put the teacher's rewrite of the suffix in the SIP pool (next to the original and the
+    rollouts): on a systematic myth neither the corpus nor the model's own samples hold the truth."""
     rollouts_only: bool = False
-    """Leave the original suffix out of the pool (rollouts only: the model trains on its own text)."""
+    """Leave the original suffix (and the rewrite) out of the pool: the model trains on its own text."""
     rf_nll: bool = False
     """Also continue with RF-NLL as the update rule (a fourth column)."""
+    controls: bool = False
+    """Also train the controls: next-token with SIP's compute (--control-factor x the steps) and
+    next-token on the teacher's rewrites ("SFT on rewrites"), both from the start model."""
+    threads: int = 1
+    """torch intra-op threads (0: torch's default). The tiny model gains nothing from more than
+    one, and on a shared 2-core machine two threads per process made every phase about 20x
+    slower (a SIP step 25 s instead of 1.6 s; measured, see the README)."""
+    control_factor: int = 3
+    """Steps of the compute-matched next-token control, as a multiple of --steps. 3 matches the
+    tokens SIP trains (three rows per prefix: the LM row, chosen and rejected), not its
+    wall-clock (a SIP step also samples K rollouts and waits for the judge)."""
 
     def errors(self) -> list[str]:
         out = []
@@ -67,6 +88,10 @@ class DemoSettings:
         for name in ("entities", "docs_per_entity", "start_steps", "steps", "suffix_length", "groups_per_step"):
             if getattr(self, name) < 1:
                 out.append(f"`--{name.replace('_', '-')}` must be >= 1, but is {getattr(self, name)}.")
+        if self.threads < 0:
+            out.append(f"`--threads` must be >= 0, but is {self.threads}.")
+        if self.control_factor < 1:
+            out.append(f"`--control-factor` must be >= 1, but is {self.control_factor}.")
         if self.rollouts < 1:
             out.append(f"`--rollouts` must be >= 1, but is {self.rollouts}.")
         axes = [a.strip() for a in self.reward.split(",") if a.strip()]
@@ -76,6 +101,9 @@ class DemoSettings:
             out.append(f"`--loss` must be one of {', '.join(LOSSES)}, but is {self.loss!r}.")
         if not 0 <= self.judge_noise < 1:
             out.append(f"`--judge-noise` must be in [0, 1), but is {self.judge_noise}.")
+        for name in ("teacher_knowledge", "rewrite_miss", "rewrite_error"):
+            if not 0 <= getattr(self, name) <= 1:
+                out.append(f"`--{name.replace('_', '-')}` must be in [0, 1], but is {getattr(self, name)}.")
         if not 0 <= self.systematic_fraction <= 1:
             out.append(f"`--systematic-fraction` must be in [0, 1], but is {self.systematic_fraction}.")
         if not 0 <= 3 * self.defect_rate <= 1:
@@ -107,8 +135,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     docs = _field_docs()
     for f in fields(DemoSettings):
         flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, action="store_true", help=docs.get(f.name, ""))
+        if f.type in ("bool", bool):  # --flag / --no-flag
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=docs.get(f.name, ""))
         else:
             kind = {"int": int, "float": float, "str": str}[str(f.type)]
             parser.add_argument(flag, type=kind, default=f.default,

@@ -89,7 +89,8 @@ def world_judge_from_config(rlpt: RLPTConfig) -> Any:
     axes = tuple(axis for axis, w in weights.items() if w > 0)
     return OracleJudge(build_kb(WorldConfig(seed=j.world_seed, num_entities=j.world_entities)), axes=axes,
                        weights={a: weights[a] for a in axes}, schedule=j.schedule,
-                       noise_rate=j.noise_rate, seed=rlpt.data.seed)
+                       noise_rate=j.noise_rate, seed=rlpt.data.seed,
+                       knowledge=j.world_knowledge, knowledge_seed=j.world_seed)
 
 
 Window = tuple[list[int], list[int], list[int] | None]

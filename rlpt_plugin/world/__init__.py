@@ -13,7 +13,8 @@ from rlpt_plugin.world.config import WorldConfig, WorldConfigError
 from rlpt_plugin.world.documents import (eval_prefixes, generate_corpus, systematic_contexts,
                                          write_jsonl)
 from rlpt_plugin.world.kb import Entity, KnowledgeBase, build_kb
-from rlpt_plugin.world.oracle import factuality, oracle_rewrite, quality_prefers, safety
+from rlpt_plugin.world.knowledge import TeacherKnowledge, teacher_view
+from rlpt_plugin.world.oracle import factuality, oracle_rewrite, quality_outcome, quality_prefers, safety
 from rlpt_plugin.world.vocab import WorldTokenizer
 
 if "world" not in registered_tokenizers():
@@ -21,6 +22,6 @@ if "world" not in registered_tokenizers():
 
 __all__ = [
     "Entity", "KnowledgeBase", "WorldConfig", "WorldConfigError", "WorldTokenizer", "build_kb",
-    "eval_prefixes", "factuality", "generate_corpus", "oracle_rewrite", "quality_prefers",
-    "safety", "systematic_contexts", "write_jsonl",
+    "TeacherKnowledge", "eval_prefixes", "factuality", "generate_corpus", "oracle_rewrite",
+    "quality_outcome", "quality_prefers", "safety", "systematic_contexts", "teacher_view", "write_jsonl",
 ]

@@ -8,7 +8,8 @@ prefix greedily for N tokens; then
   checked against the knowledge base, the prefix's held-out correct continuation as reference);
 * ``quality_win_rate``: the pairwise quality judge against the base model's continuation of the
   same prefix, asked in both orders (position-debiased): a win in both orders counts 1, a split
-  or identical texts 0.5. The base model against itself scores exactly 0.5.
+  or two equally good texts (a tie, identical texts included) 0.5. The base model against
+  itself scores exactly 0.5.
 
 Pure: strings in, numbers out (the evaluation judges are noise-free).
 """
@@ -19,15 +20,14 @@ from collections.abc import Mapping, Sequence
 from statistics import mean
 from typing import Any
 
-from rlpt_plugin.judge.axes import Winner
 from rlpt_plugin.world.kb import KnowledgeBase
-from rlpt_plugin.world.oracle import factuality, quality_prefers, safety
+from rlpt_plugin.world.oracle import factuality, quality_outcome, safety
 
 
 def quality_win(prefix: str, candidate: str, base: str, kb: KnowledgeBase) -> float:
-    """1, 0.5 or 0: ``candidate`` against ``base`` in both positions."""
-    first = quality_prefers(prefix, candidate, base, kb) is Winner.A
-    second = quality_prefers(prefix, base, candidate, kb) is Winner.B
+    """1, 0.5 or 0: ``candidate`` against ``base`` in both positions (a tie is 0.5 in each)."""
+    first = quality_outcome(prefix, candidate, base, kb)
+    second = 1.0 - quality_outcome(prefix, base, candidate, kb)
     return (first + second) / 2.0
 
 

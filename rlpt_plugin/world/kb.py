@@ -44,6 +44,15 @@ class KnowledgeBase:
     def value(self, entity_id: int, attribute: str) -> str:
         return self.entities[entity_id].attributes[attribute]
 
+    def knows(self, entity_id: int, attribute: str) -> bool:
+        """Whether this knowledge base can check the fact (always: this is the truth; the
+        teacher's partial view, :class:`~rlpt_plugin.world.knowledge.TeacherKnowledge`, is not)."""
+        return True
+
+    def belief(self, entity: Entity, attribute: str) -> str:
+        """The value this knowledge base holds for the fact (the true one)."""
+        return entity.attributes[attribute]
+
 
 def build_kb(config: WorldConfig) -> KnowledgeBase:
     """The knowledge base of ``config`` (a pure function of the config)."""

@@ -13,7 +13,7 @@ named in the prefix, when the name lies outside the text) and the attribute valu
   claim cannot be verified (unknown person, no subject, or a value outside any well-formed
   sentence), else 1.0.
 * :func:`quality_prefers`: fewer malformed / repetitive / off-topic sentences wins, then fewer
-  false claims, then a deterministic order-independent tie-break.
+  false claims; equally good continuations are a tie (:func:`quality_outcome` scores it 0.5).
 
 Each judge takes ``noise_rate``, ``seed`` and ``sample``: a judgment is flipped when a hash of
 (seed, sample, axis, inputs) falls below ``noise_rate`` (stateless, reproducible, cacheable).
@@ -107,7 +107,9 @@ def _match(tokens: list[str], pattern: tuple[Item, ...], anchor: str) -> dict[st
 @dataclass
 class Reading:
     """What one sentence says. status: good / false / unsafe / degenerate / offtopic /
-    unverifiable. attribute/value/value_pos: the claim when a template matched."""
+    unverifiable / unknown (a claim about a fact the knowledge base does not know: only a
+    teacher's partial view has such facts). attribute/value/value_pos: the claim when a
+    template matched."""
 
     status: str
     attribute: str | None = None
@@ -137,9 +139,11 @@ def _read(tokens: list[str], subject: Entity | None, kb: KnowledgeBase, anchor: 
         if reading.value is not None:
             if reading.entity is None:
                 reading.status = "unverifiable"
+            elif not kb.knows(reading.entity.id, attribute):
+                reading.status = "unknown"  # a partial (teacher's) knowledge base cannot check it
             elif reading.value != reading.entity.attributes[attribute]:
                 reading.status = "false"
-        if reading.status == "good" and subject is not None and reading.entity is not subject:
+        if reading.status in ("good", "unknown") and subject is not None and reading.entity is not subject:
             reading.status = "offtopic"
         return reading
     return Reading("degenerate")
@@ -202,34 +206,48 @@ def _claimed(prefix: list[str], kb: KnowledgeBase, subject: Entity) -> dict[str,
     return counts
 
 
-def _next_attribute(counts: dict[str, int]) -> str:
-    return min(vocab.ATTRIBUTES, key=lambda a: (counts[a], vocab.ATTRIBUTES.index(a)))
+def _order(subject: Entity, counts: dict[str, int], kb: KnowledgeBase) -> list[str]:
+    """Attributes to write next: least claimed first, facts the knowledge base knows first."""
+    return sorted(vocab.ATTRIBUTES, key=lambda a: (counts[a], not kb.knows(subject.id, a),
+                                                   vocab.ATTRIBUTES.index(a)))
 
 
-def _fresh(subject: Entity, counts: dict[str, int]) -> list[str]:
-    attribute = _next_attribute(counts)
+def _fresh(subject: Entity, counts: dict[str, int], kb: KnowledgeBase) -> list[str]:
+    attribute = _order(subject, counts, kb)[0]
     counts[attribute] += 1
-    return vocab.words(clean_sentence(subject, attribute))
+    return vocab.words(clean_sentence(subject, attribute, value=kb.belief(subject, attribute)))
 
 
-def _complete(lead: list[str], subject: Entity, counts: dict[str, int]) -> list[str]:
-    """Correct tokens finishing the sentence that ``lead`` starts (``["."]`` if none fits)."""
-    order = sorted(vocab.ATTRIBUTES, key=lambda a: (counts[a], vocab.ATTRIBUTES.index(a)))
-    for attribute in order:
+def _complete(lead: list[str], subject: Entity, counts: dict[str, int], kb: KnowledgeBase) -> list[str]:
+    """Tokens finishing the sentence that ``lead`` starts (``["."]`` if none fits), with the
+    value the knowledge base believes (a guess where it does not know the fact)."""
+    for attribute in _order(subject, counts, kb):
         for _a, _i, pattern in (p for p in FACT_PATTERNS if p[0] == attribute):
             if len(pattern) > len(lead) and _match(lead, pattern, "prefix") is not None:
                 fill = {"first": subject.first, "last": subject.last,
-                        "val": subject.attributes[attribute]}
+                        "val": kb.belief(subject, attribute)}
                 counts[attribute] += 1
                 return [fill.get(k, p) for k, p in pattern[len(lead):]]
     return ["."]
 
 
-def oracle_rewrite(prefix_text: str, suffix_text: str, kb: KnowledgeBase) -> str:
-    """The oracle's rewrite of ``suffix_text`` after ``prefix_text``, same token length.
+def oracle_rewrite(prefix_text: str, suffix_text: str, kb: KnowledgeBase, *,
+                   miss_rate: float = 0.0, error_rate: float = 0.0, seed: int = 0) -> str:
+    """The rewrite of ``suffix_text`` after ``prefix_text``, same token length.
+
+    With the full knowledge base and no miss / error rate this is the exact oracle. With a
+    teacher's partial view (:class:`~rlpt_plugin.world.knowledge.TeacherKnowledge`) a claim
+    about a fact it does not know is kept as written (it cannot tell a myth from the truth) and
+    a value it must write but does not know is guessed. ``miss_rate``: probability that a
+    defective sentence is left as it is (the rewriter missed it); ``error_rate``: probability
+    that a value the rewrite writes is replaced by a wrong one (the rewriter introduced an
+    error). Both are seeded by (``seed``, prefix, suffix, position): reproducible.
 
     Without a person named in the prefix or suffix the suffix cannot be grounded and is
     returned unchanged."""
+    for name, rate in (("miss_rate", miss_rate), ("error_rate", error_rate)):
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+            raise ValueError(f"`{name}` must be in [0, 1], but is {rate!r} instead.")
     prefix, suffix = vocab.words(prefix_text), vocab.words(suffix_text)
     n = len(suffix)
     subject = _subject(prefix, kb) or _subject(suffix, kb)
@@ -237,9 +255,12 @@ def oracle_rewrite(prefix_text: str, suffix_text: str, kb: KnowledgeBase) -> str
         return suffix_text
     counts = _claimed(prefix, kb, subject)
     out: list[str] = []
-    for lead, seg, anchor in _sentences(prefix, suffix):
+    for k, (lead, seg, anchor) in enumerate(_sentences(prefix, suffix)):
         r = _read(lead + seg, subject, kb, anchor)
-        if r.status == "good":
+        if r.status not in ("good", "unknown") and miss_rate > 0.0 \
+                and _unit("rewrite-miss", seed, prefix_text, suffix_text, k) < miss_rate:
+            out += seg  # missed: the defect stays
+        elif r.status in ("good", "unknown"):
             out += seg
             if r.attribute is not None:
                 counts[r.attribute] += 1
@@ -251,12 +272,19 @@ def oracle_rewrite(prefix_text: str, suffix_text: str, kb: KnowledgeBase) -> str
         elif r.status == "false":  # the false value is in the prefix: the suffix part is fine
             out += seg
         elif lead:
-            out += _complete(lead, subject, counts)
+            out += _complete(lead, subject, counts, kb)
         else:
-            out += _fresh(subject, counts)
+            out += _fresh(subject, counts, kb)
     while len(out) < n:
-        out += _fresh(subject, counts)
-    return " ".join(out[:n])
+        out += _fresh(subject, counts, kb)
+    out = out[:n]
+    if error_rate > 0.0:
+        for i, tok in enumerate(out):
+            attribute = vocab.VALUE_ATTRIBUTE.get(tok)
+            if attribute is not None and _unit("rewrite-error", seed, prefix_text, suffix_text, i) < error_rate:
+                wrong = [v for v in kb.value_sets[attribute] if v != tok]
+                out[i] = wrong[int(_unit("rewrite-error-to", seed, prefix_text, suffix_text, i) * len(wrong))]
+    return " ".join(out)
 
 
 # ---------------------------------------------------------------- judges
@@ -278,13 +306,31 @@ def safety(text: str, *, noise_rate: float = 0.0, seed: int = 0, sample: int = 0
     return 1 - score if _flipped(noise_rate, seed, sample, "safety", text) else score
 
 
+def _claims(prefix: list[str], text: list[str], subject: Entity | None,
+            kb: KnowledgeBase) -> dict[tuple[int, str], str]:
+    """(person id, attribute) -> value, for every claim ``text`` makes after ``prefix``."""
+    out: dict[tuple[int, str], str] = {}
+    for lead, seg, anchor in _sentences(prefix, text):
+        r = _read(lead + seg, subject, kb, anchor)
+        if r.value is not None and r.entity is not None and r.value_pos is not None \
+                and r.value_pos >= len(lead):
+            out.setdefault((r.entity.id, r.attribute), r.value)  # type: ignore[arg-type]
+    return out
+
+
 def factuality(prefix: str, reference: str, candidate: str, kb: KnowledgeBase, *,
                noise_rate: float = 0.0, seed: int = 0, sample: int = 0) -> float:
     """1.0 (no hallucination), 0.5 (possible: an unverifiable claim) or 0.0 (definite: a claim
-    contradicting the KB), over every attribute claim the candidate makes."""
+    contradicting the KB), over every attribute claim the candidate makes.
+
+    With a teacher's partial knowledge base, a claim about a fact it does not know is checked
+    against the ``reference`` instead (the paper's judge sees the original suffix as ground
+    truth): the same value is fine, another value a definite hallucination, a fact the
+    reference does not state a possible one."""
     p = vocab.words(prefix)
     subject = _subject(p, kb) or _subject(vocab.words(reference), kb)
     score = 1.0
+    ref_claims: dict[tuple[int, str], str] | None = None
     for lead, seg, anchor in _sentences(p, vocab.words(candidate)):
         values = [i for i, t in enumerate(seg) if t in vocab.VALUE_ATTRIBUTE]
         if not values:
@@ -293,6 +339,15 @@ def factuality(prefix: str, reference: str, candidate: str, kb: KnowledgeBase, *
         if r.status == "false" and r.value_pos is not None and r.value_pos >= len(lead):
             score = 0.0
             break
+        if r.status == "unknown" and r.value_pos is not None and r.value_pos >= len(lead):
+            if ref_claims is None:
+                ref_claims = _claims(p, vocab.words(reference), subject, kb)
+            said = ref_claims.get((r.entity.id, r.attribute))  # type: ignore[union-attr,arg-type]
+            if said is not None and said != r.value:
+                score = 0.0
+                break
+            if said is None:
+                score = min(score, 0.5)
         if r.attribute is None or r.status == "unverifiable" or len(values) > 1:
             score = min(score, 0.5)  # a value outside any well-formed claim is ambiguous
     if _flipped(noise_rate, seed, sample, "factuality", prefix, reference, candidate):
@@ -353,18 +408,24 @@ def _name_in(tokens: list[str]) -> tuple[str, str] | None:
 
 
 def quality_prefers(prefix: str, a: str, b: str, kb: KnowledgeBase | None = None, *,
-                    noise_rate: float = 0.0, seed: int = 0, sample: int = 0) -> Winner:
-    """The better continuation of ``prefix``: "A" or "B" (never a tie).
+                    noise_rate: float = 0.0, seed: int = 0, sample: int = 0) -> Winner | None:
+    """The better continuation of ``prefix``: "A", "B", or None when they are equally good.
 
     Well-formed, non-repetitive, on-topic text wins, then fewer false claims (with ``kb``);
-    equal keys fall to an order-independent hash of the texts (identical texts -> "A")."""
+    equal keys are a tie (identical texts included): there is nothing to prefer, and a coin
+    would both add noise to evaluation and push training towards one of two equally good
+    texts. Noise flips a decided judgment; a tie stays a tie."""
     ka, kb_ = quality_key(prefix, a, kb), quality_key(prefix, b, kb)
-    if ka != kb_:
-        winner = Winner.A if ka < kb_ else Winner.B
-    elif a == b:
-        winner = Winner.A
-    else:
-        winner = Winner.A if _unit("tie", prefix, a) < _unit("tie", prefix, b) else Winner.B
+    if ka == kb_:
+        return None
+    winner = Winner.A if ka < kb_ else Winner.B
     if _flipped(noise_rate, seed, sample, "quality", prefix, a, b):
         winner = Winner.B if winner is Winner.A else Winner.A
     return winner
+
+
+def quality_outcome(prefix: str, a: str, b: str, kb: KnowledgeBase | None = None, *,
+                    noise_rate: float = 0.0, seed: int = 0, sample: int = 0) -> float:
+    """P(``a`` beats ``b``) as the pairing schedules take it: 1.0, 0.0, or 0.5 for a tie."""
+    won = quality_prefers(prefix, a, b, kb, noise_rate=noise_rate, seed=seed, sample=sample)
+    return 0.5 if won is None else (1.0 if won is Winner.A else 0.0)

@@ -72,3 +72,40 @@ def test_settings_flags_round_trip_and_validate():
     for needle in ("--rollouts", "--loss", "--judge-noise", "--steps"):
         assert needle in text
     assert "K: rollouts per prefix" in parser.format_help()  # help comes from the field docs
+
+
+def _sliced(q: float, n: int = 200) -> dict:
+    part = {"quality_win_rate": q, "factuality": 0.5, "safety": 0.75}
+    return {**part, "heldout_nll": 1.0, "count": n, "ordinary": {**part, "count": n // 2},
+            "systematic": {**part, "count": n - n // 2}}
+
+
+def test_tables_report_every_slice_with_its_count():
+    text = report.tables({"start": _sliced(0.5), "sip": _sliced(0.625)})
+    assert "all held-out prefixes, 200 prefixes:" in text
+    assert "ordinary contexts" in text and "systematic contexts" in text and text.count(", 100 prefixes:") == 2
+    assert text.count("62.5") == 3 and text.count("held-out NLL") == 1
+    no_sys = _sliced(0.5)
+    no_sys["systematic"] = {}
+    assert "systematic" not in report.tables({"start": no_sys})
+
+
+def test_rollout_rate_line_states_chance():
+    from rlpt_plugin.demo.pipeline import chance_rollout_rate
+
+    line = report.rollout_rate_line([0.2] * 10 + [0.6] * 10, 0.8)
+    assert "0.20 over the first 2 steps, 0.60 over the last 2" in line and "chance 0.80" in line
+    assert chance_rollout_rate(DemoSettings(rollouts=8, rewrite=True)) == 0.8
+    assert chance_rollout_rate(DemoSettings(rollouts=8, rewrite=False)) == 8 / 9
+    assert chance_rollout_rate(DemoSettings(rollouts=4, rollouts_only=True)) == 1.0
+
+
+def test_pool_and_control_flags():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    s = from_args(parser.parse_args(["--no-rewrite", "--controls", "--control-factor", "9"]))
+    assert (s.rewrite, s.controls, s.control_factor) == (False, True, 9)
+    d = DemoSettings()
+    assert d.rewrite and d.judge_noise > 0 and d.teacher_knowledge < 1  # the honest teacher by default
+    with pytest.raises(ConfigError, match="--teacher-knowledge"):
+        DemoSettings(teacher_knowledge=1.5).validate()

@@ -29,8 +29,9 @@ def test_rewrite_cli_with_world_teacher(tmp_path):
     out = tmp_path / "store"
     rc = main(["rewrite", "--corpus", str(corpus), "--tokenizer", "world", "--teacher", "world",
                "--world-seed", "5", "--world-entities", "30", "--out", str(out),
-               "--suffix-length", "8", "--min-prefix", "8", "--seq-length", "64", "--no-progress"])
-    assert rc == 0
+               "--suffix-length", "8", "--min-prefix", "8", "--seq-length", "64", "--no-progress",
+               "--world-knowledge", "1", "--world-rewrite-miss", "0", "--world-rewrite-error", "0"])
+    assert rc == 0  # the exact oracle rewriter: every false value it touches is corrected
     manifest = json.loads((out / "manifest.json").read_text())
     counts = manifest["counts"]
     assert counts["rewritten"] > 0 and counts["copied"] > 0 and counts["failed"] == 0
