@@ -37,8 +37,8 @@ def _parser() -> argparse.ArgumentParser:
                             "see rlpt_plugin/conf/) and Hydra-syntax overrides key=value, applied in "
                             "that order, so key=value wins")
     demo = sub.add_parser("demo", help="self-improving vs next-token pretraining on the synthetic world, "
-                                       "judged by its grader (exact) and an honest teacher (the embedded default)",
-                          description="Builds the synthetic world, rewrites its corpus with the oracle "
+                                       "trained with an honest (imperfect) teacher, graded exactly (the embedded default)",
+                          description="Builds the synthetic world, rewrites its corpus with the honest teacher "
                                       "(rlpt rewrite), pretrains a start model, continues it with next-token "
                                       "prediction and with self-improving pretraining through Megatron-Bridge's "
                                       "pretrain(), evaluates greedy continuations of held-out prefixes with the "
