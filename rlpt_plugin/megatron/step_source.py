@@ -74,6 +74,9 @@ class StepSource(Iterator[StepMicroBatch]):
         self.next_step = start_step
         self.last_stats: SelectionStats | None = None
         self.last_denominators: Denominators | None = None
+        self.last_shape: tuple[int, int] | None = None
+        """[B, S] of the prepared step's micro-batches (all alike; wider than seq_length with
+        prefix-shared rows)."""
         self._queue: deque[StepMicroBatch] = deque()
 
     def group_ids(self, step: int) -> range:
@@ -116,6 +119,7 @@ class StepSource(Iterator[StepMicroBatch]):
                                                  for r in lm_rows), local.num_lm_tokens)
         self._queue.extend(StepMicroBatch(mb, denominators, step, step_extras(metrics, i == 0))
                            for i, mb in enumerate(batches))
+        self.last_shape = tuple(batches[0].tokens_BS.shape) if batches else None
         self.next_step = step + 1
 
     def close(self) -> None:
