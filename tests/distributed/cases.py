@@ -53,7 +53,7 @@ def one_step(case: dict[str, Any]) -> dict[str, Any]:
     forward_step = RLPTForwardStep(LossConfig(beta=0.5), MixedWeights.constant(lm=1.0, dpo=1.0, rf_nll=0.5))
     model.zero_grad_buffer()
     rows, width = source.last_shape  # shared rows: fewer, wider rows than (mbs, seq)
-    assert case.get("shared", False) == (width > seq), (case, source.last_shape)
+    assert case.get("shared", False) == (rows < mbs), (case, source.last_shape)  # packing really changed
     reports = get_forward_backward_func()(
         forward_step_func=forward_step, data_iterator=source, model=[model], num_microbatches=num_mb,
         seq_length=width, micro_batch_size=rows, forward_only=False)
