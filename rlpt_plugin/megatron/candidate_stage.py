@@ -79,6 +79,7 @@ class PoolJudge(Protocol):
 class StageStats:
     judge_wait_s: list[float] = field(default_factory=list)
     rollout_s: list[float] = field(default_factory=list)
+    rollout_tokens: list[int] = field(default_factory=list)  # tokens each launch pushed through the model
     judge_s: list[float] = field(default_factory=list)  # seconds each step's verdicts took (background)
     unjudged_pools: int = 0
     last: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -158,8 +159,10 @@ class CandidateStage:
         if self.pool.rollouts:
             out = generate_rollouts(self.model, [w[0] for w in windows], self.rollout, step=step)
             tokens, logps_all = out.tokens, out.logps
+            self.stats.rollout_tokens.append(out.forward_tokens)
         else:  # a corpus-only pool (original and/or rewrite): nothing to sample
             tokens, logps_all = [[] for _ in ids], [[] for _ in ids]
+            self.stats.rollout_tokens.append(0)
         self.stats.rollout_s.append(time.perf_counter() - began)
         inputs = [PoolInput(group_id=gid, prefix=w[0], original=w[1], rewrite=w[2], rollouts=rolls,
                             rollout_logps=logps)

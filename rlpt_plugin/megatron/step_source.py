@@ -14,6 +14,7 @@ global group ids, so a resumed run continues exactly where it stopped.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Callable, Iterator
 
@@ -77,6 +78,9 @@ class StepSource(Iterator[StepMicroBatch]):
         self.last_shape: tuple[int, int] | None = None
         """[B, S] of the prepared step's micro-batches (all alike; wider than seq_length with
         prefix-shared rows)."""
+        self.last_cost: dict[str, float] = {}
+        """Seconds of the prepared step's phases and the positions each model pass pushes
+        (bench/step_cost.py); timings stay out of the logged metrics, which resume tests compare."""
         self._queue: deque[StepMicroBatch] = deque()
 
     def group_ids(self, step: int) -> range:
@@ -86,6 +90,7 @@ class StepSource(Iterator[StepMicroBatch]):
         """Build step ``step`` (default: the next one). Collective over DP and, with a
         reference, over the pipeline: call it on every rank."""
         step = self.next_step if step is None else step
+        began = time.perf_counter()
         if self._queue:
             raise RuntimeError(f"step {step} prepared while {len(self._queue)} micro-batches of "
                                "the previous step are unconsumed")
@@ -98,11 +103,16 @@ class StepSource(Iterator[StepMicroBatch]):
             if self.lm_rows is not None else []
         if self.vocab_size is not None:
             self._check_lm_rows_vocab(lm_rows)
+        packed = time.perf_counter()
         batches = pack_step(groups, selections, self.spec, lm_rows)
         if self.vocab_size is not None:
             self._check_vocab(batches)
+        pack_s = time.perf_counter() - packed
+        reference_s = 0.0
         if self.reference is not None:
+            referenced = time.perf_counter()
             self.reference.fill(batches)
+            reference_s = time.perf_counter() - referenced
         local = local_denominators(batches)
         unjudged = float(sum(g.scores is None for g in groups))
         summed = parallel.all_reduce_sum_over_dp(torch.tensor(
@@ -120,6 +130,13 @@ class StepSource(Iterator[StepMicroBatch]):
         self._queue.extend(StepMicroBatch(mb, denominators, step, step_extras(metrics, i == 0))
                            for i, mb in enumerate(batches))
         self.last_shape = tuple(batches[0].tokens_BS.shape) if batches else None
+        positions = sum(mb.tokens_BS.numel() for mb in batches)
+        self.last_cost = {
+            "prepare_s": time.perf_counter() - began, "pack_s": pack_s, "reference_s": reference_s,
+            "train_positions": positions, "reference_positions": positions if self.reference is not None else 0,
+            "rollout_s": self.stage.stats.rollout_s[-1] if self.stage is not None else 0.0,
+            "rollout_tokens": self.stage.stats.rollout_tokens[-1] if self.stage is not None else 0,
+            "judge_wait_s": self.stage.stats.judge_wait_s[-1] if self.stage is not None else 0.0}
         self.next_step = step + 1
 
     def close(self) -> None:

@@ -114,3 +114,25 @@ def shared_logps_case(rank: int, world_size: int) -> dict[str, float]:
 
     return {"items": len(want), "rows_plain": plain.num_real_rows, "rows_shared": shared.num_real_rows,
             "shared": diff(got), "no_mask": diff(no_mask), "no_rope": diff(no_rope)}
+
+
+def attention_path_case(rank: int, world_size: int) -> dict[str, list[str]]:
+    """shared_rows_errors of the tiny model as built, and with settings that would ignore the
+    shared rows' mask or positions."""
+    from rlpt_plugin.megatron.shared_attention import shared_rows_errors
+    from megatron.core.models.gpt import GPTModel
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+    from tests.distributed.tiny_gpt import transformer_config
+
+    Layout(1, 1).init()
+    out = {"local fp32": shared_rows_errors([build_model(weight_seed=0, num_layers=1)])}
+    for name, changes in (("fused softmax bf16", dict(masked_softmax_fusion=True, bf16=True,
+                                                      params_dtype=torch.bfloat16)),
+                          ("fused rope", dict(apply_rope_fusion=True))):
+        config = transformer_config(num_layers=1)
+        for key, value in changes.items():
+            setattr(config, key, value)
+        model = GPTModel(config=config, transformer_layer_spec=get_gpt_layer_local_spec(), vocab_size=VOCAB,
+                         max_sequence_length=64, position_embedding_type="rope")
+        out[name] = shared_rows_errors([model])
+    return out
