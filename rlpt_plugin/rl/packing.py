@@ -31,7 +31,6 @@ from typing import ClassVar
 import torch
 
 from rlpt_plugin.rl.pool import CandidateGroup, Selection
-from rlpt_plugin.rl.shared_rows import RowLayout, plain_layout, shared_layout
 
 ROLE_CHOSEN = "chosen"
 ROLE_REJECTED = "rejected"
@@ -473,9 +472,11 @@ def pack_step(
                              f"lm={row.lm} and roles {sorted(row.roles)}")
     per_group = [group_rows(g, sel, spec) for g, sel in zip(groups, selections)]
     total = sum(len(r) for r in per_group) + len(lm_rows)
+    from rlpt_plugin.rl import shared_rows  # it builds on this module's types
+
     rows: list[Row] = []
     assignment: list[int] = []
-    slots: list[list[RowLayout]] = []
+    slots: list[list[shared_rows.RowLayout]] = []
     group_blocks = block_bounds(len(groups), spec.num_microbatches)
     lm_blocks = block_bounds(len(lm_rows), spec.num_microbatches)
     for mb, ((start, end), (lm_start, lm_end)) in enumerate(zip(group_blocks, lm_blocks)):
@@ -486,77 +487,8 @@ def pack_step(
         rows.extend(block)
         assignment.extend([mb] * len(block))
         if spec.shared_rows:
-            slots.append(_slots(per_group[start:end], lm_rows[lm_start:lm_end], spec))
+            slots.append(shared_rows.slots(per_group[start:end], lm_rows[lm_start:lm_end], spec))
     if not spec.shared_rows:
         return pack_rows(rows, assignment, spec)
     per_mb = _assign(rows, assignment, spec)  # the same checks and errors as the unpacked rows
-    return _build_shared(per_mb, slots, spec)
-
-
-def _slots(group_row_lists: Sequence[list[Row]], lm_rows: Sequence[Row], spec: PackSpec) -> list[RowLayout]:
-    """One shared row per pool that can share its context, its unpacked rows otherwise."""
-    out: list[RowLayout] = []
-    for group_row_list in group_row_lists:
-        if not group_row_list:
-            continue
-        shared = shared_layout(group_row_list, spec.ref_from_rollout)
-        out.extend([shared] if shared is not None else
-                   [plain_layout(r, spec.ref_from_rollout) for r in group_row_list])
-    return out + [plain_layout(r, spec.ref_from_rollout) for r in lm_rows]
-
-
-def _build_shared(per_mb: list[list[Row]], slots: list[list[RowLayout]], spec: PackSpec) -> list[MicroBatch]:
-    """Micro-batches of one shape ``[B', S']`` (see ``PackSpec.shared_rows``) from the slots."""
-    width = max([spec.seq_length, *(len(lay) for mb in slots for lay in mb)])
-    bsz = max([1, *(len(mb) for mb in slots)])
-    out = []
-    for mb_rows, mb_slots in zip(per_mb, slots):
-        out.append(_fill_shared(mb_rows, mb_slots, bsz, width, spec.pad_id))
-    return out
-
-
-def _fill_shared(rows: list[Row], slots: list[RowLayout], bsz: int, width: int, pad_id: int) -> MicroBatch:
-    def full(value: float, dtype: torch.dtype) -> torch.Tensor:
-        return torch.full((bsz, width), value, dtype=dtype)
-
-    tokens_BS, labels_BS = full(pad_id, torch.int64), full(pad_id, torch.int64)
-    position_ids_BS, segment_ids_BS = full(0, torch.int64), full(0, torch.int64)
-    lm_mask_BS, rl_mask_BS, ref_logps_BS = (full(0.0, torch.float32) for _ in range(3))
-    group_ids_B = torch.full((bsz,), -1, dtype=torch.int64)
-    chosen: dict[int, tuple[int, int]] = {}
-    rejected: dict[int, tuple[int, int]] = {}
-    rf: list[tuple[int, int]] = []
-    it = iter(rows)  # the slots hold the rows in this order, each slot its members
-    for b, lay in enumerate(slots):
-        n = len(lay)
-        tokens_BS[b, :n] = torch.tensor(lay.tokens, dtype=torch.int64)
-        labels_BS[b, :n] = torch.tensor(lay.labels, dtype=torch.int64)
-        position_ids_BS[b, :n] = torch.tensor(lay.positions, dtype=torch.int64)
-        segment_ids_BS[b, :n] = torch.tensor(lay.segments, dtype=torch.int64)
-        lm_mask_BS[b, :n] = torch.tensor(lay.lm_mask, dtype=torch.float32)
-        rl_mask_BS[b, :n] = torch.tensor(lay.rl_mask, dtype=torch.float32)
-        ref_logps_BS[b, :n] = torch.tensor(lay.ref_logps, dtype=torch.float32)
-        for seg in lay.members:
-            row = next(it)
-            group_ids_B[b] = row.group_id
-            if ROLE_CHOSEN in row.roles:
-                chosen[row.pair_id] = (b, seg)  # type: ignore[index]
-            if ROLE_REJECTED in row.roles:
-                rejected[row.pair_id] = (b, seg)  # type: ignore[index]
-            if ROLE_RF in row.roles:
-                rf.append((b, seg))
-    assert next(it, None) is None, "every row of the micro-batch sits in exactly one slot"
-    pair_ids = sorted(chosen, key=chosen.__getitem__)
-
-    def column(items: list[tuple[int, int]], i: int) -> torch.Tensor:
-        return torch.tensor([item[i] for item in items], dtype=torch.int64)
-
-    chosen_items = [chosen[p] for p in pair_ids]
-    rejected_items = [rejected[p] for p in pair_ids]
-    return MicroBatch(
-        tokens_BS=tokens_BS, labels_BS=labels_BS, position_ids_BS=position_ids_BS,
-        lm_mask_BS=lm_mask_BS, rl_mask_BS=rl_mask_BS, ref_logps_BS=ref_logps_BS,
-        chosen_rows_P=column(chosen_items, 0), rejected_rows_P=column(rejected_items, 0),
-        rf_rows_R=column(rf, 0), group_ids_B=group_ids_B, num_real_rows=len(slots),
-        segment_ids_BS=segment_ids_BS, chosen_segs_P=column(chosen_items, 1),
-        rejected_segs_P=column(rejected_items, 1), rf_segs_R=column(rf, 1))
+    return shared_rows.build_micro_batches(per_mb, slots, spec)

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rlpt_plugin.rl.packing import ROLE_CHOSEN, ROLE_REJECTED, ROLE_RF, MicroBatch, PackSpec, Row
+
 
 @dataclass(frozen=True)
 class RowLayout:
@@ -56,7 +58,7 @@ class RowLayout:
         return len(self.tokens)
 
 
-def plain_layout(row, ref_from_rollout: bool) -> RowLayout:  # row: packing.Row
+def plain_layout(row: Row, ref_from_rollout: bool) -> RowLayout:
     """An unpacked row, as :func:`rlpt_plugin.rl.packing._build` lays it out (segment 0)."""
     x = list(row.tokens)
     n = len(x) - 1
@@ -72,7 +74,7 @@ def plain_layout(row, ref_from_rollout: bool) -> RowLayout:  # row: packing.Row
                      ref_logps=ref, members=[0])
 
 
-def shared_layout(rows: Sequence, ref_from_rollout: bool) -> RowLayout | None:
+def shared_layout(rows: Sequence[Row], ref_from_rollout: bool) -> RowLayout | None:
     """The rows of ONE pool as one shared row, or None when they cannot share a context copy.
 
     ``rows``: :class:`~rlpt_plugin.rl.packing.Row` objects of one group, as
@@ -135,3 +137,72 @@ def prefix_shared_mask(segment_ids_BS: torch.Tensor) -> torch.Tensor:
     seg_k_B1S = segment_ids_BS[:, None, :]
     other_BSS = (seg_k_B1S != 0) & (seg_k_B1S != seg_q_BS1)
     return (causal_SS[None] | other_BSS)[:, None]
+
+
+def slots(group_row_lists: Sequence[list[Row]], lm_rows: Sequence[Row], spec: PackSpec) -> list[RowLayout]:
+    """One shared row per pool that can share its context, its unpacked rows otherwise."""
+    out: list[RowLayout] = []
+    for group_row_list in group_row_lists:
+        if not group_row_list:
+            continue
+        shared = shared_layout(group_row_list, spec.ref_from_rollout)
+        out.extend([shared] if shared is not None else
+                   [plain_layout(r, spec.ref_from_rollout) for r in group_row_list])
+    return out + [plain_layout(r, spec.ref_from_rollout) for r in lm_rows]
+
+
+def build_micro_batches(per_mb: list[list[Row]], slots: list[list[RowLayout]], spec: PackSpec) -> list[MicroBatch]:
+    """Micro-batches of one shape ``[B', S']`` (see ``PackSpec.shared_rows``) from the slots."""
+    width = max([spec.seq_length, *(len(lay) for mb in slots for lay in mb)])
+    bsz = max([1, *(len(mb) for mb in slots)])
+    out = []
+    for mb_rows, mb_slots in zip(per_mb, slots):
+        out.append(_fill(mb_rows, mb_slots, bsz, width, spec.pad_id))
+    return out
+
+
+def _fill(rows: list[Row], slots: list[RowLayout], bsz: int, width: int, pad_id: int) -> MicroBatch:
+    def full(value: float, dtype: torch.dtype) -> torch.Tensor:
+        return torch.full((bsz, width), value, dtype=dtype)
+
+    tokens_BS, labels_BS = full(pad_id, torch.int64), full(pad_id, torch.int64)
+    position_ids_BS, segment_ids_BS = full(0, torch.int64), full(0, torch.int64)
+    lm_mask_BS, rl_mask_BS, ref_logps_BS = (full(0.0, torch.float32) for _ in range(3))
+    group_ids_B = torch.full((bsz,), -1, dtype=torch.int64)
+    chosen: dict[int, tuple[int, int]] = {}
+    rejected: dict[int, tuple[int, int]] = {}
+    rf: list[tuple[int, int]] = []
+    it = iter(rows)  # the slots hold the rows in this order, each slot its members
+    for b, lay in enumerate(slots):
+        n = len(lay)
+        tokens_BS[b, :n] = torch.tensor(lay.tokens, dtype=torch.int64)
+        labels_BS[b, :n] = torch.tensor(lay.labels, dtype=torch.int64)
+        position_ids_BS[b, :n] = torch.tensor(lay.positions, dtype=torch.int64)
+        segment_ids_BS[b, :n] = torch.tensor(lay.segments, dtype=torch.int64)
+        lm_mask_BS[b, :n] = torch.tensor(lay.lm_mask, dtype=torch.float32)
+        rl_mask_BS[b, :n] = torch.tensor(lay.rl_mask, dtype=torch.float32)
+        ref_logps_BS[b, :n] = torch.tensor(lay.ref_logps, dtype=torch.float32)
+        for seg in lay.members:
+            row = next(it)
+            group_ids_B[b] = row.group_id
+            if ROLE_CHOSEN in row.roles:
+                chosen[row.pair_id] = (b, seg)  # type: ignore[index]
+            if ROLE_REJECTED in row.roles:
+                rejected[row.pair_id] = (b, seg)  # type: ignore[index]
+            if ROLE_RF in row.roles:
+                rf.append((b, seg))
+    assert next(it, None) is None, "every row of the micro-batch sits in exactly one slot"
+    pair_ids = sorted(chosen, key=chosen.__getitem__)
+
+    def column(items: list[tuple[int, int]], i: int) -> torch.Tensor:
+        return torch.tensor([item[i] for item in items], dtype=torch.int64)
+
+    chosen_items = [chosen[p] for p in pair_ids]
+    rejected_items = [rejected[p] for p in pair_ids]
+    return MicroBatch(
+        tokens_BS=tokens_BS, labels_BS=labels_BS, position_ids_BS=position_ids_BS,
+        lm_mask_BS=lm_mask_BS, rl_mask_BS=rl_mask_BS, ref_logps_BS=ref_logps_BS,
+        chosen_rows_P=column(chosen_items, 0), rejected_rows_P=column(rejected_items, 0),
+        rf_rows_R=column(rf, 0), group_ids_B=group_ids_B, num_real_rows=len(slots),
+        segment_ids_BS=segment_ids_BS, chosen_segs_P=column(chosen_items, 1),
+        rejected_segs_P=column(rejected_items, 1), rf_segs_R=column(rf, 1))
