@@ -168,6 +168,10 @@ def resolve_shared_rows(cfg: RLPTConfigContainer, model: list[torch.nn.Module]) 
     from rlpt_plugin.megatron.shared_attention import shared_rows_errors
 
     errors = shared_rows_errors(model)
+    if getattr(cfg.model, "pipeline_model_parallel_size", 1) > 1 and not getattr(cfg.model, "variable_seq_lengths", False):
+        errors.append("under pipeline parallelism the shared rows' wider micro-batches need "
+                      "`model.variable_seq_lengths=True`, which megatron-core refuses with an MoE model's "
+                      f"{getattr(cfg.model, 'moe_token_dispatcher_type', None)!r} token dispatcher")
     if not errors:
         return True
     if cfg.rlpt.data.prefix_sharing == "shared":
@@ -280,10 +284,15 @@ def rlpt_pretrain(cfg: RLPTConfigContainer, extra_callbacks: list[Callback] | No
         raise ConfigError(errors)
     if in_loop(cfg) and cfg.rlpt.candidates.staleness > 0 and cfg.checkpoint.save:
         cfg.dataset.dataloader_save = cfg.checkpoint.save  # pools in flight go into checkpoints
-    if wants_shared_rows(cfg) and getattr(cfg.model, "pipeline_model_parallel_size", 1) > 1:
+    if wants_shared_rows(cfg) and getattr(cfg.model, "pipeline_model_parallel_size", 1) > 1 \
+            and not getattr(cfg.model, "num_moe_experts", None):
         # Shared micro-batches are wider than model.seq_length, the shape Bridge hands the
-        # pipeline schedule: the stages must send each other the actual shape.
+        # pipeline schedule: the stages must send each other the actual shape. megatron-core
+        # refuses variable_seq_lengths with the (default) allgather MoE dispatcher even for a
+        # dense model, which never dispatches: alltoall there is a no-op setting.
         cfg.model.variable_seq_lengths = True
+        if getattr(cfg.model, "moe_token_dispatcher_type", None) == "allgather":
+            cfg.model.moe_token_dispatcher_type = "alltoall"
     callback = RLPTCallback()
     try:
         pretrain(cfg, forward_step(cfg), callbacks=[callback, *(extra_callbacks or [])])

@@ -79,8 +79,10 @@ class StepSource(Iterator[StepMicroBatch]):
         """[B, S] of the prepared step's micro-batches (all alike; wider than seq_length with
         prefix-shared rows)."""
         self.last_cost: dict[str, float] = {}
-        """Seconds of the prepared step's phases and the positions each model pass pushes
-        (bench/step_cost.py); timings stay out of the logged metrics, which resume tests compare."""
+        """Seconds of the prepared step's phases (wall clock, and ``*_cpu_s``: this thread's CPU
+        time, which a shared machine's load does not inflate) and the positions each model pass
+        pushes (bench/step_cost.py); timings stay out of the logged metrics, which resume tests
+        compare."""
         self._queue: deque[StepMicroBatch] = deque()
 
     def group_ids(self, step: int) -> range:
@@ -90,7 +92,7 @@ class StepSource(Iterator[StepMicroBatch]):
         """Build step ``step`` (default: the next one). Collective over DP and, with a
         reference, over the pipeline: call it on every rank."""
         step = self.next_step if step is None else step
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), time.thread_time()
         if self._queue:
             raise RuntimeError(f"step {step} prepared while {len(self._queue)} micro-batches of "
                                "the previous step are unconsumed")
@@ -103,16 +105,16 @@ class StepSource(Iterator[StepMicroBatch]):
             if self.lm_rows is not None else []
         if self.vocab_size is not None:
             self._check_lm_rows_vocab(lm_rows)
-        packed = time.perf_counter()
+        packed, cpu_packed = time.perf_counter(), time.thread_time()
         batches = pack_step(groups, selections, self.spec, lm_rows)
         if self.vocab_size is not None:
             self._check_vocab(batches)
-        pack_s = time.perf_counter() - packed
-        reference_s = 0.0
+        pack_s, pack_cpu_s = time.perf_counter() - packed, time.thread_time() - cpu_packed
+        reference_s = reference_cpu_s = 0.0
         if self.reference is not None:
-            referenced = time.perf_counter()
+            referenced, cpu_referenced = time.perf_counter(), time.thread_time()
             self.reference.fill(batches)
-            reference_s = time.perf_counter() - referenced
+            reference_s, reference_cpu_s = time.perf_counter() - referenced, time.thread_time() - cpu_referenced
         local = local_denominators(batches)
         unjudged = float(sum(g.scores is None for g in groups))
         summed = parallel.all_reduce_sum_over_dp(torch.tensor(
@@ -131,7 +133,10 @@ class StepSource(Iterator[StepMicroBatch]):
                            for i, mb in enumerate(batches))
         self.last_shape = tuple(batches[0].tokens_BS.shape) if batches else None
         positions = sum(mb.tokens_BS.numel() for mb in batches)
+        stats = self.stage.stats if self.stage is not None else None
         self.last_cost = {
+            "prepare_cpu_s": time.thread_time() - cpu_began, "pack_cpu_s": pack_cpu_s,
+            "reference_cpu_s": reference_cpu_s, "rollout_cpu_s": stats.rollout_cpu_s[-1] if stats else 0.0,
             "prepare_s": time.perf_counter() - began, "pack_s": pack_s, "reference_s": reference_s,
             "train_positions": positions, "reference_positions": positions if self.reference is not None else 0,
             "rollout_s": self.stage.stats.rollout_s[-1] if self.stage is not None else 0.0,

@@ -110,18 +110,6 @@ def shared_layout(rows: Sequence[Row], ref_from_rollout: bool) -> RowLayout | No
                      lm_mask=lm_mask, rl_mask=rl_mask, ref_logps=ref, members=members)
 
 
-def unpacked_tokens(layouts: Sequence[RowLayout]) -> int:
-    """Positions the unpacked rows of these layouts would fill (for metrics and the bench)."""
-    total = 0
-    for lay in layouts:
-        if not any(lay.segments):
-            total += len(lay)
-            continue
-        k1 = next(i for i, seg in enumerate(lay.segments) if seg)  # context positions (k - 1)
-        total += sum(k1 + lay.segments.count(j) for j in lay.members)
-    return total
-
-
 def prefix_shared_mask(segment_ids_BS: torch.Tensor) -> torch.Tensor:
     """[B, 1, S, S] bool attention mask, True = masked (megatron's convention).
 

@@ -11,6 +11,7 @@ from megatron.core.num_microbatches_calculator import (
     init_num_microbatches_calculator,
 )
 from megatron.core.pipeline_parallel import get_forward_backward_func
+from megatron.core.utils import get_model_config
 
 from rlpt_plugin.megatron.forward_step import RLPTForwardStep
 from rlpt_plugin.megatron.reference import ReferenceScorer
@@ -54,6 +55,9 @@ def one_step(case: dict[str, Any]) -> dict[str, Any]:
     model.zero_grad_buffer()
     rows, width = source.last_shape  # shared rows: fewer, wider rows than (mbs, seq)
     assert case.get("shared", False) == (rows < mbs), (case, source.last_shape)  # packing really changed
+    if case.get("bridge_shapes"):  # as Bridge calls the schedule: (seq_length, micro_batch_size),
+        get_model_config(model).variable_seq_lengths = True  # and the stages exchange the real shape
+        rows, width = mbs, seq
     reports = get_forward_backward_func()(
         forward_step_func=forward_step, data_iterator=source, model=[model], num_microbatches=num_mb,
         seq_length=width, micro_batch_size=rows, forward_only=False)

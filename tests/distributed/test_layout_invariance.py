@@ -108,3 +108,12 @@ def test_shared_rows_log_probs_equal_unpacked_and_need_mask_and_positions(tmp_pa
     assert res["rows_shared"] == 8 < res["rows_plain"]  # one row per pool
     assert res["shared"] <= 1e-5, res
     assert res["no_mask"] > 1e-2 and res["no_rope"] > 1e-2, res
+
+
+def test_shared_rows_pp2_with_the_shapes_bridge_passes(single_process, tmp_path):
+    """Bridge hands the pipeline schedule (model.seq_length, micro_batch_size), not the shared
+    rows' wider shape; with variable_seq_lengths the stages exchange the real shape (what
+    rlpt_pretrain sets under PP) and the step is still the unpacked reference's."""
+    case = dict(tp=1, pp=2, mbs=7, num_mb=4, seq=24, shared=True, bridge_shapes=True)
+    results = run_distributed(run_cases, 2, tmp_path, [case])
+    _compare(single_process["reference"], [rank[0] for rank in results], "shared PP2, Bridge shapes")

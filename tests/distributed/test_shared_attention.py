@@ -24,7 +24,7 @@ def test_only_the_unfused_local_path_is_accepted(tmp_path):
 def _cfg(mode: str) -> SimpleNamespace:
     rlpt = RLPTConfig()
     rlpt.data.source, rlpt.data.prefix_sharing = "synthetic", mode
-    return SimpleNamespace(rlpt=rlpt)
+    return SimpleNamespace(rlpt=rlpt, model=SimpleNamespace(pipeline_model_parallel_size=1))
 
 
 def test_shared_refuses_auto_falls_back_loudly_unpacked_never_asks(monkeypatch):
@@ -44,6 +44,11 @@ def test_shared_refuses_auto_falls_back_loudly_unpacked_never_asks(monkeypatch):
     lm_only.rlpt.loss.dpo.start = 0.0
     assert bridge_host.resolve_shared_rows(lm_only, []) is False  # one row per prefix: nothing to share
     assert "rlpt.data.prefix_sharing" in " ".join(_bad_mode_errors())
+    moe_pp = _cfg("auto")
+    moe_pp.model = SimpleNamespace(pipeline_model_parallel_size=2, variable_seq_lengths=False,
+                                   moe_token_dispatcher_type="allgather")
+    with pytest.warns(UserWarning, match="variable_seq_lengths"):
+        assert bridge_host.resolve_shared_rows(moe_pp, []) is False
 
 
 def _bad_mode_errors() -> list[str]:
