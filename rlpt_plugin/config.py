@@ -23,6 +23,7 @@ POSITIONS = ("random", "both")
 FALLBACKS = ("drop", "nll_original")
 JUDGE_BACKENDS = ("openai", "world")
 ENDPOINT_KINDS = ("chat", "completions")
+PREFIX_SHARING = ("auto", "shared", "unpacked")
 
 
 SECRET_QUERY_KEYS = frozenset({"key", "api_key", "apikey", "api-key", "token", "access_token", "auth"})
@@ -352,11 +353,27 @@ class DataSection:
     as ``dataset.job_data``) per optimizer step over ALL data-parallel ranks, trained by the LM
     term next to the groups' rows; 0: none. Each is one ``model.seq_length`` sample of Megatron's
     own dataset (its blend, split, seed and loss mask)."""
+    prefix_sharing: str = "auto"
+    """How a pool's trained rows (LM row on the original, chosen, rejected, RF-NLL target) are
+    packed (rlpt_plugin/rl/shared_rows.py). shared: ONE row per pool, the prefix once, each
+    candidate attending to the prefix and to itself only, at the positions of its own row; the
+    log-probs, losses and gradients equal the unpacked rows' (fp32 tolerance), and a prefix of
+    ~S tokens is computed once instead of up to three times. Needs megatron's local attention
+    (the mask is applied) and unfused RoPE; anything else is refused at train start with the
+    reason. unpacked: one row per candidate, each repeating the prefix (the reference path).
+    auto (default): shared where the built model computes it exactly, otherwise unpacked, with a
+    warning that names the reason. ``train.micro_batch_size`` stays the budget of UNPACKED rows;
+    shared micro-batches hold one row per pool, wider than ``model.seq_length`` (prefix + every
+    candidate). A pool whose candidates would need different prefix cuts (a candidate longer
+    than the others near a full-length prefix) keeps its unpacked rows, in the same micro-batch.
+    Under pipeline parallelism the plugin sets ``model.variable_seq_lengths=True`` so the stages
+    exchange the wider shape. Next-token-only runs have one row per prefix: always unpacked."""
     synthetic: SyntheticSection = field(default_factory=SyntheticSection)
 
     def validate(self, path: str) -> list[str]:
         errors: list[str] = []
         _choice(errors, f"{path}.source", self.source, SOURCES)
+        _choice(errors, f"{path}.prefix_sharing", self.prefix_sharing, PREFIX_SHARING)
         if self.source == "store" and not self.stores:
             errors.append(f"`{path}.stores` must list at least one rewritten store for source=store, "
                           "but is empty.")

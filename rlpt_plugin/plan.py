@@ -21,6 +21,10 @@ ranks), ``N = suffix_length``, ``K = num_rollouts``, ``S = seq_length``:
   positions: rows are padded to ``S``, and store windows cut the prefix to ``S + 1 - N`` tokens,
   so a full-length window fills its row. Plus one LM row per sequence of the job's own data
   (``rlpt.data.job_sequences_per_step``), each exactly ``S`` positions.
+* Prefix-shared rows (``rlpt.data.prefix_sharing``, on unless ``unpacked``): the same rows
+  packed as ONE row per prefix, ``S + (r - 1) * N`` positions for ``r`` trained candidates
+  (``tokens_trained``); the row budget (``rows``, checked against the micro-batch size) stays
+  the unpacked count, which bounds what a shared micro-batch holds.
 * Rollouts (in-loop pools only): ``G * K`` sequences of ``N`` sampled tokens; prefill of at most
   ``S + 1 - N`` prefix tokens per prefix with shared prefill, per rollout without.
 * Judge calls (in-loop pools only; rlpt_plugin/judge/judge.py): quality makes
@@ -90,6 +94,9 @@ class WorkloadInputs:
     """Pools come from rollouts + judge in the loop (rlpt.data.source=store). False: ready-made
     scored groups (synthetic): RL rows, but no generation and no judge calls."""
     share_prefill: bool = True
+    shared_rows: bool = False
+    """Each prefix's trained rows packed as ONE prefix-shared row (rlpt.data.prefix_sharing):
+    ``S + (r - 1) * N`` positions for ``r`` trained candidates instead of ``r * S``."""
     step_time_s: float = DEFAULT_STEP_TIME_S
     """The trainer's step time the judge must keep up with (an assumption)."""
     dp_size: int | None = None
@@ -108,7 +115,7 @@ class WorkloadInputs:
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
         for name in ("original", "rewrite", "rollouts", "lm_on_original", "dpo", "rf_nll", "in_loop",
-                     "share_prefill"):
+                     "share_prefill", "shared_rows"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         for name in AXIS_NAMES:
@@ -186,7 +193,11 @@ class WorkloadPlan:
     rl_rows: int
     """At most; fewer when the original is selected (its LM row is shared) or pools tie."""
     tokens_trained: int
-    """(lm_rows + job_rows + rl_rows) * seq_length row positions."""
+    """Row positions trained: (lm_rows + job_rows + rl_rows) * seq_length unpacked; with shared
+    rows, one row of S + (r - 1) * N positions per prefix (r = its trained candidates) plus the
+    job rows."""
+    unpacked_tokens_trained: int
+    """(lm_rows + job_rows + rl_rows) * seq_length: the same rows unpacked."""
     rollouts: int
     rollout_tokens: int
     prefill_tokens: int
@@ -277,6 +288,11 @@ def plan(inputs: WorkloadInputs) -> WorkloadPlan:
         # the original's LM row doubles as its RL row when it is a candidate
         rl_per_prefix = min(wanted, pool - (1 if has_lm and inp.original else 0))
     rl_rows = g * rl_per_prefix
+    unpacked = (lm_rows + inp.job_sequences + rl_rows) * s
+    per_prefix = (1 if has_lm else 0) + rl_per_prefix
+    tokens_trained = unpacked
+    if inp.shared_rows and rl_per_prefix and per_prefix > 1:
+        tokens_trained = g * (s + (per_prefix - 1) * n_tok) + inp.job_sequences * s
     generating = inp.has_rl and inp.in_loop and inp.pool_rollouts > 0
     rollouts = g * inp.pool_rollouts if generating else 0
     max_prefix = s + 1 - n_tok
@@ -287,7 +303,7 @@ def plan(inputs: WorkloadInputs) -> WorkloadPlan:
     _, rr_axes = _judge_calls(inp, ROUND_ROBIN)
     return WorkloadPlan(
         inputs=inp, pool_size=pool, lm_rows=lm_rows, job_rows=inp.job_sequences, rl_rows=rl_rows,
-        tokens_trained=(lm_rows + inp.job_sequences + rl_rows) * s,
+        tokens_trained=tokens_trained, unpacked_tokens_trained=unpacked,
         rollouts=rollouts, rollout_tokens=rollouts * n_tok, prefill_tokens=prefill,
         comparisons_per_prefix=comparisons, axes=axes,
         round_robin_calls=sum(a.per_step for a in rr_axes),
@@ -350,7 +366,7 @@ def plan_from_config(rlpt: RLPTConfig, *, seq_length: int, suffix_length: int | 
             quality=judge.quality, safety=judge.safety, factuality=judge.factuality, schedule=judge.schedule,
             samples=1 if world else judge.samples, position="random" if world else judge.position,
             lm_on_original=lm_rows_packed(rlpt), job_sequences=data.job_sequences_per_step,
-            dpo=dpo, rf_nll=rf_nll, in_loop=store,
+            dpo=dpo, rf_nll=rf_nll, in_loop=store, shared_rows=data.prefix_sharing != "unpacked",
             step_time_s=step_time_s, dp_size=dp_size, global_batch_size=global_batch_size,
             judge="world oracle" if world else "openai", **pool)
     except ValueError as err:
@@ -388,7 +404,10 @@ def format_plan(p: WorkloadPlan) -> str:
         lines.append(("pool per prefix", "none (no RL terms: next-token loss only)"))
     job = f" + {_n(p.job_rows)} job data" if p.job_rows else ""
     lines.append(("rows trained", f"<= {_n(p.rows)} ({_n(p.lm_rows)} LM{job} + <= {_n(p.rl_rows)} RL) x {_n(s)} "
-                                  f"= <= {_n(p.tokens_trained)} token positions"))
+                                  f"= <= {_n(p.unpacked_tokens_trained)} token positions"))
+    if p.tokens_trained != p.unpacked_tokens_trained:
+        lines.append(("prefix-shared rows", f"one row per prefix: <= {_n(p.tokens_trained)} token positions "
+                                            "(if the attention path applies the mask; else unpacked)"))
     if inp.global_batch_size is not None:
         slots = inp.global_batch_size
         verdict = "fits" if p.rows <= slots else "DOES NOT FIT: raise global_batch_size or lower groups"

@@ -145,13 +145,41 @@ def in_loop(cfg: RLPTConfigContainer) -> bool:
     return cfg.rlpt.data.source == "store" and cfg.rlpt.loss.has_rl_terms()
 
 
-def pack_spec(cfg: RLPTConfigContainer) -> PackSpec:
+def pack_spec(cfg: RLPTConfigContainer, shared_rows: bool = False) -> PackSpec:
     lay = parallel.layout()
     return PackSpec(
         seq_length=cfg.model.seq_length, micro_batch_size=cfg.train.micro_batch_size,
         num_microbatches=cfg.train.global_batch_size // (cfg.train.micro_batch_size * lay.dp_size),
         ref_from_rollout=in_loop(cfg) and cfg.rlpt.loss.reference == "rollout",
-        **pack_spec_flags(cfg))
+        shared_rows=shared_rows, **pack_spec_flags(cfg))
+
+
+def wants_shared_rows(cfg: RLPTConfigContainer) -> bool:
+    """Whether the config asks for prefix-shared rows and the step has rows to share."""
+    flags = pack_spec_flags(cfg)
+    return cfg.rlpt.data.prefix_sharing != "unpacked" and (flags["use_dpo"] or flags["use_rf_nll"])
+
+
+def resolve_shared_rows(cfg: RLPTConfigContainer, model: list[torch.nn.Module]) -> bool:
+    """Shared rows on the built model: on where exact; ``shared`` refuses, ``auto`` falls back
+    to unpacked rows with a warning, when the attention path would not apply the mask."""
+    if not wants_shared_rows(cfg):
+        return False
+    from rlpt_plugin.megatron.shared_attention import shared_rows_errors
+
+    errors = shared_rows_errors(model)
+    if getattr(cfg.model, "pipeline_model_parallel_size", 1) > 1 and not getattr(cfg.model, "variable_seq_lengths", False):
+        errors.append("under pipeline parallelism the shared rows' wider micro-batches need "
+                      "`model.variable_seq_lengths=True`, which megatron-core refuses with an MoE model's "
+                      f"{getattr(cfg.model, 'moe_token_dispatcher_type', None)!r} token dispatcher")
+    if not errors:
+        return True
+    if cfg.rlpt.data.prefix_sharing == "shared":
+        raise ConfigError([f"`rlpt.data.prefix_sharing` is 'shared', but {e}; set "
+                           "rlpt.data.prefix_sharing=unpacked (or auto)." for e in errors])
+    warnings.warn("rlpt: prefix-shared rows are off (rlpt.data.prefix_sharing=auto), unpacked rows "
+                  "instead, because " + "; ".join(errors), stacklevel=1)
+    return False
 
 
 def group_source(cfg: RLPTConfigContainer) -> SyntheticGroups:
@@ -196,7 +224,8 @@ class RLPTCallback(Callback):
 
             lm_rows = job_rows(cfg)
         self.source = StepSource(groups, groups_per_step=cfg.rlpt.data.groups_per_step,
-                                 spec=pack_spec(cfg), rule=cfg.rlpt.loss.selection,
+                                 spec=pack_spec(cfg, resolve_shared_rows(cfg, context.model)),
+                                 rule=cfg.rlpt.loss.selection,
                                  fallback=cfg.rlpt.judge.fallback if stage is not None else "drop",
                                  reference=reference, start_step=step,
                                  vocab_size=cfg.model.vocab_size, stage=stage,
@@ -255,6 +284,15 @@ def rlpt_pretrain(cfg: RLPTConfigContainer, extra_callbacks: list[Callback] | No
         raise ConfigError(errors)
     if in_loop(cfg) and cfg.rlpt.candidates.staleness > 0 and cfg.checkpoint.save:
         cfg.dataset.dataloader_save = cfg.checkpoint.save  # pools in flight go into checkpoints
+    if wants_shared_rows(cfg) and getattr(cfg.model, "pipeline_model_parallel_size", 1) > 1 \
+            and not getattr(cfg.model, "num_moe_experts", None):
+        # Shared micro-batches are wider than model.seq_length, the shape Bridge hands the
+        # pipeline schedule: the stages must send each other the actual shape. megatron-core
+        # refuses variable_seq_lengths with the (default) allgather MoE dispatcher even for a
+        # dense model, which never dispatches: alltoall there is a no-op setting.
+        cfg.model.variable_seq_lengths = True
+        if getattr(cfg.model, "moe_token_dispatcher_type", None) == "allgather":
+            cfg.model.moe_token_dispatcher_type = "alltoall"
     callback = RLPTCallback()
     try:
         pretrain(cfg, forward_step(cfg), callbacks=[callback, *(extra_callbacks or [])])

@@ -79,6 +79,8 @@ class PoolJudge(Protocol):
 class StageStats:
     judge_wait_s: list[float] = field(default_factory=list)
     rollout_s: list[float] = field(default_factory=list)
+    rollout_tokens: list[int] = field(default_factory=list)  # tokens each launch pushed through the model
+    rollout_cpu_s: list[float] = field(default_factory=list)  # this thread's CPU seconds per launch
     judge_s: list[float] = field(default_factory=list)  # seconds each step's verdicts took (background)
     unjudged_pools: int = 0
     last: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -154,13 +156,16 @@ class CandidateStage:
             return
         ids = list(self.group_ids(step))
         windows = [self.window_fn(i) for i in ids]
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), time.thread_time()
         if self.pool.rollouts:
             out = generate_rollouts(self.model, [w[0] for w in windows], self.rollout, step=step)
             tokens, logps_all = out.tokens, out.logps
+            self.stats.rollout_tokens.append(out.forward_tokens)
         else:  # a corpus-only pool (original and/or rewrite): nothing to sample
             tokens, logps_all = [[] for _ in ids], [[] for _ in ids]
+            self.stats.rollout_tokens.append(0)
         self.stats.rollout_s.append(time.perf_counter() - began)
+        self.stats.rollout_cpu_s.append(time.thread_time() - cpu_began)
         inputs = [PoolInput(group_id=gid, prefix=w[0], original=w[1], rewrite=w[2], rollouts=rolls,
                             rollout_logps=logps)
                   for gid, w, rolls, logps in zip(ids, windows, tokens, logps_all)]

@@ -23,9 +23,10 @@ from typing import Any, Iterator
 import torch
 
 from rlpt_plugin.megatron import parallel
+from rlpt_plugin.megatron.shared_attention import MaskCache, forward_rows
 from rlpt_plugin.rl.losses import LossConfig, mixed_loss
 from rlpt_plugin.rl.packing import MicroBatch
-from rlpt_plugin.rl.step import StepMicroBatch
+from rlpt_plugin.rl.step import StepMicroBatch, batch_segments
 from rlpt_plugin.rl.weights import MixedWeights
 
 
@@ -72,7 +73,7 @@ class RLPTForwardStep:
         self.check_values = check_values
         self.reference_is_policy = reference_is_policy
         self.hidden = frozenset(m for t in set(TERM_METRICS) - set(terms) for m in TERM_METRICS[t])
-        self._mask_cache: dict[tuple[int, str], torch.Tensor] = {}
+        self._masks = MaskCache()
 
     def __call__(self, data_iterator: Iterator[StepMicroBatch], model: torch.nn.Module,
                  return_schedule_plan: bool = False) -> tuple[torch.Tensor, Any]:
@@ -82,11 +83,8 @@ class RLPTForwardStep:
         item = next(data_iterator)
         device = model_device(model)
         mb = item.batch.to(device, non_blocking=True)
-        seq_length = mb.tokens_BS.shape[1]
-        key = (seq_length, str(device))
-        if key not in self._mask_cache:
-            self._mask_cache[key] = causal_attention_mask(seq_length, device)
-        output = model(mb.tokens_BS, mb.position_ids_BS, self._mask_cache[key], labels=mb.labels_BS)
+        # Unpacked rows: the causal mask; prefix-shared rows: their block mask and positions.
+        output = forward_rows(model, mb, self._masks)
         return output, partial(self.loss_func, mb, item)
 
     def loss_func(self, mb: MicroBatch, item: StepMicroBatch, output_tensor: torch.Tensor
@@ -97,7 +95,8 @@ class RLPTForwardStep:
         out = mixed_loss(token_logps_BS, ref_BS, mb.lm_mask_BS, mb.rl_mask_BS,
                          mb.chosen_rows_P, mb.rejected_rows_P, mb.rf_rows_R,
                          weights=self.weights.at(item.step), denominators=item.denominators,
-                         config=self.loss_config, check_values=self.check_values)
+                         config=self.loss_config, check_values=self.check_values,
+                         segments=batch_segments(mb))
         scale = parallel.loss_scale_for_schedule()
         # Per-step totals are reported as [value, 1/scale]: summed over the scale's
         # num_microbatches * dp contributions, the count is exactly 1.

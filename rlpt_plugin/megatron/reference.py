@@ -24,7 +24,8 @@ from typing import Iterator, Sequence
 import torch
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
-from rlpt_plugin.megatron.forward_step import causal_attention_mask, model_device
+from rlpt_plugin.megatron.forward_step import model_device
+from rlpt_plugin.megatron.shared_attention import MaskCache, forward_rows
 from rlpt_plugin.rl.packing import ROLE_RF, MicroBatch, PackSpec, Row, pack_rows
 
 class ReferenceScorer:
@@ -32,6 +33,7 @@ class ReferenceScorer:
 
     def __init__(self, model_chunks: Sequence[torch.nn.Module]):
         self.model_chunks = list(model_chunks)
+        self._masks = MaskCache()
 
     @torch.no_grad()
     def fill(self, batches: Sequence[MicroBatch]) -> None:
@@ -53,10 +55,7 @@ class ReferenceScorer:
 
     def _forward(self, data_iterator: Iterator[MicroBatch], model: torch.nn.Module):
         mb = next(data_iterator)
-        device = model_device(model)
-        mask = causal_attention_mask(mb.tokens_BS.shape[1], device)
-        output = model(mb.tokens_BS.to(device), mb.position_ids_BS.to(device), mask,
-                       labels=mb.labels_BS.to(device))
+        output = forward_rows(model, mb.to(model_device(model)), self._masks)
         return output, partial(self._record, mb)
 
     @staticmethod

@@ -14,6 +14,7 @@ global group ids, so a resumed run continues exactly where it stopped.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Callable, Iterator
 
@@ -74,6 +75,14 @@ class StepSource(Iterator[StepMicroBatch]):
         self.next_step = start_step
         self.last_stats: SelectionStats | None = None
         self.last_denominators: Denominators | None = None
+        self.last_shape: tuple[int, int] | None = None
+        """[B, S] of the prepared step's micro-batches (all alike; wider than seq_length with
+        prefix-shared rows)."""
+        self.last_cost: dict[str, float] = {}
+        """Seconds of the prepared step's phases (wall clock, and ``*_cpu_s``: this thread's CPU
+        time, which a shared machine's load does not inflate) and the positions each model pass
+        pushes (bench/step_cost.py); timings stay out of the logged metrics, which resume tests
+        compare."""
         self._queue: deque[StepMicroBatch] = deque()
 
     def group_ids(self, step: int) -> range:
@@ -83,6 +92,7 @@ class StepSource(Iterator[StepMicroBatch]):
         """Build step ``step`` (default: the next one). Collective over DP and, with a
         reference, over the pipeline: call it on every rank."""
         step = self.next_step if step is None else step
+        began, cpu_began = time.perf_counter(), time.thread_time()
         if self._queue:
             raise RuntimeError(f"step {step} prepared while {len(self._queue)} micro-batches of "
                                "the previous step are unconsumed")
@@ -95,17 +105,24 @@ class StepSource(Iterator[StepMicroBatch]):
         else:
             groups = [self.group_fn(i) for i in self.group_ids(step)]
         batches: list = []
+        selections: list = []
+        lm_rows: list = []
+        pack_s = pack_cpu_s = reference_s = reference_cpu_s = 0.0
         if failure is None:
             selections = select_all(groups, rule=self.rule, fallback=self.fallback)
             lm_rows = [self.lm_rows(i) for i in parallel.dp_share(step, self.lm_rows_per_step)] \
                 if self.lm_rows is not None else []
             if self.vocab_size is not None:
                 self._check_lm_rows_vocab(lm_rows)
+            packed, cpu_packed = time.perf_counter(), time.thread_time()
             batches = pack_step(groups, selections, self.spec, lm_rows)
             if self.vocab_size is not None:
                 self._check_vocab(batches)
+            pack_s, pack_cpu_s = time.perf_counter() - packed, time.thread_time() - cpu_packed
             if self.reference is not None:  # a pass through this replica's pipeline only
+                referenced, cpu_referenced = time.perf_counter(), time.thread_time()
                 self.reference.fill(batches)
+                reference_s, reference_cpu_s = time.perf_counter() - referenced, time.thread_time() - cpu_referenced
         local = local_denominators(batches)
         unjudged = float(sum(g.scores is None for g in groups))
         # The step's global counts, and whether any data-parallel replica's judge failed: every
@@ -127,6 +144,17 @@ class StepSource(Iterator[StepMicroBatch]):
                                                  for r in lm_rows), local.num_lm_tokens)
         self._queue.extend(StepMicroBatch(mb, denominators, step, step_extras(metrics, i == 0))
                            for i, mb in enumerate(batches))
+        self.last_shape = tuple(batches[0].tokens_BS.shape) if batches else None
+        positions = sum(mb.tokens_BS.numel() for mb in batches)
+        stats = self.stage.stats if self.stage is not None else None
+        self.last_cost = {
+            "prepare_cpu_s": time.thread_time() - cpu_began, "pack_cpu_s": pack_cpu_s,
+            "reference_cpu_s": reference_cpu_s, "rollout_cpu_s": stats.rollout_cpu_s[-1] if stats else 0.0,
+            "prepare_s": time.perf_counter() - began, "pack_s": pack_s, "reference_s": reference_s,
+            "train_positions": positions, "reference_positions": positions if self.reference is not None else 0,
+            "rollout_s": self.stage.stats.rollout_s[-1] if self.stage is not None else 0.0,
+            "rollout_tokens": self.stage.stats.rollout_tokens[-1] if self.stage is not None else 0,
+            "judge_wait_s": self.stage.stats.judge_wait_s[-1] if self.stage is not None else 0.0}
         self.next_step = step + 1
 
     def close(self) -> None:

@@ -216,23 +216,64 @@ def _check_structure(lm_mask_BS: Tensor, rl_mask_BS: Tensor, chosen_rows_P: Tens
         _check_rows(name, rows, num_rows)
 
 
+@dataclass(frozen=True)
+class Segments:
+    """Which candidate of a prefix-shared row an item is (rlpt_plugin/rl/shared_rows.py).
+
+    ``ids_BS`` [B, S]: the segment of every position; ``chosen_P`` / ``rejected_P`` [P] and
+    ``rf_R`` [R]: the segment of each item, next to its row index. An item's tokens are the
+    positions of its row with ``rl_mask`` 1 AND its segment. Without Segments an item is its
+    whole row's ``rl_mask`` (one candidate per row).
+    """
+
+    ids_BS: Tensor
+    chosen_P: Tensor
+    rejected_P: Tensor
+    rf_R: Tensor
+
+
+def item_masks(rl_mask_BS: Tensor, rows: Tensor, segment_ids_BS: Tensor | None = None,
+               segs: Tensor | None = None) -> Tensor:
+    """[N, S] 0/1 masks of N items (rows [N], segments [N] of a shared row, or whole rows)."""
+    mask_NS = rl_mask_BS[rows]
+    if segment_ids_BS is None:
+        return mask_NS
+    if segs is None or segs.shape != rows.shape:
+        raise ValueError(f"segs must have the shape of rows {tuple(rows.shape)}, "
+                         f"but got {None if segs is None else tuple(segs.shape)}")
+    return torch.where(segment_ids_BS[rows] == segs[:, None], mask_NS, torch.zeros_like(mask_NS))
+
+
+def _check_segments(seg: Segments, mask_BS: Tensor, chosen_rows_P: Tensor, rejected_rows_P: Tensor,
+                    rf_rows_R: Tensor) -> None:
+    _check_same_shape(("lm_mask_BS", mask_BS), ("segments.ids_BS", seg.ids_BS))
+    for name, rows, segs in (("chosen", chosen_rows_P, seg.chosen_P), ("rejected", rejected_rows_P, seg.rejected_P),
+                             ("rf", rf_rows_R, seg.rf_R)):
+        if segs.shape != rows.shape or segs.dtype.is_floating_point:
+            raise ValueError(f"segments.{name} must be an integer tensor of the shape of its rows "
+                             f"{tuple(rows.shape)}, but got {segs.dtype} {tuple(segs.shape)}")
+
+
 def count_local(lm_mask_BS: Tensor, rl_mask_BS: Tensor, chosen_rows_P: Tensor,
-                rf_rows_R: Tensor) -> Denominators:
+                rf_rows_R: Tensor, segments: Segments | None = None) -> Denominators:
     """Local counts of one micro-batch; sum them over micro-batches and DP ranks
     to get the GLOBAL Denominators for mixed_loss.
 
-    Args: lm_mask_BS / rl_mask_BS [B, S] 0/1, chosen_rows_P [P], rf_rows_R [R] row indices.
+    Args: lm_mask_BS / rl_mask_BS [B, S] 0/1, chosen_rows_P [P], rf_rows_R [R] row indices,
+    segments: the items' segments when rows are prefix-shared.
     """
     _check_structure(lm_mask_BS, rl_mask_BS, chosen_rows_P, chosen_rows_P, rf_rows_R)
+    ids_BS, rf_segs = (segments.ids_BS, segments.rf_R) if segments is not None else (None, None)
     return Denominators(num_lm_tokens=float((lm_mask_BS != 0).sum()),
                         num_pairs=float(chosen_rows_P.numel()),
-                        num_rf_tokens=float((rl_mask_BS[rf_rows_R] != 0).sum()))
+                        num_rf_tokens=float((item_masks(rl_mask_BS, rf_rows_R, ids_BS, rf_segs) != 0).sum()))
 
 
 def mixed_loss(token_logps_BS: Tensor, ref_token_logps_BS: Tensor, lm_mask_BS: Tensor,
                rl_mask_BS: Tensor, chosen_rows_P: Tensor, rejected_rows_P: Tensor,
                rf_rows_R: Tensor, *, weights: LossWeights, denominators: Denominators,
-               config: LossConfig, check_values: bool = True) -> LossOutput:
+               config: LossConfig, check_values: bool = True,
+               segments: Segments | None = None) -> LossOutput:
     """This micro-batch's contribution to the mixed step loss.
 
     loss = w.lm     * NLL(token_logps_BS, lm_mask_BS)              / num_lm_tokens
@@ -249,12 +290,22 @@ def mixed_loss(token_logps_BS: Tensor, ref_token_logps_BS: Tensor, lm_mask_BS: T
         weights, denominators (GLOBAL counts), config: see the dataclasses.
         check_values: run the value checks (0/1 masks, empty suffixes, finiteness);
             each forces a host-device sync, so a caller that already checked may skip them.
+        segments: prefix-shared rows (several candidates per row): each item is its row's
+            ``rl_mask`` positions of its segment (see :class:`Segments`); None: one per row.
     """
     _check_same_shape(("token_logps_BS", token_logps_BS),
                       ("ref_token_logps_BS", ref_token_logps_BS),
                       ("lm_mask_BS", lm_mask_BS), ("rl_mask_BS", rl_mask_BS))
     _check_structure(lm_mask_BS, rl_mask_BS, chosen_rows_P, rejected_rows_P, rf_rows_R)
+    ids_BS = None
+    chosen_segs = rejected_segs = rf_segs = None
+    if segments is not None:
+        _check_segments(segments, lm_mask_BS, chosen_rows_P, rejected_rows_P, rf_rows_R)
+        ids_BS, chosen_segs = segments.ids_BS, segments.chosen_P
+        rejected_segs, rf_segs = segments.rejected_P, segments.rf_R
     same_P = chosen_rows_P == rejected_rows_P
+    if segments is not None:
+        same_P = same_P & (chosen_segs == rejected_segs)
     if bool(same_P.any()):
         i = int(same_P.nonzero()[0, 0])
         raise ValueError(f"chosen_rows_P and rejected_rows_P must differ within a pair, "
@@ -262,27 +313,30 @@ def mixed_loss(token_logps_BS: Tensor, ref_token_logps_BS: Tensor, lm_mask_BS: T
     ref_token_logps_BS = ref_token_logps_BS.detach()
     lm_used_BS, rl_used_BS = lm_mask_BS != 0, rl_mask_BS != 0
     pair_rows = torch.cat([chosen_rows_P, rejected_rows_P])
+    pair_segs = torch.cat([chosen_segs, rejected_segs]) if segments is not None else None
+    pair_mask_2PS = item_masks(rl_mask_BS, pair_rows, ids_BS, pair_segs)  # chosen then rejected
+    rf_mask_RS = item_masks(rl_mask_BS, rf_rows_R, ids_BS, rf_segs)
     if check_values:
         _check_binary("lm_mask_BS", lm_mask_BS)
         _check_binary("rl_mask_BS", rl_mask_BS)
-        suffix_len_B = rl_used_BS.sum(dim=-1)
-        for name, rows in (("chosen_rows_P", chosen_rows_P), ("rejected_rows_P", rejected_rows_P),
-                           ("rf_rows_R", rf_rows_R)):
-            empty = suffix_len_B[rows] == 0
+        num_pairs = chosen_rows_P.numel()
+        for name, rows, masks in (("chosen_rows_P", chosen_rows_P, pair_mask_2PS[:num_pairs]),
+                                  ("rejected_rows_P", rejected_rows_P, pair_mask_2PS[num_pairs:]),
+                                  ("rf_rows_R", rf_rows_R, rf_mask_RS)):
+            empty = (masks != 0).sum(dim=-1) == 0
             if bool(empty.any()):
                 row = int(rows[empty.nonzero()[0, 0]])
                 raise ValueError(f"rl_mask_BS must mark at least one token in every row of {name}, "
                                  f"but found an empty suffix mask in row {row}")
-        # Row selectors: which rows enter DPO (policy and reference) and RF-NLL.
-        in_pairs_B = torch.zeros(lm_mask_BS.shape[0], dtype=torch.bool, device=lm_mask_BS.device)
-        in_rf_B = in_pairs_B.clone()
-        in_pairs_B[pair_rows] = True
-        in_rf_B[rf_rows_R] = True
-        rl_rows_used_BS = rl_used_BS & (in_pairs_B | in_rf_B)[:, None]
-        _check_finite("token_logps_BS", token_logps_BS, lm_used_BS | rl_rows_used_BS)
-        _check_finite("ref_token_logps_BS", ref_token_logps_BS, rl_used_BS & in_pairs_B[:, None])
+        # Positions that enter DPO (policy and reference) and RF-NLL.
+        in_pairs_BS = torch.zeros(lm_mask_BS.shape, dtype=torch.float32, device=lm_mask_BS.device)
+        in_pairs_BS.index_add_(0, pair_rows, (pair_mask_2PS != 0).float())
+        in_rf_BS = torch.zeros_like(in_pairs_BS)
+        in_rf_BS.index_add_(0, rf_rows_R, (rf_mask_RS != 0).float())
+        _check_finite("token_logps_BS", token_logps_BS, lm_used_BS | (in_pairs_BS > 0) | (in_rf_BS > 0))
+        _check_finite("ref_token_logps_BS", ref_token_logps_BS, rl_used_BS & (in_pairs_BS > 0))
 
-    local = count_local(lm_mask_BS, rl_mask_BS, chosen_rows_P, rf_rows_R)
+    local = count_local(lm_mask_BS, rl_mask_BS, chosen_rows_P, rf_rows_R, segments)
     for term, weight, count, denom in (
             ("num_lm_tokens", weights.lm, local.num_lm_tokens, denominators.num_lm_tokens),
             ("num_pairs", weights.dpo, local.num_pairs, denominators.num_pairs),
@@ -296,16 +350,14 @@ def mixed_loss(token_logps_BS: Tensor, ref_token_logps_BS: Tensor, lm_mask_BS: T
     with torch.set_grad_enabled(grad_on and weights.lm != 0):
         lm_sum = token_nll_sum(token_logps_BS, lm_mask_BS)
     with torch.set_grad_enabled(grad_on and weights.dpo != 0):
-        seq_logps = sequence_logps(token_logps_BS[pair_rows], rl_mask_BS[pair_rows],
-                                   config.dpo_reduction)
-        ref_seq_logps = sequence_logps(ref_token_logps_BS[pair_rows], rl_mask_BS[pair_rows],
-                                       config.dpo_reduction)
+        seq_logps = sequence_logps(token_logps_BS[pair_rows], pair_mask_2PS, config.dpo_reduction)
+        ref_seq_logps = sequence_logps(ref_token_logps_BS[pair_rows], pair_mask_2PS, config.dpo_reduction)
         num_pairs = chosen_rows_P.numel()
         pairs = dpo_pair_losses(seq_logps[:num_pairs], seq_logps[num_pairs:],
                                 ref_seq_logps[:num_pairs], ref_seq_logps[num_pairs:], config.beta)
         dpo_sum = pairs.loss_P.sum()
     with torch.set_grad_enabled(grad_on and weights.rf_nll != 0):
-        rf_sum = token_nll_sum(token_logps_BS[rf_rows_R], rl_mask_BS[rf_rows_R])
+        rf_sum = token_nll_sum(token_logps_BS[rf_rows_R], rf_mask_RS)
 
     # Anchor with zero gradient everywhere: backward() works even when no term
     # contributes (e.g. a padding-only micro-batch), and NaN garbage stays out.

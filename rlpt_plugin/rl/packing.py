@@ -14,6 +14,12 @@ Row layout (Megatron GPT convention): a row holds a full sequence
 real row (the positions whose label is a candidate token); which rows an RL
 term reads is given by ``chosen_rows_P`` / ``rejected_rows_P`` / ``rf_rows_R``.
 Real rows come first in a micro-batch, padding rows (group id -1) after.
+
+With ``PackSpec.shared_rows`` each pool's rows become ONE prefix-shared row
+(rlpt_plugin/rl/shared_rows.py): ``segment_ids_BS`` says which candidate each
+position belongs to, and a DPO pair or RF-NLL target is a (row, segment) item
+(``chosen_segs_P`` / ``rejected_segs_P`` / ``rf_segs_R``). Unpacked micro-batches
+leave these four fields None.
 """
 
 from __future__ import annotations
@@ -44,6 +50,11 @@ class PackSpec:
     use_dpo: bool = True
     use_rf_nll: bool = False
     ref_from_rollout: bool = False
+    shared_rows: bool = False
+    """Pack each pool's rows as one prefix-shared row. ``micro_batch_size`` stays the budget of
+    UNPACKED rows (what the setup checks size); a shared step's micro-batches are
+    ``[B', S']`` with ``B'`` the most slots any of its micro-batches needs and ``S'`` its longest
+    row (at least ``seq_length``)."""
 
     def __post_init__(self) -> None:
         for name in ("seq_length", "micro_batch_size", "num_microbatches"):
@@ -148,7 +159,12 @@ class MicroBatch:
     rf_rows_R: torch.Tensor
     group_ids_B: torch.Tensor
     num_real_rows: int
+    segment_ids_BS: torch.Tensor | None = None
+    chosen_segs_P: torch.Tensor | None = None
+    rejected_segs_P: torch.Tensor | None = None
+    rf_segs_R: torch.Tensor | None = None
 
+    _SHARED: ClassVar[tuple[str, ...]] = ("segment_ids_BS", "chosen_segs_P", "rejected_segs_P", "rf_segs_R")
     _DTYPES: ClassVar[dict[str, torch.dtype]] = {
         "tokens_BS": torch.int64, "labels_BS": torch.int64, "position_ids_BS": torch.int64,
         "lm_mask_BS": torch.float32, "rl_mask_BS": torch.float32, "ref_logps_BS": torch.float32,
@@ -159,8 +175,13 @@ class MicroBatch:
     def to(self, device: torch.device | str, non_blocking: bool = False) -> MicroBatch:
         """This micro-batch with every tensor on ``device`` (self when already there)."""
         moved = {f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
-                 for f in fields(self) if f.name != "num_real_rows"}
+                 for f in fields(self) if f.name != "num_real_rows" and getattr(self, f.name) is not None}
         return MicroBatch(**moved, num_real_rows=self.num_real_rows)
+
+    @property
+    def shared(self) -> bool:
+        """Whether this micro-batch holds prefix-shared rows (needs their mask and positions)."""
+        return self.segment_ids_BS is not None
 
     def validate(self) -> None:
         """Raise ``ValueError`` if the micro-batch breaks the packing contract."""
@@ -202,20 +223,48 @@ class MicroBatch:
             )
         if bool(self.lm_mask_BS[real:].any()) or bool(self.rl_mask_BS[real:].any()):
             raise ValueError(f"MicroBatch: padding rows (>= num_real_rows={real}) must have all-zero masks")
+        self._validate_shared(b, s)
         rl_rows = self.rl_mask_BS.sum(dim=1) > 0  # [B]
-        for name in ("chosen_rows_P", "rejected_rows_P", "rf_rows_R"):
+        for name, seg_name in (("chosen_rows_P", "chosen_segs_P"), ("rejected_rows_P", "rejected_segs_P"),
+                               ("rf_rows_R", "rf_segs_R")):
             idx = getattr(self, name)
             if idx.numel() == 0:
                 continue
             if bool((idx < 0).any()) or bool((idx >= b).any()):
                 raise ValueError(f"MicroBatch.{name} must index rows in [0, {b}), got {idx.tolist()}")
-            empty = idx[~rl_rows[idx]]
+            if self.shared:
+                item_mask = (self.rl_mask_BS[idx] != 0) & (self.segment_ids_BS[idx] == getattr(self, seg_name)[:, None])
+                empty = idx[~item_mask.any(dim=1)]
+            else:
+                empty = idx[~rl_rows[idx]]
             if empty.numel():
                 raise ValueError(f"MicroBatch.{name}: rows {empty.tolist()} have an empty rl_mask")
         same = self.chosen_rows_P == self.rejected_rows_P
+        if self.shared:
+            same = same & (self.chosen_segs_P == self.rejected_segs_P)
         if bool(same.any()):
             pairs = same.nonzero().flatten().tolist()
             raise ValueError(f"MicroBatch: pairs {pairs} have chosen row == rejected row")
+
+    def _validate_shared(self, b: int, s: int) -> None:
+        given = [name for name in self._SHARED if getattr(self, name) is not None]
+        if not given:
+            return
+        if len(given) != len(self._SHARED):
+            raise ValueError(f"MicroBatch: {', '.join(self._SHARED)} must all be set or all None, "
+                             f"got only {', '.join(given)}")
+        for name in self._SHARED:
+            if getattr(self, name).dtype != torch.int64:
+                raise ValueError(f"MicroBatch.{name} must be a torch.int64 tensor, got {getattr(self, name).dtype}")
+        if (shape := tuple(self.segment_ids_BS.shape)) != (b, s):
+            raise ValueError(f"MicroBatch.segment_ids_BS must have shape {(b, s)}, got {shape}")
+        if bool((self.segment_ids_BS < 0).any()):
+            raise ValueError("MicroBatch.segment_ids_BS must be >= 0")
+        for rows, segs in (("chosen_rows_P", "chosen_segs_P"), ("rejected_rows_P", "rejected_segs_P"),
+                           ("rf_rows_R", "rf_segs_R")):
+            if getattr(self, rows).shape != getattr(self, segs).shape:
+                raise ValueError(f"MicroBatch.{segs} must have the shape of {rows} "
+                                 f"{tuple(getattr(self, rows).shape)}, got {tuple(getattr(self, segs).shape)}")
 
 
 def _overflow_message(needed: int, mb: int, spec: PackSpec, total: int, what: str) -> str:
@@ -236,6 +285,11 @@ def pack_rows(rows: Sequence[Row], assignment: Sequence[int], spec: PackSpec) ->
     that is incomplete or split across micro-batches, or (with
     ``ref_from_rollout``) a pair row without ``ref_logps``.
     """
+    return [_build(mb_rows, spec) for mb_rows in _assign(rows, assignment, spec)]
+
+
+def _assign(rows: Sequence[Row], assignment: Sequence[int], spec: PackSpec) -> list[list[Row]]:
+    """The rows of each micro-batch, after every check :func:`pack_rows` documents."""
     if len(rows) != len(assignment):
         raise ValueError(f"assignment must have one entry per row ({len(rows)}), got {len(assignment)}")
     s, bsz, m_count = spec.seq_length, spec.micro_batch_size, spec.num_microbatches
@@ -273,7 +327,7 @@ def pack_rows(rows: Sequence[Row], assignment: Sequence[int], spec: PackSpec) ->
     for mb, mb_rows in enumerate(per_mb):
         if len(mb_rows) > bsz:
             raise ValueError(_overflow_message(len(mb_rows), mb, spec, len(rows), "explicit assignment"))
-    return [_build(mb_rows, spec) for mb_rows in per_mb]
+    return per_mb
 
 
 def _build(rows: Sequence[Row], spec: PackSpec) -> MicroBatch:
@@ -418,8 +472,11 @@ def pack_step(
                              f"lm={row.lm} and roles {sorted(row.roles)}")
     per_group = [group_rows(g, sel, spec) for g, sel in zip(groups, selections)]
     total = sum(len(r) for r in per_group) + len(lm_rows)
+    from rlpt_plugin.rl import shared_rows  # it builds on this module's types
+
     rows: list[Row] = []
     assignment: list[int] = []
+    slots: list[list[shared_rows.RowLayout]] = []
     group_blocks = block_bounds(len(groups), spec.num_microbatches)
     lm_blocks = block_bounds(len(lm_rows), spec.num_microbatches)
     for mb, ((start, end), (lm_start, lm_end)) in enumerate(zip(group_blocks, lm_blocks)):
@@ -429,4 +486,9 @@ def pack_step(
             raise ValueError(_overflow_message(len(block), mb, spec, total, what))
         rows.extend(block)
         assignment.extend([mb] * len(block))
-    return pack_rows(rows, assignment, spec)
+        if spec.shared_rows:
+            slots.append(shared_rows.slots(per_group[start:end], lm_rows[lm_start:lm_end], spec))
+    if not spec.shared_rows:
+        return pack_rows(rows, assignment, spec)
+    per_mb = _assign(rows, assignment, spec)  # the same checks and errors as the unpacked rows
+    return shared_rows.build_micro_batches(per_mb, slots, spec)

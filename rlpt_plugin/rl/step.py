@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from rlpt_plugin.rl.losses import Denominators, count_local
+from rlpt_plugin.rl.losses import Denominators, Segments, count_local
 from rlpt_plugin.rl.packing import MicroBatch
 
 
@@ -33,9 +33,18 @@ def step_extras(metrics: dict[str, tuple[float, float]], first: bool) -> tuple[t
     return tuple((name, s if first else 0.0, c if first else 0.0) for name, (s, c) in sorted(metrics.items()))
 
 
+def batch_segments(mb: MicroBatch) -> Segments | None:
+    """The items' segments of a prefix-shared micro-batch (None when unpacked)."""
+    if not mb.shared:
+        return None
+    return Segments(ids_BS=mb.segment_ids_BS, chosen_P=mb.chosen_segs_P, rejected_P=mb.rejected_segs_P,
+                    rf_R=mb.rf_segs_R)
+
+
 def local_denominators(batches: Sequence[MicroBatch]) -> Denominators:
     """Sum of the per-micro-batch counts of one rank's share of a step."""
     total = Denominators(0.0, 0.0, 0.0)
     for mb in batches:
-        total = total + count_local(mb.lm_mask_BS, mb.rl_mask_BS, mb.chosen_rows_P, mb.rf_rows_R)
+        total = total + count_local(mb.lm_mask_BS, mb.rl_mask_BS, mb.chosen_rows_P, mb.rf_rows_R,
+                                    batch_segments(mb))
     return total

@@ -6,6 +6,10 @@ same global step differently (4 micro-batches; extra padding rows and positions;
 DP2; and the 4-process products) and must give the same loss and the same full gradients.
 The frozen reference model is scored through the pipeline too, so PP covers that path.
 Observed on CPU fp32 (2 cores): max |diff| 2.4e-7 on the loss, 3.2e-7 on any gradient entry.
+
+Prefix-shared rows ("shared": each pool ONE row after one copy of its prefix, block mask, RoPE
+from position ids) are compared against the SAME unpacked reference, under every layout above:
+packed and unpacked rows give the same loss, counts and full gradients.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.distributed.cases import run_cases
+from tests.distributed.cases import run_cases, shared_logps_case
 from tests.distributed.harness import run_distributed
 from tests.distributed.tiny_gpt import assemble
 
@@ -25,16 +29,26 @@ REFERENCE = dict(tp=1, pp=1, mbs=28, num_mb=1, seq=24)
 ONE_PROCESS = {
     "4 micro-batches": dict(tp=1, pp=1, mbs=7, num_mb=4, seq=24),
     "extra padding": dict(tp=1, pp=1, mbs=9, num_mb=4, seq=40),
+    "shared, 1 micro-batch": dict(tp=1, pp=1, mbs=28, num_mb=1, seq=24, shared=True),
+    "shared, 4 micro-batches": dict(tp=1, pp=1, mbs=7, num_mb=4, seq=24, shared=True),
+    "shared, 8 micro-batches": dict(tp=1, pp=1, mbs=4, num_mb=8, seq=24, shared=True),
+    "shared, extra padding": dict(tp=1, pp=1, mbs=9, num_mb=4, seq=40, shared=True),
 }
 TWO_PROCESSES = {
     "TP2": dict(tp=2, pp=1, mbs=7, num_mb=4, seq=24),
     "PP2 (1F1B)": dict(tp=1, pp=2, mbs=7, num_mb=4, seq=24),
     "DP2": dict(tp=1, pp=1, mbs=7, num_mb=2, seq=24),
+    "shared TP2": dict(tp=2, pp=1, mbs=7, num_mb=4, seq=24, shared=True),
+    "shared PP2 (1F1B)": dict(tp=1, pp=2, mbs=7, num_mb=4, seq=24, shared=True),
+    "shared DP2": dict(tp=1, pp=1, mbs=7, num_mb=2, seq=24, shared=True),
 }
 FOUR_PROCESSES = {
     "TP2xPP2": dict(tp=2, pp=2, mbs=7, num_mb=4, seq=24),
     "TP2xDP2": dict(tp=2, pp=1, mbs=7, num_mb=2, seq=24),
     "PP2xDP2": dict(tp=1, pp=2, mbs=7, num_mb=2, seq=24),
+    "shared TP2xPP2": dict(tp=2, pp=2, mbs=7, num_mb=4, seq=24, shared=True),
+    "shared TP2xDP2": dict(tp=2, pp=1, mbs=7, num_mb=2, seq=24, shared=True),
+    "shared PP2xDP2": dict(tp=1, pp=2, mbs=7, num_mb=2, seq=24, shared=True),
 }
 
 
@@ -84,3 +98,22 @@ def test_four_process_layouts(single_process, tmp_path):
     results = run_distributed(run_cases, 4, tmp_path, list(FOUR_PROCESSES.values()))
     for i, name in enumerate(FOUR_PROCESSES):
         _compare(single_process["reference"], [rank[i] for rank in results], name)
+
+
+def test_shared_rows_log_probs_equal_unpacked_and_need_mask_and_positions(tmp_path):
+    """Every candidate's per-token log-probs in the shared rows equal its unpacked row's; with
+    the plain causal mask, or with RoPE at row offsets instead of the position ids, they do not
+    (so the equalities above are not vacuous)."""
+    (res,) = run_distributed(shared_logps_case, 1, tmp_path)
+    assert res["rows_shared"] == 8 < res["rows_plain"]  # one row per pool
+    assert res["shared"] <= 1e-5, res
+    assert res["no_mask"] > 1e-2 and res["no_rope"] > 1e-2, res
+
+
+def test_shared_rows_pp2_with_the_shapes_bridge_passes(single_process, tmp_path):
+    """Bridge hands the pipeline schedule (model.seq_length, micro_batch_size), not the shared
+    rows' wider shape; with variable_seq_lengths the stages exchange the real shape (what
+    rlpt_pretrain sets under PP) and the step is still the unpacked reference's."""
+    case = dict(tp=1, pp=2, mbs=7, num_mb=4, seq=24, shared=True, bridge_shapes=True)
+    results = run_distributed(run_cases, 2, tmp_path, [case])
+    _compare(single_process["reference"], [rank[0] for rank in results], "shared PP2, Bridge shapes")

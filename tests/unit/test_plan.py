@@ -259,3 +259,20 @@ def test_module_is_pure() -> None:
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'megatron')]; "
             "sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_prefix_shared_rows_train_one_row_per_prefix() -> None:
+    # The paper's geometry: LM + chosen + rejected share one ~1,920-token prefix.
+    shared, unpacked = plan(inputs(shared_rows=True)), plan(inputs())
+    assert shared.rows == unpacked.rows == 24  # the row budget stays the unpacked count
+    assert unpacked.tokens_trained == unpacked.unpacked_tokens_trained == 24 * S
+    assert shared.tokens_trained == 8 * (S + 2 * N) == 8 * 2304
+    assert shared.unpacked_tokens_trained == 24 * S
+    assert "prefix-shared rows" in format_plan(shared) and "prefix-shared" not in format_plan(unpacked)
+    assert plan(inputs(shared_rows=True, dpo=False, rf_nll=True)).tokens_trained == 8 * (S + N)
+    assert plan(inputs(shared_rows=True, dpo=False, job_sequences=2)).tokens_trained == 10 * S  # nothing shared
+    cfg = RLPTConfig()
+    cfg.data.source = "synthetic"
+    assert plan_from_config(cfg, seq_length=S, suffix_length=N).inputs.shared_rows
+    cfg.data.prefix_sharing = "unpacked"
+    assert not plan_from_config(cfg, seq_length=S, suffix_length=N).inputs.shared_rows
