@@ -21,6 +21,7 @@ from megatron.bridge.training.utils.omegaconf_utils import OverridesError, proce
 from omegaconf.errors import OmegaConfBaseException
 
 from rlpt_plugin.config import ConfigError
+from rlpt_plugin.megatron.compat import call_recipe, safe_yaml_representers
 from rlpt_plugin.megatron.bridge_host import RLPTConfigContainer, rlpt_pretrain, with_rlpt
 from rlpt_plugin.megatron.metrics_log import MetricsLog
 from rlpt_plugin.megatron.validation import host_errors
@@ -49,7 +50,7 @@ def load_recipe(path: str) -> Callable[..., Any]:
 def build_config(recipe: str, out_dir: str | Path, overrides: list[str]) -> RLPTConfigContainer:
     from megatron.bridge.training.config import ConfigContainer
 
-    cfg = load_recipe(recipe)(out_dir)
+    cfg = call_recipe(load_recipe(recipe), out_dir)  # Bridge's shipped recipes take no out_dir
     if isinstance(cfg, ConfigContainer) and not isinstance(cfg, RLPTConfigContainer):
         cfg = with_rlpt(cfg)  # an existing Bridge job: its own data stays as dataset.job_data
     if not isinstance(cfg, RLPTConfigContainer):
@@ -69,8 +70,6 @@ def build_config(recipe: str, out_dir: str | Path, overrides: list[str]) -> RLPT
 def resolved_yaml(cfg: RLPTConfigContainer) -> str:
     """The whole resolved job config (Bridge's fields and ``rlpt``) as YAML."""
     import yaml
-    from megatron.bridge.training.utils.config_utils import safe_yaml_representers
-
     with safe_yaml_representers():
         return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
 
