@@ -137,7 +137,7 @@ IMPORT_GUARDS = (
     ImportGuard("megatron.bridge.peft.lora_layers", "transformer_engine", ("0.16", "0.19")),
     ImportGuard("megatron.bridge.peft.lora", "transformer_engine", ("0.16",)),
     # @triton.jit at import time; reached through Bridge's mamba provider (0.16) and through
-    # pipeline_parallel/schedules.py -> transformer/moe/paged_stash.py (0.19)
+    # pipeline_parallel/schedules.py -> transformer/moe/paged_stash.py (0.19; new in 0.17+)
     ImportGuard("megatron.core.inference.contexts.attention_context.triton.tensor_ops", "triton", ("0.16",)),
     ImportGuard("megatron.core.transformer.moe.ops.paged_stash", "triton", ("0.19",)),
     # Hugging Face `datasets` (+pyarrow, pandas: ~270 MB) serves only Bridge's SFT/HF datasets
@@ -145,10 +145,10 @@ IMPORT_GUARDS = (
     ImportGuard("megatron.bridge.data.builders.hf_dataset", "datasets", ("0.16",)),
     ImportGuard("megatron.bridge.data.datasets.gpt_sft", "datasets", ("0.19",)),
     ImportGuard("megatron.bridge.data.sources.hf", "datasets", ("0.19",)),
-    # in-process restart (off unless configured); installing the package instead trips core's
-    # version assert (see SYMBOLS)
-    ImportGuard("megatron.bridge.training.pretrain", "nvidia_resiliency_ext", ("0.19",)),
-    ImportGuard("megatron.bridge.training.inprocess_restart", "nvidia_resiliency_ext", ("0.19",)),
+    # in-process restart (off unless configured). Installed on 0.16 (0.4.1); on 0.19 installing
+    # the index's 0.4.1 trips core's version assert (see SYMBOLS), so the guard stands in
+    ImportGuard("megatron.bridge.training.pretrain", "nvidia_resiliency_ext", ("0.16", "0.19")),
+    ImportGuard("megatron.bridge.training.inprocess_restart", "nvidia_resiliency_ext", ("0.16", "0.19")),
 )
 
 
