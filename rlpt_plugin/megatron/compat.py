@@ -26,7 +26,7 @@ Runtime differences (not symbols), verified by reading the pinned sources and by
   ``restore_state``: the rlpt callback restores the state at train start, after it has attached
   the step source (which does not exist yet when Bridge's restore runs).
 - Recipes. Bridge's shipped recipes (both versions) take no arguments; the plugin's recipes take
-  the output directory. :func:`call_recipe` calls each the way it is declared.
+  the output directory (recipe_host.call_recipe calls each the way it is declared).
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import importlib
 import importlib.metadata
 import inspect
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 STACKS = {  # name -> tested versions
@@ -145,6 +144,7 @@ IMPORT_GUARDS = (
     ImportGuard("megatron.bridge.data.builders.hf_dataset", "datasets", ("0.16",)),
     ImportGuard("megatron.bridge.data.datasets.gpt_sft", "datasets", ("0.19",)),
     ImportGuard("megatron.bridge.data.sources.hf", "datasets", ("0.19",)),
+    ImportGuard("megatron.bridge.data.megatron_mimo.hf_provider", "datasets", ("0.19",)),  # data loaders
     # in-process restart (off unless configured). Installed on 0.16 (0.4.1); on 0.19 installing
     # the index's 0.4.1 trips core's version assert (see SYMBOLS), so the guard stands in
     ImportGuard("megatron.bridge.training.pretrain", "nvidia_resiliency_ext", ("0.16", "0.19")),
@@ -205,23 +205,3 @@ def keep_build_tokenizer(provider: Any, context: Any) -> None:
     setup does for the plugin's provider (a plain attribute, not a config field)."""
     if getattr(provider, "tokenizer", None) is None and getattr(context, "tokenizer", None) is not None:
         object.__setattr__(provider, "tokenizer", context.tokenizer)
-
-
-def call_recipe(recipe: Callable[..., Any], out_dir: str | Path) -> Any:
-    """Call a recipe as declared: the plugin's take the output directory as their first argument,
-    Bridge's shipped ones take none (and write under ``./nemo_experiments``). A recipe that takes
-    no directory gets its checkpoints and TensorBoard logs moved under ``out_dir`` (``ckpt/``,
-    ``tb/``, as the plugin's recipes lay them out); every other field stays as the recipe set it,
-    and command-line overrides still win."""
-    params = [p for p in inspect.signature(recipe).parameters.values()
-              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
-    if params:
-        return recipe(out_dir)
-    cfg = recipe()
-    out = Path(out_dir)
-    checkpoint, logger = getattr(cfg, "checkpoint", None), getattr(cfg, "logger", None)
-    if checkpoint is not None:
-        checkpoint.save = checkpoint.load = str(out / "ckpt")
-    if logger is not None and getattr(logger, "tensorboard_dir", None) is not None:
-        logger.tensorboard_dir = str(out / "tb")
-    return cfg

@@ -21,7 +21,8 @@ from megatron.bridge.training.utils.omegaconf_utils import OverridesError, proce
 from omegaconf.errors import OmegaConfBaseException
 
 from rlpt_plugin.config import ConfigError
-from rlpt_plugin.megatron.compat import call_recipe, safe_yaml_representers
+from rlpt_plugin.megatron.compat import safe_yaml_representers
+from rlpt_plugin.megatron.recipe_host import call_recipe, cpu_layer_spec
 from rlpt_plugin.megatron.bridge_host import RLPTConfigContainer, rlpt_pretrain, with_rlpt
 from rlpt_plugin.megatron.metrics_log import MetricsLog
 from rlpt_plugin.megatron.validation import host_errors
@@ -61,6 +62,7 @@ def build_config(recipe: str, out_dir: str | Path, overrides: list[str]) -> RLPT
             cfg = process_config_with_overrides(cfg, cli_overrides=list(overrides))
         except (OverridesError, OmegaConfBaseException) as err:
             raise ConfigError([f"override rejected: {err}"]) from err
+    cpu_layer_spec(cfg.model)  # a shipped recipe's TE layer spec under model.transformer_impl=local
     errors = cfg.rlpt.errors() + host_errors(cfg)
     if errors:
         raise ConfigError(errors)
