@@ -142,6 +142,7 @@ IMPORT_GUARDS = (
     # Hugging Face `datasets` (+pyarrow, pandas: ~270 MB) serves only Bridge's SFT/HF datasets
     ImportGuard("megatron.bridge.data.datasets.sft", "datasets", ("0.16",)),
     ImportGuard("megatron.bridge.data.builders.hf_dataset", "datasets", ("0.16",)),
+    ImportGuard("megatron.bridge.data.vlm_datasets.hf_dataset_makers", "datasets", ("0.16",)),  # recipes
     ImportGuard("megatron.bridge.data.datasets.gpt_sft", "datasets", ("0.19",)),
     ImportGuard("megatron.bridge.data.sources.hf", "datasets", ("0.19",)),
     ImportGuard("megatron.bridge.data.megatron_mimo.hf_provider", "datasets", ("0.19",)),  # data loaders
