@@ -1,4 +1,6 @@
-# Two entry points: `make demo` and `make test`. Each creates or updates .venv from nothing.
+# Entry points: `make demo` and `make test` (Python 3.11, megatron-core 0.16.1, Bridge 0.3.1, in
+# .venv) and `make test-latest` (Python 3.12, megatron-core 0.19.2, Bridge 0.6.2, in .venv-latest).
+# Each creates or updates its venv from nothing.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +9,17 @@ PIP := $(PY) -m pip --disable-pip-version-check
 BRIDGE_VERSION := 0.3.1
 STAMP := $(VENV)/.stamp-install
 
-.PHONY: venv test demo clean
+# The latest stack: megatron-core >= 0.17 and Bridge >= 0.4 exist for Python 3.12 only (pyenv's
+# 3.12 here). Every package is pinned by requirements-latest.txt. torch 2.14.1 is PyPI's CUDA
+# build (runs on the CPU); its CUDA libraries come from this machine's local wheel mirror.
+LATEST_VENV := .venv-latest
+LATEST_PYTHON ?= $(shell pyenv prefix 3.12 2>/dev/null || echo /usr)/bin/python3.12
+LATEST_PY := $(LATEST_VENV)/bin/python
+LATEST_PIP := $(LATEST_PY) -m pip --disable-pip-version-check
+LATEST_LOCK := requirements-latest.txt
+LATEST_STAMP := $(LATEST_VENV)/.stamp-install
+
+.PHONY: venv test demo clean venv-latest test-latest
 
 venv: $(STAMP)
 
@@ -29,10 +41,23 @@ $(STAMP): pyproject.toml Makefile
 test: venv
 	$(PY) -m pytest -q tests
 
+venv-latest: $(LATEST_STAMP)
+
+$(LATEST_STAMP): pyproject.toml Makefile $(LATEST_LOCK)
+	@test -x $(LATEST_PY) || $(LATEST_PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_PIP) install -q -c $(LATEST_LOCK) -e '.[bridge,dev]'
+	$(LATEST_PIP) install -q --no-deps -c $(LATEST_LOCK) megatron-bridge
+	@touch $(LATEST_STAMP)
+
+# The whole suite but the `evidence` tier (two small demo runs, about half of `make test`'s time;
+# `make test` runs them), so that .ci/run stays well under 30 minutes with both venvs built.
+test-latest: venv-latest
+	$(LATEST_PY) -m pytest -q tests -m "not evidence"
+
 # Self-improving vs next-token pretraining on the synthetic world (rlpt demo --help for knobs).
 DEMO_OUT ?= runs/demo
 demo: venv
 	$(PY) -m rlpt_plugin.cli demo --out $(DEMO_OUT) $(DEMO_ARGS)
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(LATEST_VENV)

@@ -1,4 +1,5 @@
-"""Megatron-Bridge 0.3.1 ``pretrain()`` on a machine without CUDA: the runtime shims.
+"""Megatron-Bridge ``pretrain()`` on a machine without CUDA: the runtime shims (Bridge 0.3.1 and
+0.6.2; compat.py lists what differs).
 
 Applied by :func:`enable_bridge_cpu` only when CUDA is absent, after the megatron-core CPU
 backend (:mod:`rlpt_plugin.megatron.cpu_backend`). Each shim, and why:
@@ -9,8 +10,10 @@ backend (:mod:`rlpt_plugin.megatron.cpu_backend`). Each shim, and why:
    ``triton`` and applies ``@triton.jit`` at import time. A global fake package would be wrong:
    ~30 megatron-core modules probe ``import transformer_engine`` and would switch to TE code
    paths. The same holds for Hugging Face ``datasets``, imported at module level by Bridge's SFT
-   and HF-dataset builder modules only. So an ``__import__`` wrapper hands a placeholder module to THOSE importers only and
-   writes nothing to ``sys.modules``; everyone else still gets ImportError.
+   and HF-dataset builder modules only, and for ``nvidia_resiliency_ext`` on Bridge 0.6 (see
+   compat.IMPORT_GUARDS for every importer and the stack that needs it). So an ``__import__``
+   wrapper hands a placeholder module to THOSE importers only and writes nothing to
+   ``sys.modules``; everyone else still gets ImportError.
 2. ``training/setup.py`` calls ``initialize_megatron()`` without ``allow_no_cuda``, which
    asserts "Megatron requires CUDA." We bind ``allow_no_cuda=True``.
 3. The dataset-helper compile crash is not CPU-specific; it lives in ``rlpt_plugin/patches``.
@@ -26,18 +29,12 @@ import importlib
 import types
 from typing import Any
 
-from rlpt_plugin.megatron import cpu_backend
+from rlpt_plugin.megatron import compat, cpu_backend
 from rlpt_plugin import patches
 
-# Modules allowed to receive the placeholder, and the top-level packages they may ask for.
-GUARDED_IMPORTERS = {
-    "megatron.bridge.peft.lora_layers": "transformer_engine",
-    "megatron.bridge.peft.lora": "transformer_engine",
-    "megatron.core.inference.contexts.attention_context.triton.tensor_ops": "triton",
-    # Hugging Face `datasets` (+pyarrow, pandas: ~270 MB) serves only Bridge's SFT datasets.
-    "megatron.bridge.data.datasets.sft": "datasets",
-    "megatron.bridge.data.builders.hf_dataset": "datasets",
-}
+# Modules allowed to receive the placeholder, and the top-level packages they may ask for: the
+# union over the tested stacks (compat.IMPORT_GUARDS says which stack needs which).
+GUARDED_IMPORTERS = compat.guarded_importers()
 
 
 class _PlaceholderMeta(type):

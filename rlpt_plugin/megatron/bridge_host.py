@@ -30,6 +30,7 @@ from megatron.bridge.training.config import ConfigContainer, DatasetBuildContext
 from rlpt_plugin.config import ConfigError, RLPTConfig
 from rlpt_plugin.judge.watchdog import UnjudgedWatchdog
 from rlpt_plugin.megatron import parallel
+from rlpt_plugin.megatron.compat import NO_LOADER_STATE, keep_build_tokenizer
 from rlpt_plugin.megatron.forward_step import RLPTForwardStep
 from rlpt_plugin.megatron.frozen_reference import frozen_reference
 from rlpt_plugin.megatron.reference import ReferenceScorer
@@ -110,14 +111,16 @@ class RLPTDataProvider(DatasetProvider):
     dataloader_type: str | None = "external"
     num_workers: int = 0
     pin_memory: bool = False
-    dataloader_save: str | None = None
+    dataloader_save: str | None = NO_LOADER_STATE
     """Where Bridge saves the step source's state with each checkpoint (set by rlpt_pretrain
-    to ``checkpoint.save`` when the in-loop stage has pools in flight across steps)."""
+    to ``checkpoint.save`` when the in-loop stage has pools in flight across steps; "" = never,
+    on both Bridge versions: see compat.py)."""
     job_data: Any = None
     """The job's own dataset config (kept by with_rlpt): the source of
     ``rlpt.data.job_sequences_per_step`` (rlpt_plugin/megatron/job_data.py)."""
 
     def build_datasets(self, context: DatasetBuildContext) -> tuple[Any, Any, Any]:
+        keep_build_tokenizer(self, context)
         feed = StepFeed()
         object.__setattr__(self, "_train_feed", feed)  # runtime object: not a config field
         return feed, None, None

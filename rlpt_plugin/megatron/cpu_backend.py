@@ -1,7 +1,7 @@
 """Run megatron-core (and Megatron-Bridge's `pretrain()`) on a machine without CUDA.
 
-One entry point, :func:`enable_cpu_backend`, applied only when CUDA is absent. megatron-core
-0.16.1 has ~150 hard-coded CUDA sites; rather than patch each, the backend (1) routes the CUDA
+One entry point, :func:`enable_cpu_backend`, applied only when CUDA is absent. Verified against
+megatron-core 0.16.1 and 0.19.2 (:data:`UPSTREAM`). megatron-core 0.16.1 has ~150 hard-coded CUDA sites; rather than patch each, the backend (1) routes the CUDA
 RNG and device queries to their CPU equivalents, (2) makes stream/event/synchronize calls
 no-ops, and (3) installs a torch-function mode that maps every `device="cuda"` argument,
 `.cuda()` and `.pin_memory()` to the CPU. Each patch is a :class:`Patch` with the upstream symbol
@@ -24,6 +24,7 @@ from torch.overrides import TorchFunctionMode
 
 log = logging.getLogger(__name__)
 
+UPSTREAM = ("megatron-core==0.16.1", "megatron-core==0.19.2")  # every Patch target exists in both
 _CPU = torch.device("cpu")
 
 

@@ -21,6 +21,8 @@ from megatron.bridge.training.utils.omegaconf_utils import OverridesError, proce
 from omegaconf.errors import OmegaConfBaseException
 
 from rlpt_plugin.config import ConfigError
+from rlpt_plugin.megatron.compat import safe_yaml_representers
+from rlpt_plugin.megatron.recipe_host import call_recipe, cpu_layer_spec
 from rlpt_plugin.megatron.bridge_host import RLPTConfigContainer, rlpt_pretrain, with_rlpt
 from rlpt_plugin.megatron.metrics_log import MetricsLog
 from rlpt_plugin.megatron.validation import host_errors
@@ -49,7 +51,7 @@ def load_recipe(path: str) -> Callable[..., Any]:
 def build_config(recipe: str, out_dir: str | Path, overrides: list[str]) -> RLPTConfigContainer:
     from megatron.bridge.training.config import ConfigContainer
 
-    cfg = load_recipe(recipe)(out_dir)
+    cfg = call_recipe(load_recipe(recipe), out_dir)  # Bridge's shipped recipes take no out_dir
     if isinstance(cfg, ConfigContainer) and not isinstance(cfg, RLPTConfigContainer):
         cfg = with_rlpt(cfg)  # an existing Bridge job: its own data stays as dataset.job_data
     if not isinstance(cfg, RLPTConfigContainer):
@@ -60,6 +62,7 @@ def build_config(recipe: str, out_dir: str | Path, overrides: list[str]) -> RLPT
             cfg = process_config_with_overrides(cfg, cli_overrides=list(overrides))
         except (OverridesError, OmegaConfBaseException) as err:
             raise ConfigError([f"override rejected: {err}"]) from err
+    cpu_layer_spec(cfg.model)  # a shipped recipe's TE layer spec under model.transformer_impl=local
     errors = cfg.rlpt.errors() + host_errors(cfg)
     if errors:
         raise ConfigError(errors)
@@ -69,8 +72,6 @@ def build_config(recipe: str, out_dir: str | Path, overrides: list[str]) -> RLPT
 def resolved_yaml(cfg: RLPTConfigContainer) -> str:
     """The whole resolved job config (Bridge's fields and ``rlpt``) as YAML."""
     import yaml
-    from megatron.bridge.training.utils.config_utils import safe_yaml_representers
-
     with safe_yaml_representers():
         return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
 

@@ -1,7 +1,7 @@
 """Skip megatron-core's runtime compile of the dataset helpers when the wheel ships them.
 
-Upstream: megatron-core 0.16.1 (pip wheel), reached through Megatron-Bridge 0.3.1's
-``initialize_megatron``. ``megatron.core.datasets.utils.compile_helpers()`` runs ``make`` in the
+Upstream: megatron-core 0.16.1 and 0.19.2 (pip wheels), reached through Megatron-Bridge 0.3.1's
+and 0.6.2's ``initialize_megatron`` (the same code in both). ``megatron.core.datasets.utils.compile_helpers()`` runs ``make`` in the
 installed package directory, but the wheel ships the compiled ``helpers_cpp`` extension and no
 Makefile: ``make`` fails and the process calls ``sys.exit(1)`` with no traceback. This hits GPU
 and CPU installs alike.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
-UPSTREAM = "megatron-core==0.16.1"
+UPSTREAM = ("megatron-core==0.16.1", "megatron-core==0.19.2")
 # Bridge's initialize module imports the function by name, so both bindings are replaced.
 TARGETS = (("megatron.core.datasets.utils", "compile_helpers"),
            ("megatron.bridge.training.initialize", "compile_helpers"))

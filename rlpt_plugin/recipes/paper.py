@@ -16,7 +16,7 @@ safety, as in the paper. The paper reports its from-scratch run on safety and qu
 recipe uses the safety reward and the safety data placeholder; point ``rlpt.data.stores`` at a
 corpus large enough for 21,000 x 256 windows.
 
-**Policy.** A 1.4B model with the Llama-2 architecture (Bridge's ``LlamaModelProvider``):
+**Policy.** A 1.4B model with the Llama-2 architecture (``compat.llama_model_provider``):
 24 layers, hidden 2048, 16 attention heads (multi-head, no GQA: ``num_query_groups`` left
 unset so it follows the head count), SwiGLU FFN 5504, RMSNorm (eps 1e-5), rotary positions
 (base 10,000), no biases, untied input/output embeddings, vocabulary 32,000 (the Llama-2
@@ -107,15 +107,16 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from rlpt_plugin.config import RLPTConfig
 from rlpt_plugin.megatron.bridge_host import RLPTConfigContainer, RLPTDataProvider
+from rlpt_plugin.megatron.compat import llama_model_provider
 from rlpt_plugin.megatron.validation import transformer_engine_available
 
 from megatron.bridge.models.gpt_provider import local_layer_spec, transformer_engine_layer_spec
-from megatron.bridge.models.llama.llama_provider import LlamaModelProvider
 from megatron.bridge.training.config import (
     CheckpointConfig,
     DistributedDataParallelConfig,
@@ -148,13 +149,13 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None  # locates, never imports
 
 
-def llama2_1p4b(*, cuda: bool, te: bool) -> LlamaModelProvider:
+def llama2_1p4b(*, cuda: bool, te: bool) -> Any:
     """The policy: Llama-2 architecture at 1.4B, laid out for 64 GPUs (TP1 PP1, DP = the rest)."""
     fused = cuda and te  # fused kernels: TE's and megatron-core's jit-fused ones
     # The output layer is megatron-core's own ColumnParallelLinear: its fused weight-gradient
     # accumulation needs apex's CUDA extension (NGC containers have it), not TE.
     grad_accum_fusion = fused and _has_module("fused_weight_gradient_mlp_cuda")
-    return LlamaModelProvider(
+    return llama_model_provider(
         num_layers=24, hidden_size=2048, ffn_hidden_size=5504, num_attention_heads=16,
         vocab_size=VOCAB_SIZE, seq_length=SEQ_LENGTH, layernorm_epsilon=1e-5, rotary_base=10000,
         init_method_std=0.02,
