@@ -36,7 +36,7 @@ LLAMA32_1B = {
     "vocab_size": 128256,
 }
 STEPS = 3
-# A tiny model on the CPU rules of BRIDGE_CPU.md: local implementation, fusions off, fp32, gloo.
+# A tiny model on the CPU rules of docs/CPU_BACKEND.md: local implementation, fusions off, fp32, gloo.
 TINY_CPU = [
     "model.num_layers=2", "model.hidden_size=64", "model.ffn_hidden_size=128", "model.num_attention_heads=4",
     "model.num_query_groups=2", "model.kv_channels=16", "model.seq_length=24", "model.vocab_size=128",
