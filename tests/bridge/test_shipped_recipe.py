@@ -49,6 +49,7 @@ TINY_CPU = [
     "optimizer.use_distributed_optimizer=false", f"train.train_iters={STEPS}", "train.global_batch_size=24",
     "train.micro_batch_size=6", "train.manual_gc=false", "scheduler.lr_warmup_iters=0",
     f"checkpoint.save_interval={STEPS}", "logger.log_interval=1", "dataset.num_workers=0",
+    "rlpt.data.source=synthetic",  # ready-made candidate groups: no rewritten store in this test
 ]
 # Bridge 0.6 moved eval settings into a `validation` section
 EVAL_OFF = {"0.16": "train.eval_iters=0", "0.19": "validation.eval_iters=0"}
