@@ -1,8 +1,8 @@
 """The server tier: llama.cpp's OpenAI-protocol server (llama-cpp-python[server]) on loopback,
 serving a tiny random-weight model built offline (tests/servers/tiny_gguf.py).
 
-Every test here is marked ``servers`` and skips, with the reason, when llama-cpp-python or gguf
-is not installed (``make test-servers`` installs the pinned version and runs the tier).
+Every test here is marked ``servers`` (``pytestmark = SERVERS``) and skips, with the reason,
+when llama-cpp-python or gguf is not installed (``make test-servers`` installs the pinned version and runs the tier).
 """
 
 from __future__ import annotations
@@ -26,17 +26,11 @@ N_CTX = 8192
 START_TIMEOUT_S = 180.0
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    missing = [name for name in ("llama_cpp", "gguf") if importlib.util.find_spec(name) is None]
-    if missing:
-        why = (f"{' and '.join(missing)} not installed: `make test-servers` installs "
-               "llama-cpp-python[server] (pinned in the Makefile) and gguf, then runs this tier")
-    for item in items:
-        if here in Path(item.fspath).parents or Path(item.fspath).parent == here:
-            item.add_marker(pytest.mark.servers)
-            if missing:
-                item.add_marker(pytest.mark.skip(reason=why))
+MISSING = [name for name in ("llama_cpp", "gguf") if importlib.util.find_spec(name) is None]
+SKIP_REASON = (f"{' and '.join(MISSING)} not installed: `make test-servers` installs llama-cpp-python[server] "
+               "(the version pinned in the Makefile) and gguf, then runs this tier")
+# Every module of the tier starts with: pytestmark = SERVERS (marked, and skipped with the reason).
+SERVERS = [pytest.mark.servers, pytest.mark.skipif(bool(MISSING), reason=SKIP_REASON)]
 
 
 def _free_port() -> int:

@@ -22,7 +22,9 @@ from rlpt_plugin.megatron.rewritten_store import RewrittenStore
 from rlpt_plugin.teacher.openai_client import OpenAIClient
 from rlpt_plugin.teacher.protocol import GenerationRequest, SamplingParams
 from tests.rewrite.fixtures import make_corpus, make_tokenizer_dir
-from tests.servers.conftest import MODEL_ALIAS
+from tests.servers.conftest import MODEL_ALIAS, SERVERS
+
+pytestmark = SERVERS
 
 N = 8
 DOCS = 6
