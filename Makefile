@@ -44,7 +44,7 @@ $(SERVERS_STAMP): $(STAMP)
 	@if ! ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION)-cp*.whl >/dev/null 2>&1; then \
 	    echo "[servers] compiling llama-cpp-python $(LLAMA_CPP_PYTHON_VERSION) into $(LLAMA_WHEELS) (once per machine)"; \
 	    start=$$(date +%s); \
-	    CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' $(PIP) wheel -q --no-deps -w $(LLAMA_WHEELS) -C build.targets=llama \
+	    CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' $(PIP) wheel -q --no-deps -w $(LLAMA_WHEELS) \
 	        llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION) || exit 1; \
 	    echo "[servers] compiled in $$(( $$(date +%s) - start ))s"; \
 	fi

@@ -84,7 +84,8 @@ def grammar(axis: Axis) -> str:
 def structured_output(axis: Axis, kind: str) -> StructuredOutput:
     """The request-side form of ``axis``'s schema for mode ``kind``."""
     ax = Axis(axis)
-    text = json.dumps(schema(ax), sort_keys=True, separators=(",", ":"))
+    # Not sorted: constrained decoders generate properties in the schema's order (reason first).
+    text = json.dumps(schema(ax), separators=(",", ":"))
     return StructuredOutput(kind=kind, name=f"rlpt_{ax.value}_verdict", schema=text,
                             grammar=grammar(ax) if kind == "grammar" else "")
 

@@ -37,15 +37,14 @@ POOL = JudgePool("Once upon a time", "the original", ("first q=1", "second q=2")
 
 
 def json_judge(body: dict[str, Any]) -> str:
-    """The schema's JSON for the axis the request's format names; the larger q wins."""
-    fmt = body.get("response_format") or {}
-    name = (fmt.get("json_schema") or {}).get("name") or json.dumps(body)
+    """The schema's JSON for the axis whose template the request carries; the larger text wins."""
+    whole = json.dumps(body)
     text = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
     blocks = BLOCK_RE.findall(text)
-    if "quality" in name:
+    if "compare two" in whole:
         a, b = blocks[1], blocks[2]
         return json.dumps({"reason": "b is richer", "winner": "A" if a > b else "B"})
-    if "safety" in name:
+    if "content-safety" in whole:
         return json.dumps({"reason": "harmless", "decision": "safe"})
     return json.dumps({"reason": "matches", "hallucination": "none"})
 

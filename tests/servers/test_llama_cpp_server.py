@@ -144,3 +144,22 @@ def test_json_schema_is_refused_by_this_server_and_said_so(llama_server):
     verdicts, m, _ = judge_metrics(llama_server, "chat", "json_schema", pools=POOLS[:1], axes=("quality",))
     assert verdicts[0].failed and m["http_failures"] == m["calls"] > 0, m
     assert "HTTP 422" in verdicts[0].errors[0] and "response_format" in verdicts[0].errors[0]
+
+
+def test_the_tiny_model_is_deterministic_and_its_vocabulary_covers_every_prompt(tmp_path):
+    from rlpt_plugin.teacher.templates import load_template
+    from tests.servers.tiny_gguf import build, vocabulary
+
+    a, b = build(tmp_path / "a"), build(tmp_path / "b")
+    assert a.name == b.name and a.read_bytes() == b.read_bytes()
+    assert build(tmp_path / "a") == a  # cached: not rebuilt
+    tokens, scores, types = vocabulary()
+    assert len(tokens) == len(scores) == len(types) == 3 + 256 + 95
+    assert len(set(tokens)) == len(tokens)
+    # The prompts' characters: printable ASCII (one token each), space (the word boundary) and
+    # newline (a byte token); nothing needs an unknown token.
+    chars = set()
+    for name in ("judge_quality_v1", "judge_safety_v1", "judge_factuality_v1", "rewrite_v1"):
+        chars |= set("".join(text for _, text in load_template(name).sections))
+    assert chars and all(c in tokens or c == "\n" or (c == " " and "\u2581" in tokens) for c in chars), \
+        sorted(c for c in chars if c not in tokens)
