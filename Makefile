@@ -41,7 +41,7 @@ SERVERS_STAMP := $(VENV)/.stamp-servers-$(LLAMA_CPP_PYTHON_VERSION)
 
 $(SERVERS_STAMP): $(STAMP)
 	@mkdir -p $(LLAMA_WHEELS)
-	@if ! ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION)-cp*.whl >/dev/null 2>&1; then \
+	@if ! ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION)-*.whl >/dev/null 2>&1; then \
 	    echo "[servers] compiling llama-cpp-python $(LLAMA_CPP_PYTHON_VERSION) into $(LLAMA_WHEELS) (once per machine)"; \
 	    start=$$(date +%s); \
 	    CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' $(PIP) wheel -q --no-deps -w $(LLAMA_WHEELS) \

@@ -36,11 +36,11 @@ free-text answers read by the strict text parsers (:mod:`rlpt_plugin.judge.parsi
 ``json_schema`` / ``json_object`` / ``grammar``: every request carries its axis's schema in that
 form and the answer must be the schema's JSON object exactly (``parse_json_verdict``); use it
 when the server is known to support the form. ``auto``: ``json_schema`` first; when the server
-rejects the field (HTTP 400 / 422 naming it), the next form (``json_object`` on chat routes, ``grammar``
-on completions routes), then ``off``, for the rest of the judge's life (each step logged and
-counted as ``structured_output_downgrades``; the rejected request is resent at once and costs no
-attempt). In ``auto`` an answer that is not the schema's JSON is read by the strict text parser,
-for servers that ignore the field silently. The format is part of the sampling params and so of
+rejects the field (HTTP 400 / 422 / 500 naming it) or ignores it (the answer is not a JSON object,
+which a constrained decoder cannot produce), the next form (``json_object`` on chat routes,
+``grammar`` on completions routes), then ``off``, for the rest of the judge's life (each step
+logged and counted as ``structured_output_downgrades``; the request is resent at once and costs
+no attempt). Once ``auto`` is down to ``off``, answers are read by the strict text parser. The format is part of the sampling params and so of
 the cache key.
 
 Reasoning judges. The verdict is read from the answer only (``message.content``; the client
@@ -484,10 +484,14 @@ class Judge:
         check_results(reqs, results)
         self._count_calls(axis, len(reqs), tally)
         while self.config.structured_output == "auto" and kind is not None:
-            rejected = [i for i, r in enumerate(results) if not r.ok and _rejects_field(r.error)]
+            # Refused (an error naming the field), or ignored: a constrained decoder cannot
+            # answer anything but a JSON object, so free text means the field was dropped.
+            rejected = [i for i, r in enumerate(results)
+                        if (not r.ok and _rejects_field(r.error)) or (r.ok and _ignored_field(r.text))]
             if not rejected:
                 break
-            self._downgrade(kind, results[rejected[0]].error)
+            first = results[rejected[0]]
+            self._downgrade(kind, first.error if not first.ok else f"ignored: answered {_excerpt(first.text or '', 60)}")
             kind = self.structured_kind
             again = [self._request(axis, units[pending[i][0]], tag, pending[i][1], attempt, kind) for i in rejected]
             fresh = await client.generate(again)
@@ -563,10 +567,16 @@ class Judge:
 _FIELD_WORDS = ("response_format", "json_schema", "json_object", "grammar", "schema", "structured", "guided")
 
 
+def _ignored_field(text: str | None) -> bool:
+    """True for an answer to a structured request that is not even the start of a JSON object."""
+    return text is not None and bool(text.strip()) and not text.lstrip().startswith("{")
+
+
 def _rejects_field(error: str | None) -> bool:
-    """True for a server refusing the structured-output field: HTTP 400 or 422 whose message
-    names it (a context-length 400 must not switch the format off)."""
-    if not error or not error.startswith(("HTTP 400", "HTTP 422")):
+    """True for a server refusing the structured-output field: HTTP 400, 422 or 500 whose message
+    names it (llama-cpp-python 0.3.36 answers an unknown response_format type with a 500 quoting
+    its validation error); a context-length 400 must not switch the format off."""
+    if not error or not error.startswith(("HTTP 400", "HTTP 422", "HTTP 500")):
         return False
     low = error.lower()
     return any(w in low for w in _FIELD_WORDS)

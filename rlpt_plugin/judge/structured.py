@@ -12,20 +12,24 @@ before it decides, as the text templates ask) and the decision second:
 * factuality: ``{"reason": "...", "hallucination": "none" | "possible" | "definite"}``
 * quality:    ``{"reason": "...", "winner": "A" | "B"}``
 
-``reason`` is a string of at most :data:`REASON_MAX_CHARS` characters, so a constrained answer
-always fits into the judge's token budget (``rlpt.judge.max_tokens``, 4,096 by default, is more
-than the longest answer even at four tokens per character).
+``reason`` is a string of at most :data:`REASON_MAX_CHARS` characters (a few sentences; the
+decoder closes it there), so a constrained answer always fits into the judge's token budget
+(under 1,024 tokens even at four tokens per character; ``rlpt.judge.max_tokens`` is 4,096).
 
 :func:`parse_json_verdict` accepts that form exactly: one JSON object and only whitespace around
 it (no code fence), both keys present, no other key, no duplicated key, ``reason`` a string,
 the decision one of the allowed values spelled exactly (the schema's enum is case-sensitive).
+Raw control characters inside strings are accepted (``json.loads(strict=False)``): the grammar
+llama-cpp-python 0.3.36 derives from a schema lets a model write them in ``reason``, and they
+carry no decision.
 It raises :class:`rlpt_plugin.judge.parsing.ParseError` otherwise, like the text parsers.
 
 How each mode reaches the server (``rlpt_plugin.teacher.protocol.StructuredOutput``):
 
 * ``json_schema``: OpenAI's ``response_format`` type ``json_schema``: vLLM (chat and
   completions), SGLang, llama.cpp's own ``llama-server``, OpenAI. llama-cpp-python's server
-  (0.3.36) rejects it with HTTP 422 (its ``response_format`` knows ``text`` / ``json_object``).
+  (0.3.36) refuses it on chat with HTTP 500 quoting its validation error (its
+  ``response_format`` knows ``text`` / ``json_object``) and ignores it on completions.
 * ``json_object``: ``response_format={"type": "json_object", "schema": ...}``:
   llama-cpp-python's server (chat route only) and ``llama-server``.
 * ``grammar``: the schema written as a GBNF grammar in the ``grammar`` body field:
@@ -41,7 +45,7 @@ from rlpt_plugin.judge.axes import Axis, Hallucination, SafetyVerdict, Winner
 from rlpt_plugin.judge.parsing import ParseError
 from rlpt_plugin.teacher.protocol import STRUCTURED_KINDS, StructuredOutput
 
-REASON_MAX_CHARS = 500
+REASON_MAX_CHARS = 240
 MODES: tuple[str, ...] = ("auto", "off", *STRUCTURED_KINDS)
 
 # The decision key of each axis and its allowed values, in schema order.
@@ -109,7 +113,7 @@ def parse_json_verdict(axis: Axis, text: str) -> SafetyVerdict | Hallucination |
     if not body.startswith("{"):
         raise ParseError(ax, "not a JSON object", text)
     try:
-        obj = json.loads(body, object_pairs_hook=_pairs)
+        obj = json.loads(body, object_pairs_hook=_pairs, strict=False)
     except ValueError as exc:
         reason = "duplicate key" if str(exc).startswith("duplicate key") else "invalid JSON"
         raise ParseError(ax, reason, text, str(exc)) from None

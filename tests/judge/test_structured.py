@@ -57,6 +57,7 @@ def json_judge(body: dict[str, Any]) -> str:
     (Axis.FACTUALITY, '{"reason": "", "hallucination": "possible"}', Hallucination.POSSIBLE),
     (Axis.QUALITY, '  {"reason":"x","winner":"B"}\n', Winner.B),
     (Axis.QUALITY, '{"winner": "A", "reason": "order of keys is free"}', Winner.A),
+    (Axis.QUALITY, '{"reason": "raw \x19 control\tcharacters", "winner": "B"}', Winner.B),
 ])
 def test_the_exact_json_form_parses(axis, text, want):
     assert parse_json_verdict(axis, text) == want
@@ -68,6 +69,7 @@ def test_the_exact_json_form_parses(axis, text, want):
     (Axis.QUALITY, '```json\n{"reason": "x", "winner": "A"}\n```', "not a JSON object"),
     (Axis.QUALITY, '{"reason": "x", "winner": "a"}', "'winner' is not one of the schema's values"),
     (Axis.QUALITY, '{"reason": "x", "winner": "A"} trailing', "invalid JSON"),
+    (Axis.QUALITY, '{"reason": "x", "winner": "A"', "invalid JSON"),
     (Axis.QUALITY, '{"reason": "x", "winner": "A", "winner": "B"}', "duplicate key"),
     (Axis.QUALITY, '{"winner": "A"}', "keys are not exactly the schema's"),
     (Axis.QUALITY, '{"reason": "x", "winner": "A", "score": 1}', "keys are not exactly the schema's"),
@@ -187,12 +189,21 @@ def test_auto_does_not_switch_off_for_an_unrelated_400():
         assert judge.metrics()["structured_output_downgrades"] == 0
 
 
-def test_auto_reads_text_answers_of_a_server_that_ignores_the_field():
+@pytest.mark.parametrize(("kind", "second", "field"), [("chat", "json_object", "response_format"),
+                                                       ("completions", "grammar", "grammar")])
+def test_auto_reads_text_answers_of_a_server_that_ignores_the_field(kind, second, field):
+    # Free text to a constrained request: the field was ignored; each form is tried once, then
+    # free text, and the text parser reads the answers (no failure, no attempt spent).
     with LoopbackServer(responder=lambda body: "Reasoning.\nWinner: B") as srv:
-        judge = Judge(client(srv), JudgeConfig(structured_output="auto"))
+        judge = Judge(client(srv, kind), JudgeConfig(structured_output="auto"))
         (v,) = run(judge.judge([POOL]))
-        assert not v.failed and judge.metrics()["parse_failures"] == 0
-        assert all(b["response_format"]["type"] == "json_schema" for b in srv.bodies)
+        m = judge.metrics()
+        assert not v.failed and m["parse_failures"] == 0 and m["retries"] == 0
+        assert m["structured_output_downgrades"] == 2 and judge.structured_kind is None
+        assert [b.get("response_format", {}).get("type") or (field if field in b else None) for b in srv.bodies] \
+            == ["json_schema", second, None]
+        (v,) = run(judge.judge([POOL]))
+        assert not v.failed and "response_format" not in srv.bodies[-1] and "grammar" not in srv.bodies[-1]
     with LoopbackServer(responder=lambda body: '{"reason": "x", "winner": "C"}') as srv:
         judge = Judge(client(srv), JudgeConfig(structured_output="auto", max_attempts=1))
         (v,) = run(judge.judge([POOL]))
@@ -250,3 +261,16 @@ def test_an_empty_answer_that_stopped_normally_is_just_empty():
         judge = Judge(client(srv), JudgeConfig(max_attempts=1))
         (v,) = run(judge.judge([POOL]))
     assert v.failed and judge.metrics()["reasoning_cutoffs"] == 0 and judge.metrics()["parse_failure:empty answer"] == 1
+
+
+@pytest.mark.parametrize(("mode", "kind", "first"), [("auto", "chat", "json_schema"), ("off", "chat", None),
+                                                     ("grammar", "completions", "grammar")])
+def test_the_config_setting_reaches_the_judge(mode, kind, first):
+    from rlpt_plugin.megatron.stage_factory import judge_from_config
+
+    rlpt = rlpt_config.RLPTConfig()
+    rlpt.judge.endpoints, rlpt.judge.model = ["http://127.0.0.1:9/v1"], "m"
+    rlpt.judge.structured_output, rlpt.judge.endpoint_kind = mode, kind
+    judge = judge_from_config(rlpt, None)
+    assert judge.config.structured_output == mode and judge.structured_kind == first
+    assert rlpt_config.JudgeSection().structured_output == "auto"
