@@ -252,13 +252,13 @@ class JudgeSection:
     structured_output: str = "auto"
     """Verdicts as JSON constrained by each axis's schema (rlpt_plugin/judge/structured.py), so
     that they parse by construction. auto (default): OpenAI's response_format json_schema first;
-    a server that rejects it (HTTP 400 / 422 naming the field) gets the next form (json_object
-    on chat, grammar on completions), then free text, each step logged and counted as
-    judge/structured_output_downgrades; an answer that is not the schema's JSON is read by the
-    strict text parser. json_schema (vLLM, SGLang, llama-server, OpenAI) | json_object
-    (llama-cpp-python's server, chat only) | grammar (a GBNF grammar: llama-cpp-python,
-    llama-server): always that form, and only the schema's JSON is accepted. off: free text and
-    the strict text parsers. The form is part of the verdict cache key."""
+    a server that refuses it (HTTP 400 / 422 / 500 naming the field) or ignores it (answers free
+    text) gets the next form (json_object on chat, grammar on completions), then free text read
+    by the strict text parser; each step is logged and counted (structured_output_downgrades).
+    json_schema (vLLM, SGLang, llama-server, OpenAI) | json_object (llama-cpp-python's server,
+    chat only) | grammar (a GBNF grammar: llama-cpp-python, llama-server): always that form, and
+    only the schema's JSON is accepted. off: free text and the strict text parsers. The form is
+    part of the verdict cache key."""
     cache: str | None = None
     """Verdict cache (sqlite); default: <checkpoint.save>/rlpt_judge_cache.sqlite. One file per
     data-parallel rank, the rank inserted before the suffix: rlpt_judge_cache.dp000.sqlite, ..."""
