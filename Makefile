@@ -19,7 +19,7 @@ LATEST_PIP := $(LATEST_PY) -m pip --disable-pip-version-check
 LATEST_LOCK := requirements-latest.txt
 LATEST_STAMP := $(LATEST_VENV)/.stamp-install
 
-.PHONY: venv test demo clean venv-latest test-latest
+.PHONY: venv test test-servers demo clean venv-latest test-latest
 
 venv: $(STAMP)
 
@@ -39,7 +39,33 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests -m "not servers"
+
+# The server tier (tests/servers, README "Real inference server"): llama.cpp's OpenAI-protocol
+# server from llama-cpp-python[server], compiled once from the pinned sdist (CPU only, no
+# multimodal library, -O1: minutes, not tens of minutes) into LLAMA_WHEELS, a machine-wide
+# cache outside the checkout, so a clean clone on the same machine reuses the wheel.
+LLAMA_CPP_PYTHON_VERSION := 0.3.36
+GGUF_VERSION := 0.19.0
+LLAMA_WHEELS ?= $(HOME)/.cache/rlpt_plugin/wheels
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DCMAKE_C_FLAGS_RELEASE=-O1 -DCMAKE_CXX_FLAGS_RELEASE=-O1
+SERVERS_STAMP := $(VENV)/.stamp-servers-$(LLAMA_CPP_PYTHON_VERSION)
+
+$(SERVERS_STAMP): $(STAMP)
+	@mkdir -p $(LLAMA_WHEELS)
+	@if ! ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION)-*.whl >/dev/null 2>&1; then \
+	    echo "[servers] compiling llama-cpp-python $(LLAMA_CPP_PYTHON_VERSION) into $(LLAMA_WHEELS) (once per machine)"; \
+	    start=$$(date +%s); \
+	    CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' $(PIP) wheel -q --no-deps -w $(LLAMA_WHEELS) \
+	        llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION) || exit 1; \
+	    echo "[servers] compiled in $$(( $$(date +%s) - start ))s"; \
+	fi
+	$(PIP) install -q --find-links $(LLAMA_WHEELS) --only-binary llama-cpp-python \
+	    'llama-cpp-python[server]==$(LLAMA_CPP_PYTHON_VERSION)' gguf==$(GGUF_VERSION)
+	@touch $@
+
+test-servers: $(SERVERS_STAMP)
+	$(PY) -m pytest -q -m servers tests/servers
 
 venv-latest: $(LATEST_STAMP)
 

@@ -22,6 +22,8 @@ SCHEDULES = ("round_robin", "pivot", "tournament")
 POSITIONS = ("random", "both")
 FALLBACKS = ("drop", "nll_original")
 JUDGE_BACKENDS = ("openai", "world")
+# rlpt_plugin.judge.structured.MODES (kept here: this module imports nothing of the judge).
+STRUCTURED_OUTPUT_MODES = ("auto", "off", "json_schema", "json_object", "grammar")
 ENDPOINT_KINDS = ("chat", "completions")
 PREFIX_SHARING = ("auto", "shared", "unpacked")
 
@@ -253,6 +255,16 @@ class JudgeSection:
     token); empty: no key. The key itself never enters the config, logs or checkpoints."""
     concurrency: int = 64
     """Judge requests in flight."""
+    structured_output: str = "auto"
+    """Verdicts as JSON constrained by each axis's schema (rlpt_plugin/judge/structured.py), so
+    that they parse by construction. auto (default): OpenAI's response_format json_schema first;
+    a server that refuses it (HTTP 400 / 422 / 500 naming the field) or ignores it (answers free
+    text) gets the next form (json_object on chat, grammar on completions), then free text read
+    by the strict text parser; each step is logged and counted (structured_output_downgrades).
+    json_schema (vLLM, SGLang, llama-server, OpenAI) | json_object (llama-cpp-python's server,
+    chat only) | grammar (a GBNF grammar: llama-cpp-python, llama-server): always that form, and
+    only the schema's JSON is accepted. off: free text and the strict text parsers. The form is
+    part of the verdict cache key."""
     cache: str | None = None
     """Verdict cache (sqlite); default: <checkpoint.save>/rlpt_judge_cache.sqlite. One file per
     data-parallel rank, the rank inserted before the suffix: rlpt_judge_cache.dp000.sqlite, ..."""
@@ -313,6 +325,10 @@ class JudgeSection:
         _number(errors, f"{path}.request_timeout_s", self.request_timeout_s, minimum=0, strictly=True)
         _number(errors, f"{path}.max_attempts", self.max_attempts, minimum=1, integer=True)
         _choice(errors, f"{path}.endpoint_kind", self.endpoint_kind, ENDPOINT_KINDS)
+        _choice(errors, f"{path}.structured_output", self.structured_output, STRUCTURED_OUTPUT_MODES)
+        if self.structured_output == "json_object" and self.endpoint_kind == "completions":
+            errors.append(f"`{path}.structured_output` json_object is a chat-route field, but "
+                          f"`{path}.endpoint_kind` is completions: use grammar or json_schema there.")
         if not isinstance(self.api_key_env, str):
             errors.append(f"`{path}.api_key_env` must be the NAME of an environment variable, "
                           f"but is a {type(self.api_key_env).__name__}.")

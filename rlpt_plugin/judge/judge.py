@@ -31,6 +31,24 @@ the prefix) or ``"nll_original"`` (train NLL on the original suffix; needs a ref
 the pool falls back to ``"drop"``, counted as ``fallback_nll_unavailable``). Every retry,
 failure and fallback is counted in :meth:`Judge.metrics`.
 
+Structured output (``structured_output``, see :mod:`rlpt_plugin.judge.structured`). ``off``:
+free-text answers read by the strict text parsers (:mod:`rlpt_plugin.judge.parsing`).
+``json_schema`` / ``json_object`` / ``grammar``: every request carries its axis's schema in that
+form and the answer must be the schema's JSON object exactly (``parse_json_verdict``); use it
+when the server is known to support the form. ``auto``: ``json_schema`` first; when the server
+rejects the field (HTTP 400 / 422 / 500 naming it) or ignores it (the answer is not a JSON object,
+which a constrained decoder cannot produce), the next form (``json_object`` on chat routes,
+``grammar`` on completions routes), then ``off``, for the rest of the judge's life (each step
+logged and counted as ``structured_output_downgrades``; the request is resent at once and costs
+no attempt). Once ``auto`` is down to ``off``, answers are read by the strict text parser. The format is part of the sampling params and so of
+the cache key.
+
+Reasoning judges. The verdict is read from the answer only (``message.content``; the client
+keeps a reasoning model's ``reasoning_content`` apart). An empty answer that stopped on the token
+budget (``finish_reason == "length"``) was cut off while reasoning: a failed attempt counted as
+``parse_failure:answer cut off while reasoning: raise rlpt.judge.max_tokens`` and
+``reasoning_cutoffs``.
+
 Reward. ``scores[i] = sum(weights[axis] * per_axis[axis][i])`` over the enabled axes;
 ``per_axis`` keeps each axis separately (values in [0, 1]).
 """
@@ -40,6 +58,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -50,6 +69,7 @@ from typing import Any
 from rlpt_plugin.judge.axes import AXES, DEFAULT_TEMPLATES, Axis, combine, mean, parse_axis
 from rlpt_plugin.judge.parsing import ParseError, parse_factuality, parse_quality, parse_safety
 from rlpt_plugin.judge.schedules import SCHEDULES, make_schedule
+from rlpt_plugin.judge.structured import MODES, parse_json_verdict, structured_output
 from rlpt_plugin.rl.pool import CandidateGroup, CandidateKind, original_index
 from rlpt_plugin.teacher.cache import CachedClient, ResponseCache
 from rlpt_plugin.teacher.protocol import GenerationRequest, SamplingParams, TeacherClient, check_results
@@ -59,6 +79,8 @@ FALLBACK_DROP = "drop"
 FALLBACK_NLL_ORIGINAL = "nll_original"
 FALLBACKS: tuple[str, ...] = (FALLBACK_DROP, FALLBACK_NLL_ORIGINAL)
 POSITIONS: tuple[str, ...] = ("random", "both")
+CUT_OFF_WHILE_REASONING = "answer cut off while reasoning: raise rlpt.judge.max_tokens"
+_log = logging.getLogger(__name__)
 
 # The placeholders each axis fills; a template for the axis must declare exactly these.
 AXIS_PLACEHOLDERS: dict[Axis, frozenset[str]] = {
@@ -88,6 +110,8 @@ class JudgeConfig:
     seed: int = 0
     templates: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_TEMPLATES))
     template_dir: str | None = None
+    structured_output: str = "off"
+
 
     def __post_init__(self) -> None:
         if isinstance(self.axes, str):
@@ -115,6 +139,11 @@ class JudgeConfig:
             raise ValueError(f"params must be a SamplingParams, got {type(self.params).__name__}")
         if self.retry_temperature is not None and not (0.0 <= float(self.retry_temperature) < math.inf):
             raise ValueError(f"retry_temperature must be None or a finite float >= 0, got {self.retry_temperature!r}")
+        if self.structured_output not in MODES:
+            raise ValueError(f"structured_output must be one of {list(MODES)}, got {self.structured_output!r}")
+        if self.params.structured is not None:
+            raise ValueError("params.structured must be None: the judge sets each axis's format from "
+                             "structured_output")
         if self.fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {list(FALLBACKS)}, got {self.fallback!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -251,6 +280,15 @@ class Judge:
         }  # fmt: skip
         self._batches = 0
         self._m: Counter[str] = Counter()
+        mode = cfg.structured_output
+        if mode == "json_object" and self._kind != "chat":
+            raise ValueError("structured_output 'json_object' needs a chat endpoint; on a completions "
+                             "endpoint use 'grammar' or 'json_schema'")
+        if mode == "auto":
+            self._chain: list[str | None] = ["json_schema", "json_object" if self._kind == "chat" else "grammar", None]
+        else:
+            self._chain = [None if mode == "off" else mode]
+        self._chain_index = 0
 
     # -- public API -------------------------------------------------------------------------
 
@@ -279,13 +317,15 @@ class Judge:
         ``cache_hit_rate``; ``retries``, ``http_failures``, ``parse_failures`` (and
         ``parse_failure:<reason>``), ``failed_judgments``, ``failed_pools``, ``fallback_drop``,
         ``fallback_nll_original``, ``fallback_nll_unavailable``; ``comparisons`` (quality) and
-        ``identical_pairs``; ``calls:<axis>`` per axis.
+        ``identical_pairs``; ``calls:<axis>`` per axis; ``reasoning_cutoffs`` (empty answers cut
+        off by the token budget) and ``structured_output_downgrades`` (``auto`` only).
         """
         m = self._m
         out: dict[str, float] = {k: 0.0 for k in (
             "pools", "judged_pools", "failed_pools", "calls", "cache_hits", "cache_misses", "retries",
             "http_failures", "parse_failures", "failed_judgments", "fallback_drop", "fallback_nll_original",
-            "fallback_nll_unavailable", "comparisons", "identical_pairs")}  # fmt: skip
+            "fallback_nll_unavailable", "comparisons", "identical_pairs", "reasoning_cutoffs",
+            "structured_output_downgrades")}  # fmt: skip
         out.update({k: float(v) for k, v in m.items()})
         pools = out["pools"]
         out["calls_per_prefix"] = out["calls"] / pools if pools else 0.0
@@ -395,6 +435,77 @@ class Judge:
 
     # -- requests ---------------------------------------------------------------------------
 
+    @property
+    def structured_kind(self) -> str | None:
+        """The structured-output form requests carry now (None: free text)."""
+        return self._chain[self._chain_index]
+
+    def _downgrade(self, rejected: str, error: str | None) -> None:
+        """``auto``: the server refused form ``rejected``; move on to the next (once per form)."""
+        if self._chain[self._chain_index] != rejected:
+            return  # another pool's request already moved on
+        self._chain_index += 1
+        self._m["structured_output_downgrades"] += 1
+        _log.warning("judge: the server rejected structured output %r (%s); using %s from now on",
+                     rejected, error, self.structured_kind or "free text and the text parser")
+
+    def _request(self, axis: Axis, unit: _Unit, tag: str, s: int, attempt: int, kind: str | None) -> GenerationRequest:
+        params = self._params(s, attempt)
+        if kind is not None:
+            params = dataclasses.replace(params, structured=structured_output(axis, kind))
+        prompt = unit.prompt
+        suffix = "" if kind == self._chain[0] else f"/{kind or 'text'}"
+        return GenerationRequest(request_id=f"{tag}/{unit.tag}/s{s}/a{attempt}{suffix}", params=params,
+                                 prompt=prompt.prompt, messages=prompt.messages,
+                                 assistant_prefix=prompt.assistant_prefix)  # fmt: skip
+
+    def _parse(self, axis: Axis, text: str) -> Any:
+        """The verdict of one answer per the mode (see the module docstring), or ParseError."""
+        mode = self.config.structured_output
+        if mode == "off":
+            return self._parsers[axis](text)
+        if mode != "auto":
+            return parse_json_verdict(axis, text)
+        try:
+            return parse_json_verdict(axis, text)
+        except ParseError as json_error:
+            try:
+                return self._parsers[axis](text)
+            except ParseError as text_error:
+                raise (json_error if text.strip().startswith("{") else text_error) from None
+
+    async def _send(self, axis: Axis, client: TeacherClient, units: Sequence[_Unit], tag: str,
+                    pending: Sequence[tuple[int, int]], attempt: int, tally: _Tally) -> list[Any]:
+        """One round of requests for ``pending``; in ``auto`` a request whose structured form the
+        server rejected (HTTP 400 / 422) is resent at once in the next form."""
+        kind = self.structured_kind
+        reqs = [self._request(axis, units[u], tag, s, attempt, kind) for u, s in pending]
+        results = await client.generate(reqs)
+        check_results(reqs, results)
+        self._count_calls(axis, len(reqs), tally)
+        while self.config.structured_output == "auto" and kind is not None:
+            # Refused (an error naming the field), or ignored: a constrained decoder cannot
+            # answer anything but a JSON object, so free text means the field was dropped.
+            rejected = [i for i, r in enumerate(results)
+                        if (not r.ok and _rejects_field(r.error)) or (r.ok and _ignored_field(r.text))]
+            if not rejected:
+                break
+            first = results[rejected[0]]
+            self._downgrade(kind, first.error if not first.ok else f"ignored: answered {_excerpt(first.text or '', 60)}")
+            kind = self.structured_kind
+            again = [self._request(axis, units[pending[i][0]], tag, pending[i][1], attempt, kind) for i in rejected]
+            fresh = await client.generate(again)
+            check_results(again, fresh)
+            self._count_calls(axis, len(again), tally)
+            for i, res in zip(rejected, fresh):
+                results[i] = res
+        return results
+
+    def _count_calls(self, axis: Axis, n: int, tally: _Tally) -> None:
+        tally.calls += n
+        self._m["calls"] += n
+        self._m[f"calls:{axis.value}"] += n
+
     def _params(self, sample: int, attempt: int) -> SamplingParams:
         cfg = self.config
         base = cfg.params.seed if cfg.params.seed is not None else cfg.seed
@@ -409,7 +520,6 @@ class Judge:
         if not units:
             return []
         cfg = self.config
-        parse = self._parsers[axis]
         samples: list[list[float]] = [[] for _ in units]
         last_error: dict[int, str] = {}
         pending = [(u, s) for u in range(len(units)) for s in range(cfg.samples_per_judgment)]
@@ -419,17 +529,7 @@ class Judge:
                 break
             if attempt:
                 self._m["retries"] += len(pending)
-            reqs = []
-            for u, s in pending:
-                prompt = units[u].prompt
-                reqs.append(GenerationRequest(
-                    request_id=f"{tag}/{units[u].tag}/s{s}/a{attempt}", params=self._params(s, attempt),
-                    prompt=prompt.prompt, messages=prompt.messages, assistant_prefix=prompt.assistant_prefix))  # fmt: skip
-            results = await client.generate(reqs)
-            check_results(reqs, results)
-            tally.calls += len(reqs)
-            self._m["calls"] += len(reqs)
-            self._m[f"calls:{axis.value}"] += len(reqs)
+            results = await self._send(axis, client, units, tag, pending, attempt, tally)
             retry = []
             for (u, s), res in zip(pending, results):
                 self._m["cache_hits" if res.cached else "cache_misses"] += 1
@@ -443,7 +543,10 @@ class Judge:
                     retry.append((u, s))
                     continue
                 try:
-                    verdict = parse(res.text)
+                    if not res.text.strip() and res.finish_reason == "length":
+                        self._m["reasoning_cutoffs"] += 1
+                        raise ParseError(axis, CUT_OFF_WHILE_REASONING, res.text)
+                    verdict = self._parse(axis, res.text)
                 except ParseError as err:
                     tally.failures += 1
                     tally.reasons["parse_failures"] += 1
@@ -459,6 +562,24 @@ class Judge:
             self._m["failed_judgments"] += 1
             tally.errors.append(last_error[u])
         return [None if u in failed_units else mean(samples[u]) for u in range(len(units))]
+
+
+_FIELD_WORDS = ("response_format", "json_schema", "json_object", "grammar", "schema", "structured", "guided")
+
+
+def _ignored_field(text: str | None) -> bool:
+    """True for an answer to a structured request that is not even the start of a JSON object."""
+    return text is not None and bool(text.strip()) and not text.lstrip().startswith("{")
+
+
+def _rejects_field(error: str | None) -> bool:
+    """True for a server refusing the structured-output field: HTTP 400, 422 or 500 whose message
+    names it (llama-cpp-python 0.3.36 answers an unknown response_format type with a 500 quoting
+    its validation error); a context-length 400 must not switch the format off."""
+    if not error or not error.startswith(("HTTP 400", "HTTP 422", "HTTP 500")):
+        return False
+    low = error.lower()
+    return any(w in low for w in _FIELD_WORDS)
 
 
 def to_group(verdict: PoolVerdict, group: CandidateGroup) -> CandidateGroup:

@@ -76,7 +76,8 @@ def judge_from_config(rlpt: RLPTConfig, cache_path: Path | None) -> Judge:
     params = SamplingParams(temperature=j.temperature, top_p=j.top_p, max_tokens=j.max_tokens)
     return Judge(client, JudgeConfig(axes=axes, weights={a: weights[a] for a in axes}, schedule=j.schedule,
                                      position=j.position, samples_per_judgment=j.samples, params=params,
-                                     fallback=j.fallback, seed=rlpt.data.seed), cache=cache)
+                                     fallback=j.fallback, seed=rlpt.data.seed,
+                                     structured_output=j.structured_output), cache=cache)
 
 
 def world_judge_from_config(rlpt: RLPTConfig) -> Any:

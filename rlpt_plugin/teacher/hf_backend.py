@@ -79,6 +79,11 @@ class HFBackend:
         """Generate in a worker thread (keeps the event loop responsive); request order kept."""
         if self.model is None:
             raise RuntimeError("HFBackend.generate called after aclose()")
+        for i, req in enumerate(requests):
+            if req.params.structured is not None:
+                raise ValueError(f"requests[{i}] ({req.request_id!r}) asks for structured output "
+                                 f"{req.params.structured.kind!r}, which the in-process backend cannot "
+                                 "constrain; send it to an inference server or leave it out")
         return await asyncio.to_thread(self._generate_sync, list(requests))
 
     async def aclose(self) -> None:

@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 import httpx
 
-from rlpt_plugin.teacher.protocol import GenerationRequest, GenerationResult, GenerationStatus
+from rlpt_plugin.teacher.protocol import GenerationRequest, GenerationResult, GenerationStatus, StructuredOutput
 from rlpt_plugin.teacher.redact import redact_text, redact_url
 
 EndpointKind = Literal["chat", "completions"]
@@ -102,6 +102,20 @@ def _retry_after(resp: httpx.Response) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None  # HTTP-date form: ignore, the exponential backoff applies
+
+
+def _structured_fields(fmt: StructuredOutput, chat: bool) -> dict[str, Any]:
+    """The request-body fields that ask the server for ``fmt`` (see StructuredOutput)."""
+    schema = json.loads(fmt.schema)
+    if fmt.kind == "json_schema":
+        return {"response_format": {"type": "json_schema",
+                                    "json_schema": {"name": fmt.name, "schema": schema, "strict": True}}}
+    if fmt.kind == "json_object":
+        if not chat:
+            raise ValueError("structured output 'json_object' is a chat-route field; use 'grammar' or "
+                             "'json_schema' on a completions endpoint")
+        return {"response_format": {"type": "json_object", "schema": schema}}
+    return {"grammar": fmt.grammar}
 
 
 class OpenAIClient:
@@ -255,6 +269,8 @@ class OpenAIClient:
             body["seed"] = p.seed
         if p.stop:
             body["stop"] = list(p.stop)
+        if p.structured is not None:
+            body.update(_structured_fields(p.structured, req.messages is not None))
         if req.messages is not None:
             messages = [{"role": r, "content": c} for r, c in req.messages]
             if req.assistant_prefix:
@@ -268,7 +284,7 @@ class OpenAIClient:
         body["prompt"] = (req.prompt or "") + req.assistant_prefix
         return "/completions", body
 
-    def _parse(self, resp: httpx.Response, chat: bool) -> tuple[str, str | None] | _AttemptError:
+    def _parse(self, resp: httpx.Response, chat: bool) -> tuple[str, str | None, str | None] | _AttemptError:
         try:
             payload = json.loads(resp.content)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -277,18 +293,30 @@ class OpenAIClient:
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             return _AttemptError("response without choices[0]", resp.text[:_RAW_CHARS], True)
         choice = choices[0]
+        reasoning = None
         if chat:
             message = choice.get("message")
             text = message.get("content") if isinstance(message, dict) else None
+            if isinstance(message, dict):
+                # vLLM's reasoning parsers (gpt-oss, DeepSeek-R1, Qwen3) put the thinking beside
+                # the answer: ``reasoning_content`` (older releases) or ``reasoning``. The answer
+                # is ``content`` only; when the budget ran out while thinking it is null or "".
+                for name in ("reasoning_content", "reasoning"):
+                    if isinstance(message.get(name), str) and message[name]:
+                        reasoning = message[name]
+                        break
+                if text is None and reasoning is not None:
+                    text = ""
         else:
             text = choice.get("text")
         if not isinstance(text, str):
             where = "message.content" if chat else "text"
             return _AttemptError(f"response without choices[0].{where}", resp.text[:_RAW_CHARS], True)
         finish = choice.get("finish_reason")
-        return text, finish if isinstance(finish, str) else None
+        return text, finish if isinstance(finish, str) else None, reasoning
 
-    async def _attempt(self, url: str, body: dict[str, Any], chat: bool) -> tuple[str, str | None] | _AttemptError:
+    async def _attempt(self, url: str, body: dict[str, Any],
+                       chat: bool) -> tuple[str, str | None, str | None] | _AttemptError:
         assert self._http is not None
         try:
             resp = await asyncio.wait_for(self._http.post(url, json=body), timeout=self.timeout_s)
@@ -334,8 +362,9 @@ class OpenAIClient:
                 latency = time.perf_counter() - t0
                 self._counters["requests"] += 1
                 self._latency_total_s += latency
-                text, finish = outcome
-                return GenerationResult(req.request_id, GenerationStatus.OK, text, finish, None, attempts, latency)
+                text, finish, reasoning = outcome
+                return GenerationResult(req.request_id, GenerationStatus.OK, text, finish, None, attempts, latency,
+                                        reasoning=reasoning)
             last = outcome
             if not outcome.retryable:
                 break

@@ -28,6 +28,41 @@ def _int_field(name: str, value: Any, minimum: int) -> int:
     return out
 
 
+STRUCTURED_KINDS: tuple[str, ...] = ("json_schema", "json_object", "grammar")
+
+
+@dataclass(frozen=True)
+class StructuredOutput:
+    """Constrain the answer to ``schema`` (a JSON schema, as canonical JSON text), sent as
+    ``kind`` says:
+
+    * ``json_schema``: OpenAI's ``response_format={"type": "json_schema", "json_schema":
+      {"name", "schema", "strict": true}}`` (vLLM, SGLang, llama.cpp's ``llama-server``, OpenAI);
+    * ``json_object``: ``response_format={"type": "json_object", "schema": ...}``
+      (llama-cpp-python's server, chat route only; ``llama-server`` too);
+    * ``grammar``: the GBNF text ``grammar`` in the body's ``grammar`` field (llama-cpp-python's
+      server on both routes, ``llama-server``).
+    """
+
+    kind: str
+    name: str
+    schema: str
+    grammar: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in STRUCTURED_KINDS:
+            raise ValueError(f"kind must be one of {list(STRUCTURED_KINDS)}, got {self.kind!r}")
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.schema, str) or not self.schema.startswith("{"):
+            raise ValueError(f"schema must be a JSON object as text, got {self.schema!r}")
+        if self.kind == "grammar" and not self.grammar:
+            raise ValueError("grammar must be the GBNF text for kind 'grammar', got an empty string")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "schema": self.schema, "grammar": self.grammar}
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How the teacher samples. ``temperature == 0`` means greedy decoding.
@@ -42,6 +77,8 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     n: int = 1
+    structured: StructuredOutput | None = None
+    """Constrained decoding of the answer (None: free text); part of the cache key when set."""
 
     def __post_init__(self) -> None:
         temp = float(self.temperature)
@@ -59,6 +96,8 @@ class SamplingParams:
         for i, s in enumerate(stop):
             if not isinstance(s, str) or not s:
                 raise ValueError(f"stop[{i}] must be a non-empty string, got {s!r}")
+        if self.structured is not None and not isinstance(self.structured, StructuredOutput):
+            raise ValueError(f"structured must be None or a StructuredOutput, got {type(self.structured).__name__}")
         n = _int_field("n", self.n, 1)
         if n != 1:
             raise ValueError(f"n must be 1 (one result per request), got {n}")
@@ -71,8 +110,9 @@ class SamplingParams:
         object.__setattr__(self, "n", n)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; used both in cache keys and request bodies, so keep it canonical."""
-        return {
+        """JSON-ready dict; used both in cache keys and request bodies, so keep it canonical.
+        ``structured`` appears only when set, so the keys of free-text requests are unchanged."""
+        out: dict[str, Any] = {
             "temperature": self.temperature,
             "top_p": self.top_p,
             "max_tokens": self.max_tokens,
@@ -80,6 +120,9 @@ class SamplingParams:
             "stop": list(self.stop),
             "n": self.n,
         }
+        if self.structured is not None:
+            out["structured"] = self.structured.as_dict()
+        return out
 
 
 @dataclass(frozen=True)
@@ -166,6 +209,9 @@ class GenerationResult:
     attempts: int
     latency_s: float
     cached: bool = False
+    reasoning: str | None = None
+    """A reasoning model's separate thinking (``message.reasoning_content`` / ``reasoning``), for
+    diagnostics only: verdicts are read from ``text``; not cached."""
 
     def __post_init__(self) -> None:
         status = GenerationStatus(self.status)

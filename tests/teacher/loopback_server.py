@@ -50,8 +50,21 @@ class Fault:
 
 REFUSAL_TEXT = "I'm sorry, but I can't help with that."
 
+
+@dataclass(frozen=True)
+class Reply:
+    """A chat answer as a reasoning model's server sends it (vLLM with a reasoning parser):
+    ``content`` the answer (None is sent as JSON null), the thinking in the field named
+    ``reasoning_field`` (vLLM: ``reasoning_content``, newer releases ``reasoning``)."""
+
+    content: str | None
+    reasoning: str | None = None
+    finish_reason: str = "stop"
+    reasoning_field: str = "reasoning_content"
+
+
 Plan = Callable[[dict[str, Any], int], "Fault | None"]
-Responder = Callable[[dict[str, Any]], str]
+Responder = Callable[[dict[str, Any]], "str | Reply"]
 
 
 def request_key(body: dict[str, Any]) -> str:
@@ -137,12 +150,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def _answer(self, body: dict[str, Any], text: str, chat: bool) -> bytes:
-        choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+    def _answer(self, body: dict[str, Any], text: str | Reply, chat: bool) -> bytes:
+        reply = text if isinstance(text, Reply) else Reply(text)
+        choice: dict[str, Any] = {"index": 0, "finish_reason": reply.finish_reason}
         if chat:
-            choice["message"] = {"role": "assistant", "content": text}
+            choice["message"] = {"role": "assistant", "content": reply.content}
+            if reply.reasoning is not None:
+                choice["message"][reply.reasoning_field] = reply.reasoning
         else:
-            choice["text"] = text
+            choice["text"] = reply.content
         obj = "chat.completion" if chat else "text_completion"
         return json.dumps({"id": "cmpl-loopback", "object": obj, "model": body.get("model"),
                            "choices": [choice]}).encode()  # fmt: skip
