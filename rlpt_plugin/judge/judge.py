@@ -496,7 +496,10 @@ class Judge:
             again = [self._request(axis, units[pending[i][0]], tag, pending[i][1], attempt, kind) for i in rejected]
             fresh = await client.generate(again)
             check_results(again, fresh)
-            self._count_calls(axis, len(again), tally)
+            # A resend replaces its request: the judgment's calls, failures and reasons are those
+            # of the form the server took, so a run that found the form earlier (a resumed one)
+            # counts the same per step. The resends themselves are counted apart.
+            self._m["structured_output_resends"] += len(again)
             for i, res in zip(rejected, fresh):
                 results[i] = res
         return results

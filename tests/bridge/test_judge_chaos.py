@@ -59,7 +59,8 @@ def test_a_fifth_of_the_judge_requests_failing_is_absorbed_and_counted(tmp_path)
         overrides = _store_and_overrides(tmp_path, judge.base_url) + [
             "train.train_iters=4", "checkpoint.save=null", "checkpoint.load=null",
             "rlpt.candidates.staleness=0",  # every request sent belongs to a step that is logged
-            "rlpt.judge.request_timeout_s=1.0", "rlpt.judge.max_attempts=4"]
+            "rlpt.judge.request_timeout_s=1.0", "rlpt.judge.max_attempts=4",
+            "rlpt.judge.structured_output=off"]  # a free-text judge: its answers are read by the text parser
         (records,) = run_distributed(store_case, 1, tmp_path / "w", str(tmp_path), overrides)
     assert [r["step"] for r in records] == [0, 1, 2, 3]  # nothing lost: every step trained
     kinds = {k for k, n in chaos.injected.items() if n}
@@ -81,7 +82,8 @@ def test_a_judge_that_never_answers_usefully_stops_every_rank(tmp_path, layout):
     with LoopbackServer(responder=lambda body: "I would rather not choose.", max_lifetime_s=600) as judge:
         overrides = _store_and_overrides(tmp_path, judge.base_url) + [
             layout, "train.train_iters=8", "checkpoint.save=null", "checkpoint.load=null",
-            "rlpt.judge.unjudged_window=3", "rlpt.judge.max_unjudged_share=0.5"]
+            "rlpt.judge.unjudged_window=3", "rlpt.judge.max_unjudged_share=0.5",
+            "rlpt.judge.structured_output=off"]
         ranks = run_distributed(stopped_case, 2, tmp_path / "w", str(tmp_path), overrides)
     for got in ranks:
         message = got["stopped"]
