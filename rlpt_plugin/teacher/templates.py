@@ -85,6 +85,17 @@ class Template:
         """Header version + short content hash; part of every cache key."""
         return f"{self.header_version}+{self.sha[:10]}"
 
+    def _request_kind(self, kind: str | None) -> str:
+        """The request kind to fill for (default: the template's); a completions template has no
+        roles and cannot be sent as chat."""
+        kind = self.kind if kind is None else kind
+        if kind not in _KINDS:
+            raise ValueError(f"kind must be one of {sorted(_KINDS)} or None, got {kind!r}")
+        if kind == "chat" and self.kind != "chat":
+            raise ValueError(f"template {self.name!r} is a completions template and cannot be rendered as "
+                             "chat; use a chat template or endpoint kind 'completions'")
+        return kind
+
     def render(self, prefix: str, suffix: str, *, kind: str | None = None) -> RenderedPrompt:
         """Fill the template for one window, as a ``kind`` request (default: the template's).
 
@@ -96,12 +107,7 @@ class Template:
         ``kind="completions"`` on a chat template flattens it (module docstring); a completions
         template cannot be rendered as chat (it has no roles), which is a ValueError.
         """
-        kind = self.kind if kind is None else kind
-        if kind not in _KINDS:
-            raise ValueError(f"kind must be one of {sorted(_KINDS)} or None, got {kind!r}")
-        if kind == "chat" and self.kind != "chat":
-            raise ValueError(f"template {self.name!r} is a completions template and cannot be rendered as "
-                             "chat; use a chat template or endpoint kind 'completions'")
+        kind = self._request_kind(kind)
         if self.placeholders != PLACEHOLDERS:
             raise ValueError(
                 f"template {self.name!r} declares its own placeholders {list(self.placeholders)}; "
@@ -131,12 +137,7 @@ class Template:
         No priming: ``assistant_prefix`` is ``""`` and ``num_words`` 0. Single pass, like
         :meth:`render`, so a value containing ``{candidate}`` is left as it is.
         """
-        kind = self.kind if kind is None else kind
-        if kind not in _KINDS:
-            raise ValueError(f"kind must be one of {sorted(_KINDS)} or None, got {kind!r}")
-        if kind == "chat" and self.kind != "chat":
-            raise ValueError(f"template {self.name!r} is a completions template and cannot be sent as "
-                             "chat; use a chat template or endpoint kind 'completions'")
+        kind = self._request_kind(kind)
         keys = set(values)
         if keys != set(self.placeholders):
             raise ValueError(
