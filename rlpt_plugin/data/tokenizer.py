@@ -6,13 +6,17 @@ tokenizer, or a name registered with :func:`register_tokenizer` (the synthetic w
 
 A directory is read the way its files say it is meant to be read:
 
-* any Hugging Face file (``tokenizer.json``, ``tokenizer_config.json``, ``config.json``): with
-  transformers' ``AutoTokenizer`` (:class:`HFTokenizer`); a Llama-2 folder with
-  ``tokenizer.model`` and ``tokenizer_config.json`` loads this way (transformers converts the
-  SentencePiece model with the ``sentencepiece`` and ``protobuf`` packages);
-* only a SentencePiece ``tokenizer.model`` (as Meta's original Llama-2 release ships it): with
+* a SentencePiece ``tokenizer.model`` and no ``tokenizer.json`` (Meta's original Llama-2
+  release; Llama-2 style folders with only ``tokenizer_config.json`` beside the model): with
   ``sentencepiece`` itself (:class:`SentencePieceTokenizer`), the library that model was made
-  for, rather than guessing which transformers class would reproduce it.
+  for. transformers would convert the model into a fast tokenizer instead, and the conversion
+  is not stable across its versions (transformers 5 gives other ids than SentencePiece and
+  transformers 4 for the same folder), so the same folder would mean different token streams
+  on the two tested stacks. The config still says which token ends a document (``eos_token``);
+  tokens it adds beyond the model's pieces cannot be reproduced this way and are an error;
+* any other Hugging Face folder (``tokenizer.json``, or ``tokenizer_config.json`` /
+  ``config.json`` without a SentencePiece model): with transformers' ``AutoTokenizer``
+  (:class:`HFTokenizer`).
 
 The fingerprint identifies what the token ids *mean*, not where the files live: two copies of
 a tokenizer in different folders share it, any vocabulary or normalisation change alters it.
@@ -137,8 +141,8 @@ class SentencePieceTokenizer:
             raise TokenizerError(f"cannot load the SentencePiece model {str(model)!r}: {err}") from err
         size = int(self._sp.GetPieceSize())
         if eod_token is not None:
-            eod_id = int(self._sp.PieceToId(eod_token))
-            if eod_id == self._sp.unk_id() and eod_token != self._sp.IdToPiece(eod_id):
+            eod_id = self.piece_id(eod_token)
+            if eod_id is None:
                 raise TokenizerError(f"tokenizer {str(directory)!r}: `eod_token` must be a piece of its "
                                      f"vocabulary, but is {eod_token!r} instead.")
         elif 0 <= self._sp.eos_id() < size:
@@ -154,6 +158,11 @@ class SentencePieceTokenizer:
         digest.update(f"eod={eod_id}".encode())
         self.fingerprint: str = digest.hexdigest()
 
+    def piece_id(self, piece: str) -> int | None:
+        """The id of a piece of the model's vocabulary, or None when it has no such piece."""
+        token_id = int(self._sp.PieceToId(piece))
+        return token_id if self._sp.IdToPiece(token_id) == piece else None
+
     def encode(self, text: str) -> list[int]:
         return [int(i) for i in self._sp.EncodeAsIds(text)]
 
@@ -165,16 +174,50 @@ class SentencePieceTokenizer:
                 f"eod_id={self.eod_id}, fingerprint={self.fingerprint[:12]}...)")
 
 
-#: Files that make a directory a Hugging Face tokenizer folder (read with AutoTokenizer).
-_HF_FILES = ("tokenizer.json", "tokenizer_config.json", "config.json")
+_HF_CONFIG = "tokenizer_config.json"
+
+
+def _token_text(value: Any) -> str | None:
+    """A special token as tokenizer_config.json writes it: a string or {"content": ...}."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _sentencepiece_with_config(directory: Path) -> SentencePieceTokenizer:
+    """A ``tokenizer.model`` folder read with SentencePiece; its tokenizer_config.json (if any)
+    names the end-of-document token and must add no token the model lacks."""
+    config_file = directory / _HF_CONFIG
+    if not config_file.is_file():
+        return SentencePieceTokenizer(directory)
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise TokenizerError(f"cannot read {str(config_file)!r}: {err}") from err
+    if not isinstance(config, dict):
+        raise TokenizerError(f"{str(config_file)!r} must hold a JSON object")
+    eos = _token_text(config.get("eos_token"))
+    tok = SentencePieceTokenizer(directory, eod_token=eos)
+    added = [(int(i), _token_text(v)) for i, v in (config.get("added_tokens_decoder") or {}).items()]
+    added += [(None, _token_text(v)) for v in config.get("additional_special_tokens") or ()]
+    for token_id, text in added:
+        known = text is not None and tok.piece_id(text)
+        if known is None or (token_id is not None and known != token_id):
+            where = f" at id {token_id}" if token_id is not None else ""
+            raise TokenizerError(
+                f"tokenizer {str(directory)!r}: {_HF_CONFIG} adds the token {text!r}{where}, which "
+                f"its {SentencePieceTokenizer.MODEL_FILE} does not hold there; only a tokenizer.json "
+                "says how such a token is encoded: save the tokenizer with transformers "
+                "(tokenizer.save_pretrained) so the folder has one.")
+    return tok
 
 
 def load_tokenizer_dir(path: str | Path) -> Tokenizer:
     """The tokenizer a local directory holds (module docstring: which loader and why)."""
     directory = Path(path).expanduser()
-    has_hf = any((directory / f).is_file() for f in _HF_FILES)
-    if not has_hf and (directory / SentencePieceTokenizer.MODEL_FILE).is_file():
-        return SentencePieceTokenizer(directory)
+    if not (directory / "tokenizer.json").is_file() \
+            and (directory / SentencePieceTokenizer.MODEL_FILE).is_file():
+        return _sentencepiece_with_config(directory)
     return HFTokenizer(directory)
 
 
