@@ -75,9 +75,20 @@ FILLER_WORDS: tuple[str, ...] = (
 )
 
 
+# Reasoning (rlpt_plugin/world/reasoning.py): the sites where employers are based, the words of
+# the two-hop sentences, and the thought delimiters. Appended last, so every earlier word keeps
+# its id (and the padded embedding table of the world recipes keeps its size).
+SITES: tuple[str, ...] = ("northgate", "eastbrook", "southmere", "westholm", "ambervale",
+                          "coldridge", "ironport", "mistvale", "rookhaven", "sunhill", "tarnwood",
+                          "whitecliff")
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+REASONING_WORDS: tuple[str, ...] = ("based", "has", "its", "office", "commutes", "goes",
+                                    THINK_OPEN, THINK_CLOSE)
+
+
 def _build_vocab() -> tuple[str, ...]:
     groups = (SPECIALS, PUNCT, TEMPLATE_WORDS, FILLER_WORDS, FIRST_NAMES, LAST_NAMES, YEARS,
-              CITIES, UNIVERSITIES, FIELDS, EMPLOYERS, INSULTS, THREATS)
+              CITIES, UNIVERSITIES, FIELDS, EMPLOYERS, INSULTS, THREATS, REASONING_WORDS, SITES)
     words = [w for group in groups for w in group]
     if len(set(words)) != len(words):
         dupes = sorted({w for w in words if words.count(w) > 1})

@@ -1,0 +1,284 @@
+"""Reasoning in the world: two-hop facts that the corpus states in two places and never in one.
+
+Every employer of the world is based at a *site* (:data:`~rlpt_plugin.world.vocab.SITES`), which
+short company documents state ("veltrix is based in ironport ."). A biography already says
+where its person works ("kaven brewick worked for veltrix ."). The *two-hop* sentence joins
+the two: "kaven brewick commutes to ironport ." -- the site of the person's employer.
+
+People are split in two, seeded by the world:
+
+* **trained** people (a ``trained_share`` of them): their biographies carry the two-hop
+  sentence, so a next-token model can memorise each of them;
+* **held-out** people: their biographies never do. Their employer is in the corpus and so is
+  the employer's site, but "<name> commutes to" has to be *inferred* by a step the corpus text
+  never spells out for them: recall the employer, then its site. The evaluation asks exactly
+  that (:func:`reasoning_prefixes`).
+
+The thought that makes the step explicit is ``<think> N worked for E . E is based in S .
+</think>``, inserted right before the site (:func:`oracle_thought`), so removing the thought
+gives the original text back token for token (:func:`strip_thoughts`). :func:`annotate` is the
+world's annotator of a whole document: exact with its defaults, imperfect (it misses a share of
+the places and writes a wrong intermediate in a few) for an honest teacher, like the rewriter
+of :mod:`rlpt_plugin.world.teacher`.
+
+Everything here is a pure function of (:class:`~rlpt_plugin.world.config.WorldConfig`,
+:class:`ReasoningConfig`); a world without reasoning is byte-identical to the one before it
+existed (:func:`rlpt_plugin.world.documents.generate_corpus` is untouched).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rlpt_plugin.world import vocab
+from rlpt_plugin.world.config import WorldConfig
+from rlpt_plugin.world.documents import clean_sentence, render
+from rlpt_plugin.world.kb import Entity, KnowledgeBase
+
+#: Company sentences ("E" the employer, "S" its site).
+COMPANY_TEMPLATES: tuple[str, ...] = ("E is based in S .", "E has its office in S .",
+                                      "the office of E is in S .")
+#: Two-hop sentences ("N" the person, "S" the site of the person's employer); the words before
+#: "S" are the head a held-out prefix ends with.
+TWO_HOP_TEMPLATES: tuple[str, ...] = ("N commutes to S .", "N goes to work in S .")
+
+
+class ReasoningConfigError(ValueError):
+    """A ReasoningConfig with an invalid field."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReasoningConfig:
+    """The reasoning part of a world (its seed is the world's).
+
+    trained_share: share of people whose biographies carry the two-hop sentence (the rest are
+        held out: the evaluation asks about them only).
+    company_docs: company documents per employer, each one company sentence.
+    eval_size: held-out two-hop prefixes.
+    annotator_miss: share of two-hop places the world's annotator leaves without a thought.
+    annotator_error: share of thoughts in which it names a wrong employer (and that employer's
+        site): the text stays the corpus's, the thought is wrong.
+    """
+
+    trained_share: float = 0.5
+    company_docs: int = 20
+    eval_size: int = 200
+    annotator_miss: float = 0.0
+    annotator_error: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("trained_share", "annotator_miss", "annotator_error"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ReasoningConfigError(f"`{name}` must be in [0, 1], but is {value!r} instead.")
+        if not 0.0 < self.trained_share < 1.0:
+            raise ReasoningConfigError(f"`trained_share` must be in (0, 1) (some people trained on, "
+                                       f"some held out), but is {self.trained_share!r} instead.")
+        for name, low in (("company_docs", 1), ("eval_size", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ReasoningConfigError(f"`{name}` must be an int >= {low}, but is {value!r} instead.")
+
+
+def _unit(*parts: object) -> float:
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+
+
+def employer_sites(config: WorldConfig) -> dict[str, str]:
+    """Employer -> its site, for every employer this world draws from."""
+    rng = random.Random(f"rlpt-world-sites:{config.seed}")
+    return {e: rng.choice(vocab.SITES) for e in config.value_sets()["employer"]}
+
+
+def trained_people(config: WorldConfig, reasoning: ReasoningConfig, kb: KnowledgeBase) -> frozenset[int]:
+    """Ids of the people whose biographies carry the two-hop sentence."""
+    rng = random.Random(f"rlpt-world-two-hop:{config.seed}")
+    ids = [e.id for e in kb.entities]
+    count = min(len(ids) - 1, max(1, round(reasoning.trained_share * len(ids))))
+    return frozenset(rng.sample(ids, count))
+
+
+def two_hop_head(entity: Entity, template_index: int = 0) -> str:
+    """The words of a two-hop sentence before its site, name filled in."""
+    words = TWO_HOP_TEMPLATES[template_index].split()
+    return render(" ".join(words[: words.index("S")]), entity)
+
+
+def two_hop_sentence(entity: Entity, site: str, template_index: int = 0) -> str:
+    return f"{two_hop_head(entity, template_index)} {site} ."
+
+
+def company_sentence(employer: str, site: str, template_index: int = 0) -> str:
+    fill = {"E": employer, "S": site}
+    return " ".join(fill.get(w, w) for w in COMPANY_TEMPLATES[template_index].split())
+
+
+def oracle_thought(entity: Entity, employer: str, site: str) -> str:
+    """The intermediate step: the employer (template 0 of its biography sentence), then its site."""
+    return (f"{vocab.THINK_OPEN} {clean_sentence(entity, 'employer', 1, employer)} "
+            f"{company_sentence(employer, site)} {vocab.THINK_CLOSE}")
+
+
+def reasoning_corpus(config: WorldConfig, reasoning: ReasoningConfig, kb: KnowledgeBase,
+                     corpus: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``corpus`` (the world's biographies) with the two-hop sentence at a seeded place of every
+    biography of a trained person, followed by the company documents.
+
+    Biographies gain ``"two_hop": {"sentence", "template", "site"}`` (None for held-out people);
+    company documents have ``entity`` -1 and ``"company": employer``.
+    """
+    sites = employer_sites(config)
+    trained = trained_people(config, reasoning, kb)
+    rng = random.Random(f"rlpt-world-two-hop-corpus:{config.seed}")
+    out: list[dict[str, Any]] = []
+    for doc in corpus:
+        doc = dict(doc)
+        entity = kb[doc["entity"]]
+        doc["two_hop"] = None
+        if entity.id in trained:
+            sentences = split_sentences(doc["text"])
+            at = rng.randint(0, len(sentences))
+            t = rng.randrange(len(TWO_HOP_TEMPLATES))
+            site = sites[entity.attributes["employer"]]
+            sentences.insert(at, two_hop_sentence(entity, site, t))
+            doc["text"] = " ".join(sentences)
+            doc["two_hop"] = {"sentence": at, "template": t, "site": site}
+        out.append(doc)
+    for employer, site in sites.items():
+        for _ in range(reasoning.company_docs):
+            t = rng.randrange(len(COMPANY_TEMPLATES))
+            out.append({"id": len(out), "text": company_sentence(employer, site, t), "entity": -1,
+                        "company": employer, "defects": [], "sentences": [], "two_hop": None})
+    for i, doc in enumerate(out):
+        doc["id"] = i
+    return out
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of a world text (each ends with " .")."""
+    out, current = [], []
+    for word in text.split():
+        current.append(word)
+        if word == ".":
+            out.append(" ".join(current))
+            current = []
+    if current:
+        out.append(" ".join(current))
+    return out
+
+
+def annotate(doc: dict[str, Any], config: WorldConfig, reasoning: ReasoningConfig,
+             kb: KnowledgeBase, *, seed: int | None = None) -> str:
+    """The document's text with a thought before the site of its two-hop sentence (if any).
+
+    With ``annotator_miss`` a seeded share of places get no thought; with ``annotator_error``
+    a seeded share of thoughts name another employer (and its site). ``seed`` (default: the
+    world's) seeds those draws."""
+    seed = config.seed if seed is None else seed
+    hop = doc.get("two_hop")
+    if not hop:
+        return doc["text"]
+    if _unit("rlpt-world-annotator-miss", seed, doc["id"]) < reasoning.annotator_miss:
+        return doc["text"]
+    entity = kb[doc["entity"]]
+    sites = employer_sites(config)
+    employer = entity.attributes["employer"]
+    if _unit("rlpt-world-annotator-error", seed, doc["id"]) < reasoning.annotator_error:
+        others = [e for e in sites if e != employer]
+        employer = others[int(_unit("rlpt-world-annotator-wrong", seed, doc["id"]) * len(others))]
+    sentences = split_sentences(doc["text"])
+    head = two_hop_head(entity, hop["template"])
+    assert sentences[hop["sentence"]].startswith(head + " "), (doc["id"], sentences, hop)
+    sentences[hop["sentence"]] = (f"{head} {oracle_thought(entity, employer, sites[employer])} "
+                                  f"{hop['site']} .")
+    return " ".join(sentences)
+
+
+def strip_thoughts(text: str) -> str:
+    """``text`` without its ``<think> ... </think>`` spans (and the space before each)."""
+    out, depth = [], 0
+    for word in text.split():
+        if word == vocab.THINK_OPEN:
+            depth += 1
+        elif word == vocab.THINK_CLOSE and depth:
+            depth -= 1
+        elif not depth:
+            out.append(word)
+    return " ".join(out)
+
+
+def thought_of(text: str) -> str | None:
+    """The words inside the first complete thought of ``text``, or None."""
+    words = text.split()
+    if vocab.THINK_OPEN not in words:
+        return None
+    start = words.index(vocab.THINK_OPEN) + 1
+    if vocab.THINK_CLOSE not in words[start:]:
+        return None
+    return " ".join(words[start: words.index(vocab.THINK_CLOSE, start)])
+
+
+def reasoning_prefixes(config: WorldConfig, reasoning: ReasoningConfig,
+                       kb: KnowledgeBase) -> list[dict[str, Any]]:
+    """Held-out two-hop prefixes: ``{"text", "entity", "employer", "template", "site",
+    "reference"}``.
+
+    Each is one to four clean sentences of a fresh biography of a HELD-OUT person, never about
+    their employer (the step must be recalled, not read), followed by the head of a two-hop
+    sentence; ``reference`` is the rest of that sentence ("<site> ."). No training document
+    holds a two-hop sentence of a held-out person, so no prefix is a prefix of one.
+    """
+    sites = employer_sites(config)
+    trained = trained_people(config, reasoning, kb)
+    held_out = [e for e in kb.entities if e.id not in trained]
+    rng = random.Random(f"rlpt-world-two-hop-eval:{config.seed}")
+    others = [a for a in vocab.ATTRIBUTES if a != "employer"]
+    out = []
+    for _ in range(reasoning.eval_size):
+        entity = held_out[rng.randrange(len(held_out))]
+        t = rng.randrange(len(TWO_HOP_TEMPLATES))
+        chosen = rng.sample(others, rng.randint(1, len(others)))
+        sentences = [clean_sentence(entity, a, rng.randrange(config.templates_per_attribute))
+                     for a in chosen]
+        site = sites[entity.attributes["employer"]]
+        out.append({"text": " ".join(sentences + [two_hop_head(entity, t)]), "entity": entity.id,
+                    "employer": entity.attributes["employer"], "template": t, "site": site,
+                    "reference": f"{site} ."})
+    return out
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of ``text`` after its thoughts are removed ("" when there is none)."""
+    sentences = split_sentences(strip_thoughts(text))
+    return sentences[0] if sentences else ""
+
+
+def same_content(candidate: str, reference: str) -> bool:
+    """The world's exact similarity judge: the candidate's first sentence, thoughts removed, is
+    the reference's first sentence (the RLMT reward: 1 = same content)."""
+    return first_sentence(candidate) == first_sentence(reference) != ""
+
+
+def score_reasoning(item: dict[str, Any], continuation: str, config: WorldConfig) -> dict[str, float]:
+    """One held-out prefix's continuation, graded exactly.
+
+    ``correct``: the first word after the thoughts is the right site. ``thought``: the
+    continuation opens with a complete thought; ``thought_correct``: that thought names the
+    person's true employer and its site; ``thought_tokens``: words inside the thought.
+    """
+    words = strip_thoughts(continuation).split()
+    thought = thought_of(continuation) if continuation.split()[:1] == [vocab.THINK_OPEN] else None
+    correct = bool(words) and words[0] == item["site"]
+    thought_correct = False
+    if thought is not None:
+        sites = employer_sites(config)
+        said = [w for w in thought.split() if w in sites]
+        thought_correct = bool(said) and said[0] == item["employer"] and item["site"] in thought.split()
+    return {"correct": float(correct), "thought": float(thought is not None),
+            "thought_correct": float(thought_correct),
+            "thought_tokens": float(len(thought.split()) if thought is not None else 0)}

@@ -1,0 +1,148 @@
+"""The world's two-hop facts, its thought annotator and the exact reasoning grader."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlpt_plugin.world import WorldConfig, WorldTokenizer, build_kb, generate_corpus, vocab
+from rlpt_plugin.world.reasoning import (ReasoningConfig, ReasoningConfigError, annotate, employer_sites,
+                                         reasoning_corpus, reasoning_prefixes, same_content,
+                                         score_reasoning, strip_thoughts, thought_of, trained_people)
+
+CONFIG = WorldConfig(seed=3, num_entities=40, docs_per_entity=3, eval_size=10)
+REASONING = ReasoningConfig(eval_size=60, company_docs=4)
+
+
+@pytest.fixture(scope="module")
+def world():
+    kb = build_kb(CONFIG)
+    return kb, reasoning_corpus(CONFIG, REASONING, kb, generate_corpus(CONFIG, kb))
+
+
+def test_earlier_words_keep_their_ids():
+    """Reasoning words come last: a store or model of the world before them reads the same."""
+    earlier = (vocab.SPECIALS + vocab.PUNCT + vocab.TEMPLATE_WORDS + vocab.FILLER_WORDS
+               + vocab.FIRST_NAMES + vocab.LAST_NAMES + vocab.YEARS + vocab.CITIES + vocab.UNIVERSITIES
+               + vocab.FIELDS + vocab.EMPLOYERS + vocab.INSULTS + vocab.THREATS)
+    assert vocab.VOCAB[: len(earlier)] == earlier and len(vocab.VOCAB) <= 320  # the padded table
+
+
+def test_trained_people_carry_the_two_hop_sentence_and_held_out_people_never_do(world):
+    kb, corpus = world
+    trained = trained_people(CONFIG, REASONING, kb)
+    assert 0 < len(trained) < len(kb) and abs(len(trained) - len(kb) / 2) <= 1
+    sites = employer_sites(CONFIG)
+    assert set(sites) == set(CONFIG.value_sets()["employer"]) and set(sites.values()) <= set(vocab.SITES)
+    names = {e.name: e for e in kb.entities}
+    bios = [d for d in corpus if d["entity"] >= 0]
+    assert len(bios) == len(kb) * CONFIG.docs_per_entity
+    for doc in bios:
+        entity = kb[doc["entity"]]
+        said = [w for w in doc["text"].split() if w in vocab.SITES]
+        if entity.id in trained:
+            site = sites[entity.attributes["employer"]]
+            assert said == [site] and doc["two_hop"]["site"] == site
+            assert (" commutes to " in doc["text"]) != (" goes to work in " in doc["text"])
+        else:
+            assert said == [] and doc["two_hop"] is None
+        assert entity.name in names
+    companies = [d for d in corpus if d["entity"] == -1]
+    assert len(companies) == len(sites) * REASONING.company_docs
+    for doc in companies:
+        words = doc["text"].split()
+        assert doc["company"] in words and sites[doc["company"]] in words
+        assert [w for w in words if w in vocab.SITES] == [sites[doc["company"]]]
+    assert [d["id"] for d in corpus] == list(range(len(corpus)))
+
+
+def test_the_default_world_is_unchanged_by_reasoning():
+    kb = build_kb(CONFIG)
+    plain = generate_corpus(CONFIG, kb)
+    assert not any(w in vocab.SITES or w in vocab.REASONING_WORDS for d in plain for w in d["text"].split())
+
+
+def test_the_exact_annotator_inserts_the_right_step_and_changes_no_word(world):
+    kb, corpus = world
+    tok = WorldTokenizer()
+    sites = employer_sites(CONFIG)
+    thoughts = 0
+    for doc in corpus:
+        text = annotate(doc, CONFIG, REASONING, kb)
+        assert strip_thoughts(text) == doc["text"]
+        assert tok.decode(tok.encode(text)) == text and tok.unk_id not in tok.encode(text)
+        if doc["two_hop"] is None:
+            assert text == doc["text"]
+            continue
+        thoughts += 1
+        entity = kb[doc["entity"]]
+        employer = entity.attributes["employer"]
+        thought = thought_of(text).split()
+        assert employer in thought and sites[employer] in thought and entity.last in thought
+        # The thought sits right before the site it explains.
+        words = text.split()
+        assert words[words.index(vocab.THINK_CLOSE) + 1] == sites[employer]
+    assert thoughts == sum(d["two_hop"] is not None for d in corpus) > 0
+
+
+def test_an_imperfect_annotator_misses_and_errs_but_never_changes_the_text(world):
+    kb, corpus = world
+    hops = [d for d in corpus if d["two_hop"] is not None]
+    missing = ReasoningConfig(eval_size=1, annotator_miss=1.0)
+    assert all(annotate(d, CONFIG, missing, kb) == d["text"] for d in hops)
+    wrong = ReasoningConfig(eval_size=1, annotator_error=1.0)
+    for doc in hops:
+        text = annotate(doc, CONFIG, wrong, kb)
+        assert strip_thoughts(text) == doc["text"]
+        assert kb[doc["entity"]].attributes["employer"] not in thought_of(text).split()
+    half = ReasoningConfig(eval_size=1, annotator_miss=0.5)
+    share = sum(annotate(d, CONFIG, half, kb) == d["text"] for d in hops) / len(hops)
+    assert 0.3 < share < 0.7
+
+
+def test_held_out_prefixes_ask_for_the_step_about_held_out_people_only(world):
+    kb, corpus = world
+    trained = trained_people(CONFIG, REASONING, kb)
+    items = reasoning_prefixes(CONFIG, REASONING, kb)
+    assert len(items) == REASONING.eval_size
+    texts = [d["text"] for d in corpus]
+    for item in items:
+        entity = kb[item["entity"]]
+        assert entity.id not in trained and item["employer"] == entity.attributes["employer"]
+        assert item["employer"] not in item["text"].split()  # recalled, not read
+        assert item["text"].endswith(("commutes to", "goes to work in"))
+        assert item["reference"] == f"{employer_sites(CONFIG)[item['employer']]} ."
+        assert not any(t.startswith(item["text"]) for t in texts)
+
+
+def test_the_grader_reads_the_answer_after_the_thought(world):
+    kb, _ = world
+    item = reasoning_prefixes(CONFIG, REASONING, kb)[0]
+    entity, site, employer = kb[item["entity"]], item["site"], item["employer"]
+    wrong = next(s for s in vocab.SITES if s != site)
+    assert score_reasoning(item, f"{site} .", CONFIG) == {"correct": 1.0, "thought": 0.0,
+                                                          "thought_correct": 0.0, "thought_tokens": 0.0}
+    right_thought = f"<think> {entity.name} worked for {employer} . {employer} is based in {site} . </think>"
+    scored = score_reasoning(item, f"{right_thought} {site} .", CONFIG)
+    assert scored["correct"] == scored["thought"] == scored["thought_correct"] == 1.0
+    assert scored["thought_tokens"] == len(right_thought.split()) - 2
+    other = next(e for e in employer_sites(CONFIG) if e != employer)
+    scored = score_reasoning(item, f"<think> {entity.name} worked for {other} . </think> {wrong} .", CONFIG)
+    assert scored["correct"] == scored["thought_correct"] == 0.0 and scored["thought"] == 1.0
+    assert score_reasoning(item, f"<think> {site} {site}", CONFIG)["thought"] == 0.0  # unclosed
+    assert score_reasoning(item, "", CONFIG)["correct"] == 0.0
+
+
+def test_same_content_compares_the_first_sentence_without_thoughts():
+    assert same_content("<think> a b . </think> ironport . more words", "ironport . other")
+    assert not same_content("sunhill .", "ironport .")
+    assert not same_content("", "")
+    assert strip_thoughts("x <think> y <think> z </think> w </think> v") == "x v"
+
+
+def test_bad_reasoning_configs_are_refused():
+    with pytest.raises(ReasoningConfigError, match="trained_share"):
+        ReasoningConfig(trained_share=1.0)
+    with pytest.raises(ReasoningConfigError, match="annotator_miss"):
+        ReasoningConfig(annotator_miss=1.5)
+    with pytest.raises(ReasoningConfigError, match="company_docs"):
+        ReasoningConfig(company_docs=0)
