@@ -22,6 +22,7 @@ SCHEDULES = ("round_robin", "pivot", "tournament")
 POSITIONS = ("random", "both")
 FALLBACKS = ("drop", "nll_original")
 JUDGE_BACKENDS = ("openai", "world")
+JUDGE_AXES = ("quality", "safety", "factuality", "similarity")
 # rlpt_plugin.judge.structured.MODES (kept here: this module imports nothing of the judge).
 STRUCTURED_OUTPUT_MODES = ("auto", "off", "json_schema", "json_object", "grammar")
 ENDPOINT_KINDS = ("chat", "completions")
@@ -225,6 +226,9 @@ class JudgeSection:
     """Weight of the pointwise safety axis (1 safe / 0 unsafe)."""
     factuality: float = 0.0
     """Weight of the pointwise factuality axis (1 / 0.5 / 0 for none / possible / definite)."""
+    similarity: float = 0.0
+    """Weight of the pointwise similarity axis (1 same content as the original suffix / 0 not):
+    the binary reward of RL mid-training, read from a thinking rollout's answer."""
     schedule: str = "round_robin"
     """Quality pairing: round_robin (paper, all pairs), pivot (vs the original), tournament (O(K))."""
     position: str = "random"
@@ -278,6 +282,10 @@ class JudgeSection:
     """Steps over which ``max_unjudged_share`` is measured (all data-parallel ranks together);
     long enough that a transient outage that retries and failover absorb does not trip it."""
 
+    def axis_weights(self, *, keep_zero: bool = False) -> dict[str, float]:
+        """Axis -> weight of the enabled axes (weight > 0), in :data:`JUDGE_AXES` order."""
+        return {a: getattr(self, a) for a in JUDGE_AXES if keep_zero or getattr(self, a) > 0}
+
     def validate(self, path: str, needed: bool) -> list[str]:
         errors: list[str] = []
         _choice(errors, f"{path}.backend", self.backend, JUDGE_BACKENDS)
@@ -302,9 +310,9 @@ class JudgeSection:
                           "but is empty.")
         if needed and not self.model:
             errors.append(f"`{path}.model` must name the judge model, but is empty.")
-        for axis in ("quality", "safety", "factuality"):
+        for axis in JUDGE_AXES:
             _number(errors, f"{path}.{axis}", getattr(self, axis), minimum=0)
-        if not (self.quality or self.safety or self.factuality):
+        if not any(getattr(self, axis) for axis in JUDGE_AXES):
             errors.append(f"`{path}`: at least one axis weight must be > 0.")
         _choice(errors, f"{path}.schedule", self.schedule, SCHEDULES)
         _choice(errors, f"{path}.position", self.position, POSITIONS)

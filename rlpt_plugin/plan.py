@@ -58,7 +58,7 @@ DEFAULT_STEP_TIME_S = 10.0
 # Judge requests per quality comparison for each position-bias control (judge.py: "both" shows
 # the pair in both orders, "random" once in a content-seeded order).
 CALLS_PER_COMPARISON: dict[str, int] = {"random": 1, "both": 2}
-AXIS_NAMES: tuple[str, ...] = ("quality", "safety", "factuality")
+AXIS_NAMES: tuple[str, ...] = ("quality", "safety", "factuality", "similarity")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,6 +79,7 @@ class WorkloadInputs:
     quality: float = 1.0
     safety: float = 0.0
     factuality: float = 0.0
+    similarity: float = 0.0
     schedule: str = ROUND_ROBIN
     samples: int = 1
     """Judge samples per judgment."""
@@ -123,7 +124,7 @@ class WorkloadInputs:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name} (axis weight) must be a finite number >= 0, got {v!r}")
         if not any(getattr(self, a) for a in AXIS_NAMES):
-            raise ValueError("quality, safety, factuality: at least one axis weight must be > 0, got all 0")
+            raise ValueError(f"{', '.join(AXIS_NAMES)}: at least one axis weight must be > 0, got all 0")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
         if self.position not in POSITIONS:
@@ -203,7 +204,7 @@ class WorkloadPlan:
     prefill_tokens: int
     comparisons_per_prefix: int
     axes: tuple[AxisCalls, ...]
-    """quality, safety, factuality, in that order (0 calls when off)."""
+    """quality, safety, factuality, similarity, in that order (0 calls when off)."""
     round_robin_calls: int
     """Judge calls per step with the same settings and schedule=round_robin."""
 
@@ -315,6 +316,7 @@ _CONFIG_PATHS: dict[str, str] = {
     "groups_per_step": "rlpt.data.groups_per_step", "num_rollouts": "rlpt.candidates.num_rollouts",
     "samples": "rlpt.judge.samples", "schedule": "rlpt.judge.schedule", "position": "rlpt.judge.position",
     "quality": "rlpt.judge.quality", "safety": "rlpt.judge.safety", "factuality": "rlpt.judge.factuality",
+    "similarity": "rlpt.judge.similarity",
     "lm_on_original": "rlpt.data.lm_on_original", "job_sequences": "rlpt.data.job_sequences_per_step",
 }
 
@@ -363,7 +365,7 @@ def plan_from_config(rlpt: RLPTConfig, *, seq_length: int, suffix_length: int | 
     try:
         inputs = WorkloadInputs(
             groups_per_step=data.groups_per_step, seq_length=seq_length, suffix_length=suffix_length,
-            quality=judge.quality, safety=judge.safety, factuality=judge.factuality, schedule=judge.schedule,
+            schedule=judge.schedule, **judge.axis_weights(keep_zero=True),
             samples=1 if world else judge.samples, position="random" if world else judge.position,
             lm_on_original=lm_rows_packed(rlpt), job_sequences=data.job_sequences_per_step,
             dpo=dpo, rf_nll=rf_nll, in_loop=store, shared_rows=data.prefix_sharing != "unpacked",

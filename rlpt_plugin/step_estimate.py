@@ -118,7 +118,8 @@ def judge_prompt_tokens(plan: WorkloadPlan) -> int:
     inp, overhead = plan.inputs, _prompt_overheads()
     prefix, n = inp.seq_length + 1 - inp.suffix_length, inp.suffix_length
     per_call = {"quality": overhead["quality"] + prefix + 2 * n, "safety": overhead["safety"] + n,
-                "factuality": overhead["factuality"] + prefix + 2 * n}
+                "factuality": overhead["factuality"] + prefix + 2 * n,
+                "similarity": overhead["similarity"] + prefix + 2 * n}
     return sum(a.per_step * per_call[a.name] for a in plan.axes)
 
 

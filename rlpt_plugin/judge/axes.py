@@ -1,12 +1,15 @@
 """Judging axes, their verdict types and the rule that turns a verdict into a score.
 
-Three axes (docs/METHOD.md, "The loop", step 3):
+Four axes (docs/METHOD.md, "The loop", step 3; similarity: "Thinking mid-training"):
 
 * ``safety``: pointwise, the judge sees the candidate alone -> :class:`SafetyVerdict`;
   safe = 1.0, unsafe = 0.0.
 * ``factuality``: pointwise with reference, the judge sees the prefix, the original suffix as
   ground truth and the candidate -> :class:`Hallucination`; none = 1.0, possible = 0.5,
   definite = 0.0.
+* ``similarity``: pointwise with reference, the judge sees the prefix, the original suffix and a
+  predicted suffix (a thinking rollout's answer, its thought removed) -> :class:`SameContent`;
+  same content = 1.0, else 0.0 (the binary reward of RL mid-training).
 * ``quality``: pairwise, the judge sees the prefix and two candidates and must pick one ->
   :class:`Winner`; a candidate's score comes from a pairing schedule
   (:mod:`rlpt_plugin.judge.schedules`), always in [0, 1].
@@ -29,10 +32,13 @@ class Axis(enum.StrEnum):
     SAFETY = "safety"
     FACTUALITY = "factuality"
     QUALITY = "quality"
+    SIMILARITY = "similarity"
 
 
-AXES: tuple[Axis, ...] = (Axis.SAFETY, Axis.FACTUALITY, Axis.QUALITY)
-POINTWISE: frozenset[Axis] = frozenset({Axis.SAFETY, Axis.FACTUALITY})
+AXES: tuple[Axis, ...] = (Axis.SAFETY, Axis.FACTUALITY, Axis.QUALITY, Axis.SIMILARITY)
+POINTWISE: frozenset[Axis] = frozenset({Axis.SAFETY, Axis.FACTUALITY, Axis.SIMILARITY})
+#: Pointwise axes that compare the candidate with the reference (the original suffix).
+WITH_REFERENCE: frozenset[Axis] = frozenset({Axis.FACTUALITY, Axis.SIMILARITY})
 PAIRWISE: frozenset[Axis] = frozenset({Axis.QUALITY})
 
 # The packaged template per axis (rlpt_plugin/teacher/prompts/<name>.txt).
@@ -40,6 +46,7 @@ DEFAULT_TEMPLATES: dict[Axis, str] = {
     Axis.SAFETY: "judge_safety_v1",
     Axis.FACTUALITY: "judge_factuality_v1",
     Axis.QUALITY: "judge_quality_v1",
+    Axis.SIMILARITY: "judge_similarity_v1",
 }
 
 
@@ -64,6 +71,17 @@ class Hallucination(enum.StrEnum):
     @property
     def score(self) -> float:
         return {Hallucination.NONE: 1.0, Hallucination.POSSIBLE: 0.5, Hallucination.DEFINITE: 0.0}[self]
+
+
+class SameContent(enum.StrEnum):
+    """Label of a similarity judgment: does the candidate say what the reference says?"""
+
+    YES = "yes"
+    NO = "no"
+
+    @property
+    def score(self) -> float:
+        return 1.0 if self is SameContent.YES else 0.0
 
 
 class Winner(enum.StrEnum):

@@ -3,7 +3,7 @@
 ``await Judge(client, config, cache=cache).judge(pools)`` takes pools of
 ``(prefix_text, reference_text | None, candidate_texts, kinds)`` and returns one
 :class:`PoolVerdict` per pool, in input order. All pools are judged concurrently; inside a pool
-the pointwise axes (safety, factuality) send all their requests at once and the quality axis
+the pointwise axes (safety, factuality, similarity) send all their requests at once and the quality axis
 sends each round of its pairing schedule at once (later rounds may depend on earlier outcomes).
 The client bounds concurrency (``OpenAIClient(max_concurrency=...)``).
 
@@ -66,8 +66,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlpt_plugin.judge.axes import AXES, DEFAULT_TEMPLATES, Axis, combine, mean, parse_axis
-from rlpt_plugin.judge.parsing import ParseError, parse_factuality, parse_quality, parse_safety
+from rlpt_plugin.judge.axes import AXES, DEFAULT_TEMPLATES, WITH_REFERENCE, Axis, combine, mean, parse_axis
+from rlpt_plugin.judge.parsing import ParseError, parse_factuality, parse_quality, parse_safety, parse_similarity
 from rlpt_plugin.judge.schedules import SCHEDULES, make_schedule
 from rlpt_plugin.judge.structured import MODES, parse_json_verdict, structured_output
 from rlpt_plugin.rl.pool import CandidateGroup, CandidateKind, original_index
@@ -87,6 +87,7 @@ AXIS_PLACEHOLDERS: dict[Axis, frozenset[str]] = {
     Axis.SAFETY: frozenset({"candidate"}),
     Axis.FACTUALITY: frozenset({"prefix", "reference", "candidate"}),
     Axis.QUALITY: frozenset({"prefix", "candidate_a", "candidate_b"}),
+    Axis.SIMILARITY: frozenset({"prefix", "reference", "candidate"}),
 }
 
 
@@ -277,6 +278,7 @@ class Judge:
         }
         self._parsers: dict[Axis, Callable[[str], Any]] = {
             Axis.SAFETY: parse_safety, Axis.FACTUALITY: parse_factuality, Axis.QUALITY: parse_quality,
+            Axis.SIMILARITY: parse_similarity,
         }  # fmt: skip
         self._batches = 0
         self._m: Counter[str] = Counter()
@@ -295,10 +297,11 @@ class Judge:
     async def judge(self, pools: Sequence[JudgePool | Sequence[Any]]) -> list[PoolVerdict]:
         """One verdict per pool, in input order (see the module docstring)."""
         items = [JudgePool.coerce(p) for p in pools]
-        if Axis.FACTUALITY in self.config.axes:
+        for axis in WITH_REFERENCE & set(self.config.axes):
             for k, p in enumerate(items):
                 if p.reference is None:
-                    raise ValueError(f"pools[{k}].reference must be the original suffix for the factuality axis, got None")
+                    raise ValueError(f"pools[{k}].reference must be the original suffix for the {axis.value} "
+                                     "axis, got None")
         self._batches += 1
         batch = self._batches
         verdicts = await asyncio.gather(*(self._judge_pool(batch, k, p) for k, p in enumerate(items)))
@@ -376,7 +379,7 @@ class Judge:
         units = []
         for i, cand in enumerate(pool.candidates):
             values = {"candidate": cand}
-            if axis is Axis.FACTUALITY:
+            if axis in WITH_REFERENCE:
                 assert pool.reference is not None
                 values.update(prefix=pool.prefix, reference=pool.reference)
             units.append(_Unit(tpl.fill(values, kind=self._kind), lambda v: v.score, f"c{i}"))

@@ -26,7 +26,7 @@ Safety: final line ``Decision: safe`` or ``Decision: unsafe`` -> :class:`SafetyV
 Quality: final line ``Winner: A`` or ``Winner: B`` -> :class:`Winner`; ``Winner: Candidate A``,
 ``Winner: (A)`` and ``Winner: [A]`` are accepted spellings of the same decision.
 
-Factuality: the whole answer must be ONE JSON object, optionally wrapped in a single markdown
+Factuality and similarity: the whole answer must be ONE JSON object, optionally wrapped in a single markdown
 code fence (```json ... ```), with no text before or after it. Keys: ``hallucination``
 (required; a string, one of none / possible / definite, case-insensitive, surrounding spaces
 ignored) and ``reason`` (optional string); any other key, a duplicated key, trailing junk
@@ -40,7 +40,7 @@ import json
 import re
 from typing import Any
 
-from rlpt_plugin.judge.axes import Axis, Hallucination, SafetyVerdict, Winner
+from rlpt_plugin.judge.axes import Axis, Hallucination, SafetyVerdict, SameContent, Winner
 
 _MARKUP_RE = re.compile(r"[*_`]")
 _SAFETY_RE = re.compile(r"(?:final\s+)?decision\s*:\s*(safe|unsafe)\.?", re.IGNORECASE)
@@ -48,7 +48,6 @@ _SAFETY_KEY_RE = re.compile(r"(?:final\s+)?decision\s*:", re.IGNORECASE)
 _QUALITY_RE = re.compile(r"(?:final\s+)?winner\s*:\s*(?:candidate\s+)?(?:([ab])|\(([ab])\)|\[([ab])\])\.?", re.IGNORECASE)
 _QUALITY_KEY_RE = re.compile(r"(?:final\s+)?winner\s*:", re.IGNORECASE)
 _FENCE_RE = re.compile(r"```(?:json)?[ \t]*\n(.*)\n[ \t]*```", re.DOTALL | re.IGNORECASE)
-_FACT_KEYS = frozenset({"hallucination", "reason"})
 _SNIPPET = 80
 
 
@@ -114,7 +113,15 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def parse_factuality(text: str) -> Hallucination:
     """One JSON object ``{"hallucination": ..., "reason": ...}`` (see the module rules)."""
-    axis = Axis.FACTUALITY
+    return _json_label(Axis.FACTUALITY, text, "hallucination", Hallucination)
+
+
+def parse_similarity(text: str) -> SameContent:
+    """One JSON object ``{"same_content": "yes" | "no", "reason": ...}`` (the factuality rules)."""
+    return _json_label(Axis.SIMILARITY, text, "same_content", SameContent)
+
+
+def _json_label(axis: Axis, text: str, key: str, labels: type[Hallucination] | type[SameContent]) -> Any:
     if not isinstance(text, str):
         raise ParseError(axis, "answer is not a string", repr(text))
     body = text.strip()
@@ -136,27 +143,29 @@ def parse_factuality(text: str) -> Hallucination:
         raise ParseError(axis, "text after the JSON object", text)
     if not isinstance(obj, dict):
         raise ParseError(axis, "JSON is not an object", text)
-    extra = sorted(set(obj) - _FACT_KEYS)
+    extra = sorted(set(obj) - {key, "reason"})
     if extra:
         raise ParseError(axis, "unexpected keys", text, str(extra))
-    if "hallucination" not in obj:
-        raise ParseError(axis, "missing key 'hallucination'", text)
+    if key not in obj:
+        raise ParseError(axis, f"missing key {key!r}", text)
     if "reason" in obj and not isinstance(obj["reason"], str):
         raise ParseError(axis, "'reason' is not a string", text)
-    label = obj["hallucination"]
+    label = obj[key]
     if not isinstance(label, str):
-        raise ParseError(axis, "'hallucination' is not a string", text, f"got {json.dumps(label)}")
+        raise ParseError(axis, f"{key!r} is not a string", text, f"got {json.dumps(label)}")
     try:
-        return Hallucination(label.strip().lower())
+        return labels(label.strip().lower())
     except ValueError:
-        raise ParseError(axis, "unknown hallucination label", text, repr(label)) from None
+        raise ParseError(axis, f"unknown {key.replace('_', ' ')} label", text, repr(label)) from None
 
 
-def parse_answer(axis: Axis | str, text: str) -> SafetyVerdict | Hallucination | Winner:
+def parse_answer(axis: Axis | str, text: str) -> SafetyVerdict | Hallucination | SameContent | Winner:
     """Dispatch to the axis's parser."""
     ax = Axis(axis)
     if ax is Axis.SAFETY:
         return parse_safety(text)
     if ax is Axis.FACTUALITY:
         return parse_factuality(text)
+    if ax is Axis.SIMILARITY:
+        return parse_similarity(text)
     return parse_quality(text)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rlpt_plugin.judge.axes import Axis, Hallucination, SafetyVerdict, Winner
+from rlpt_plugin.judge.axes import Axis, Hallucination, SafetyVerdict, SameContent, Winner
 from rlpt_plugin.judge.parsing import ParseError
 from rlpt_plugin.teacher.protocol import STRUCTURED_KINDS, StructuredOutput
 
@@ -53,8 +53,10 @@ DECISIONS: dict[Axis, tuple[str, tuple[str, ...]]] = {
     Axis.SAFETY: ("decision", tuple(v.value for v in SafetyVerdict)),
     Axis.FACTUALITY: ("hallucination", tuple(v.value for v in Hallucination)),
     Axis.QUALITY: ("winner", tuple(v.value for v in Winner)),
+    Axis.SIMILARITY: ("same_content", tuple(v.value for v in SameContent)),
 }
-_VERDICT = {Axis.SAFETY: SafetyVerdict, Axis.FACTUALITY: Hallucination, Axis.QUALITY: Winner}
+_VERDICT = {Axis.SAFETY: SafetyVerdict, Axis.FACTUALITY: Hallucination, Axis.QUALITY: Winner,
+            Axis.SIMILARITY: SameContent}
 
 
 def schema(axis: Axis) -> dict[str, Any]:
@@ -102,7 +104,7 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-def parse_json_verdict(axis: Axis, text: str) -> SafetyVerdict | Hallucination | Winner:
+def parse_json_verdict(axis: Axis, text: str) -> SafetyVerdict | Hallucination | SameContent | Winner:
     """The verdict of a structured answer (see the module docstring); ParseError otherwise."""
     ax = Axis(axis)
     if not isinstance(text, str):

@@ -67,14 +67,13 @@ def api_key(judge: JudgeSection) -> str | None:
 
 def judge_from_config(rlpt: RLPTConfig, cache_path: Path | None) -> Judge:
     j = rlpt.judge
-    weights = {"quality": j.quality, "safety": j.safety, "factuality": j.factuality}
-    axes = tuple(axis for axis, w in weights.items() if w > 0)
+    weights = j.axis_weights()
     client = OpenAIClient(j.endpoints, j.model, api_key=api_key(j), endpoint_kind=j.endpoint_kind,
                           max_concurrency=j.concurrency, timeout_s=j.request_timeout_s,
                           max_attempts=j.max_attempts)
     cache = ResponseCache(str(cache_path)) if cache_path is not None else None
     params = SamplingParams(temperature=j.temperature, top_p=j.top_p, max_tokens=j.max_tokens)
-    return Judge(client, JudgeConfig(axes=axes, weights={a: weights[a] for a in axes}, schedule=j.schedule,
+    return Judge(client, JudgeConfig(axes=tuple(weights), weights=weights, schedule=j.schedule,
                                      position=j.position, samples_per_judgment=j.samples, params=params,
                                      fallback=j.fallback, seed=rlpt.data.seed,
                                      structured_output=j.structured_output), cache=cache)
@@ -86,10 +85,9 @@ def world_judge_from_config(rlpt: RLPTConfig) -> Any:
     from rlpt_plugin.world.teacher import OracleJudge
 
     j = rlpt.judge
-    weights = {"quality": j.quality, "safety": j.safety, "factuality": j.factuality}
-    axes = tuple(axis for axis, w in weights.items() if w > 0)
-    return OracleJudge(build_kb(WorldConfig(seed=j.world_seed, num_entities=j.world_entities)), axes=axes,
-                       weights={a: weights[a] for a in axes}, schedule=j.schedule,
+    weights = j.axis_weights()
+    return OracleJudge(build_kb(WorldConfig(seed=j.world_seed, num_entities=j.world_entities)),
+                       axes=tuple(weights), weights=weights, schedule=j.schedule,
                        noise_rate=j.noise_rate, seed=rlpt.data.seed,
                        knowledge=j.world_knowledge, knowledge_seed=j.world_seed)
 

@@ -28,6 +28,7 @@ from rlpt_plugin.judge.axes import Winner
 from rlpt_plugin.world import vocab
 from rlpt_plugin.world.documents import clean_sentence
 from rlpt_plugin.world.kb import Entity, KnowledgeBase
+from rlpt_plugin.world.reasoning import same_content
 
 _FIRST = frozenset(vocab.FIRST_NAMES)
 _LAST = frozenset(vocab.LAST_NAMES)
@@ -304,6 +305,14 @@ def safety(text: str, *, noise_rate: float = 0.0, seed: int = 0, sample: int = 0
     """1 (safe) or 0 (unsafe: a word of the unsafe lexicon occurs in ``text``)."""
     score = 0 if any(w in vocab.UNSAFE_LEXICON for w in vocab.words(text)) else 1
     return 1 - score if _flipped(noise_rate, seed, sample, "safety", text) else score
+
+
+def similarity(prefix: str, reference: str, candidate: str, *, noise_rate: float = 0.0, seed: int = 0,
+               sample: int = 0) -> int:
+    """1 when the candidate says what the reference says (its first sentence, thoughts removed:
+    :func:`rlpt_plugin.world.reasoning.same_content`), else 0; the noise draw depends on all three."""
+    score = int(same_content(candidate, reference))
+    return 1 - score if _flipped(noise_rate, seed, sample, "similarity", prefix, reference, candidate) else score
 
 
 def _claims(prefix: list[str], text: list[str], subject: Entity | None,

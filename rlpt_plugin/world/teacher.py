@@ -44,7 +44,7 @@ from rlpt_plugin.teacher.rewriter import RewriteInput, RewriteOutput, check_batc
 from rlpt_plugin.types import Tokenizer
 from rlpt_plugin.world.kb import KnowledgeBase
 from rlpt_plugin.world.knowledge import DEFAULT_KNOWLEDGE, teacher_view
-from rlpt_plugin.world.oracle import factuality, oracle_rewrite, quality_outcome, safety
+from rlpt_plugin.world.oracle import factuality, oracle_rewrite, quality_outcome, safety, similarity
 
 MODEL_ID = "world-oracle"
 TEMPLATE_VERSION = "world_oracle_v1"
@@ -103,7 +103,7 @@ def _pool_seed(seed: int, prefix: str, reference: str | None, candidates: Sequen
 class OracleJudge:
     """Implements the candidate stage's ``PoolJudge`` protocol with the world's oracle.
 
-    ``axes``: the enabled axes (safety / factuality / quality); ``weights``: axis -> weight
+    ``axes``: the enabled axes (safety / factuality / quality / similarity); ``weights``: axis -> weight
     (an entry per enabled axis); ``schedule``: quality pairing (round_robin / pivot /
     tournament; pivot uses the pool's original suffix when it has one); ``noise_rate``: the
     probability that a single judgment is flipped (the oracle's reproducible noise);
@@ -174,6 +174,9 @@ class OracleJudge:
                 n_calls += len(cands)
             elif axis == Axis.FACTUALITY:
                 out[axis] = [factuality(prefix, reference, c, self.kb, **noise) for c in cands]
+                n_calls += len(cands)
+            elif axis == Axis.SIMILARITY:
+                out[axis] = [float(similarity(prefix, reference, c, **noise)) for c in cands]
                 n_calls += len(cands)
             else:
                 pivot = pool.original_index if self.schedule == PIVOT else None

@@ -57,6 +57,9 @@ class PlayJudge:
             a, b = blocks[1], blocks[2]
             answer = "Winner: A" if self.biased or quality(a) > quality(b) else "Winner: B"
             answer = "Both read well; comparing coherence.\n" + answer
+        elif "predicted continuation" in system:
+            axis = "similarity"
+            answer = json.dumps({"reason": "compared", "same_content": "yes" if "SAME" in blocks[2] else "no"})
         elif "content-safety" in system:
             axis = "safety"
             answer = "Short reasoning.\nDecision: " + ("unsafe" if "UNSAFE" in blocks[0] else "safe")
@@ -160,6 +163,17 @@ def test_axes_weights_sum_and_per_axis_kept() -> None:
     assert v.scores == [2.0 + 0.5 + 0.5, 0.0 + 0.5 + 0.0, 2.0 + 0.0 + 1.0]
     assert v2.per_axis["factuality"] == [0.5, 1.0] and v2.scores == [2.0 + 0.25 + 0.0, 2.0 + 0.5 + 1.0]
     assert v.calls == 3 + 3 + 3 and m["calls:safety"] == 5 and m["calls:factuality"] == 5 and m["calls:quality"] == 4
+
+
+def test_the_similarity_axis_compares_each_candidate_with_the_reference() -> None:
+    p = pool([1, 2, 3], extra=["", "SAME", "SAME FALSE"])
+    cfg = JudgeConfig(axes=("similarity", "factuality"), weights={"similarity": 1.0, "factuality": 0.25})
+    with LoopbackServer(PlayJudge()) as srv:
+        (v,), m = run(judged(srv, cfg, [p]))
+        assert v.per_axis["similarity"] == [0.0, 1.0, 1.0] and v.per_axis["factuality"] == [1.0, 1.0, 0.0]
+        assert v.scores == [0.25, 1.25, 1.0] and m["calls:similarity"] == 3
+        with pytest.raises(ValueError, match="reference must be the original suffix for the similarity axis"):
+            run(judged(srv, JudgeConfig(axes=("similarity",)), [pool([1, 2], original=False)]))
 
 
 def test_samples_are_averaged_with_distinct_seeds() -> None:

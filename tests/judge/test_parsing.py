@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rlpt_plugin.judge.axes import Axis, Hallucination, SafetyVerdict, Winner, combine
-from rlpt_plugin.judge.parsing import ParseError, parse_answer, parse_factuality, parse_quality, parse_safety
+from rlpt_plugin.judge.axes import Axis, Hallucination, SafetyVerdict, SameContent, Winner, combine
+from rlpt_plugin.judge.parsing import (ParseError, parse_answer, parse_factuality, parse_quality, parse_safety,
+                                    parse_similarity)
 from rlpt_plugin.teacher.templates import load_template, parse_template
 
 # -- safety -----------------------------------------------------------------------------------
@@ -153,6 +154,29 @@ def test_factuality_rejected(answer: str, reason: str) -> None:
     assert info.value.reason == reason and info.value.axis is Axis.FACTUALITY
 
 
+@pytest.mark.parametrize(("answer", "expected"), [
+    ('{"reason": "same site", "same_content": "yes"}', SameContent.YES),
+    ('{"same_content": " No "}', SameContent.NO),
+    ('```json\n{"same_content": "no", "reason": "x"}\n```', SameContent.NO),
+])
+def test_similarity_good(answer: str, expected: SameContent) -> None:
+    assert parse_similarity(answer) is expected and parse_answer("similarity", answer) is expected
+
+
+@pytest.mark.parametrize(("answer", "reason"), [
+    ("yes", "text before the JSON object"),
+    ('{"same_content": "yes"} sure.', "text after the JSON object"),
+    ('{"hallucination": "none"}', "unexpected keys"),  # another axis's answer
+    ('{"reason": "fine"}', "missing key 'same_content'"),
+    ('{"same_content": true}', "'same_content' is not a string"),
+    ('{"same_content": "partly"}', "unknown same content label"),
+])
+def test_similarity_rejected(answer: str, reason: str) -> None:
+    with pytest.raises(ParseError) as info:
+        parse_similarity(answer)
+    assert info.value.reason == reason and info.value.axis is Axis.SIMILARITY
+
+
 def test_parse_error_reason_is_stable_and_message_quotes_answer() -> None:
     with pytest.raises(ParseError) as info:
         parse_factuality('{"hallucination": "maybe"}')
@@ -163,6 +187,7 @@ def test_parse_error_reason_is_stable_and_message_quotes_answer() -> None:
 def test_scores_and_combine() -> None:
     assert [v.score for v in SafetyVerdict] == [1.0, 0.0]
     assert [h.score for h in Hallucination] == [1.0, 0.5, 0.0]
+    assert [s.score for s in SameContent] == [1.0, 0.0]
     per_axis = {"safety": [1.0, 0.0], Axis.QUALITY: [0.25, 1.0]}
     assert combine(per_axis, {"safety": 2.0, "quality": 0.5, "factuality": 9.0}) == [2.125, 0.5]
     with pytest.raises(ValueError, match="weights must have an entry for axis 'quality'"):
@@ -182,6 +207,8 @@ def test_scores_and_combine() -> None:
          parse_factuality, '{"reason": "<one short sentence>", "hallucination": "none"}'),
         ("judge_quality_v1", {"prefix": "P-TEXT", "candidate_a": "A-TEXT", "candidate_b": "B-TEXT"},
          parse_quality, "Winner: A"),
+        ("judge_similarity_v1", {"prefix": "P-TEXT", "reference": "R-TEXT", "candidate": "C-TEXT"},
+         parse_similarity, '{"reason": "<one short sentence>", "same_content": "yes"}'),
     ],
 )
 def test_judge_templates_fill_and_their_answer_format_parses(name: str, values: dict[str, str], parser, example: str) -> None:

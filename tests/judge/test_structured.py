@@ -12,7 +12,7 @@ import pytest
 
 from rlpt_plugin import config as rlpt_config
 from rlpt_plugin.judge import Judge, JudgeConfig, JudgePool
-from rlpt_plugin.judge.axes import Axis, Hallucination, SafetyVerdict, Winner
+from rlpt_plugin.judge.axes import Axis, Hallucination, SafetyVerdict, SameContent, Winner
 from rlpt_plugin.judge.judge import CUT_OFF_WHILE_REASONING
 from rlpt_plugin.judge.parsing import ParseError
 from rlpt_plugin.judge.structured import MODES, REASON_MAX_CHARS, grammar, parse_json_verdict, schema, structured_output
@@ -56,6 +56,7 @@ def json_judge(body: dict[str, Any]) -> str:
     (Axis.SAFETY, '{"reason": "fine", "decision": "unsafe"}', SafetyVerdict.UNSAFE),
     (Axis.FACTUALITY, '{"reason": "", "hallucination": "possible"}', Hallucination.POSSIBLE),
     (Axis.QUALITY, '  {"reason":"x","winner":"B"}\n', Winner.B),
+    (Axis.SIMILARITY, '{"reason": "same site", "same_content": "yes"}', SameContent.YES),
     (Axis.QUALITY, '{"winner": "A", "reason": "order of keys is free"}', Winner.A),
     (Axis.QUALITY, '{"reason": "raw \x19 control\tcharacters", "winner": "B"}', Winner.B),
 ])
@@ -88,7 +89,8 @@ def test_anything_else_is_rejected(axis, text, reason):
 def test_schemas_and_grammars_name_each_axis_decision():
     for axis, key, values in ((Axis.SAFETY, "decision", ["safe", "unsafe"]),
                               (Axis.FACTUALITY, "hallucination", ["none", "possible", "definite"]),
-                              (Axis.QUALITY, "winner", ["A", "B"])):
+                              (Axis.QUALITY, "winner", ["A", "B"]),
+                              (Axis.SIMILARITY, "same_content", ["yes", "no"])):
         s = schema(axis)
         assert s["required"] == ["reason", key] and s["properties"][key]["enum"] == values
         assert s["properties"]["reason"]["maxLength"] == REASON_MAX_CHARS and s["additionalProperties"] is False

@@ -142,6 +142,20 @@ def test_each_axis_ranks_its_defect_lowest_and_reward_is_the_weighted_sum():
     assert v.calls == [4 + 4 + 6]
 
 
+def test_the_similarity_axis_rewards_the_reference_content_after_the_thought():
+    e = KB[3]
+    ref = "ironport . more"
+    cands = ("<think> x . </think> ironport .", "sunhill .", "ironport . other words", "")
+    pool = JudgePool(f"{e.name} commutes to", ref, cands, ("rollout",) * 4)
+    v = asyncio.run(OracleJudge(KB, axes=("similarity",), weights={"similarity": 1.0}).judge([pool]))
+    assert v.per_axis[0]["similarity"] == [1.0, 0.0, 1.0, 0.0] and v.calls == [4]
+    pools = [JudgePool(f"{KB[i].name} commutes to", ref, cands, ("rollout",) * 4) for i in range(30)]
+    noisy = OracleJudge(KB, axes=("similarity",), weights={"similarity": 1.0}, noise_rate=0.2, seed=1)
+    flips = sum(a != b for verdicts in asyncio.run(noisy.judge(pools)).per_axis
+                for a, b in zip(verdicts["similarity"], [1.0, 0.0, 1.0, 0.0]))
+    assert 0 < flips < 0.5 * 120
+
+
 def test_noise_changes_some_verdicts_reproducibly():
     pools = [_pool(KB[i], i % 5) for i in range(12)]
     axes = ("quality", "safety", "factuality")
