@@ -182,10 +182,25 @@ class CandidateSection:
     """Sample prefixes whose lengths differ by N or more in separate static batches, instead of
     feeding every longer prefix's extra tokens one decode step at a time (rlpt_plugin/megatron/
     rollout.py). False: one batch (fewer, wider steps; can win on a GPU when lengths are close)."""
+    thinking_budget: int = 0
+    """RL mid-training: each rollout may first think for up to this many tokens
+    (``think_open`` ... ``think_close``, delimiters included), then writes its N-token answer,
+    which is what the judge sees (rlpt_plugin/rl/thinking.py). 0: plain rollouts of N tokens."""
+    think_open: str = "<think>"
+    """Text that opens a thought (encoded with the store's tokenizer)."""
+    think_close: str = "</think>"
+    """Text that closes a thought."""
 
     def validate(self, path: str) -> list[str]:
         errors: list[str] = []
         _number(errors, f"{path}.num_rollouts", self.num_rollouts, minimum=0, integer=True)
+        _number(errors, f"{path}.thinking_budget", self.thinking_budget, minimum=0, integer=True)
+        if self.thinking_budget and not (self.rollouts and self.num_rollouts):
+            errors.append(f"`{path}.thinking_budget` is {self.thinking_budget}, but the pool has no rollouts: "
+                          "only rollouts think. Enable rollouts or set thinking_budget 0.")
+        for name in ("think_open", "think_close"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                errors.append(f"`{path}.{name}` must be a non-empty string, but is {getattr(self, name)!r}.")
         _number(errors, f"{path}.temperature", self.temperature, minimum=0, strictly=True)
         _number(errors, f"{path}.top_p", self.top_p, minimum=0, strictly=True)
         if isinstance(self.top_p, (int, float)) and self.top_p > 1:

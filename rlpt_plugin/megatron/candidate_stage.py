@@ -13,6 +13,11 @@ happens inside the forward step. When the judge raises, or gives no verdicts wit
 ``judge_timeout_s``, the first rank says so in the broadcast and EVERY rank of the group raises
 :class:`JudgeFailure` with the reason, instead of the others waiting in the collective.
 ``close()`` stops the background loop and closes the judge (client and cache).
+
+Thinking rollouts (``thinking``, RL mid-training): each rollout samples a thought and then its
+answer (rlpt_plugin/rl/thinking.py); the pool keeps what is trained (thought + answer, the rest
+of the sample dropped with its log-probs) and the judge sees the answer only. The collected
+step logs the thoughts' mean length and the share closed within the budget.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from rlpt_plugin.megatron import parallel
 from rlpt_plugin.megatron.reference import score_continuations
 from rlpt_plugin.megatron.rollout import RolloutSpec, generate_rollouts
 from rlpt_plugin.rl.candidates import PoolInput, PoolSpec, build_group, pool_candidates
-from rlpt_plugin.rl.pool import CandidateGroup
+from rlpt_plugin.rl.pool import CandidateGroup, CandidateKind
+from rlpt_plugin.rl.thinking import ThinkingSpec, answer, cut, read
 
 Window = tuple[Sequence[int], Sequence[int], Sequence[int] | None]  # prefix, original, rewrite
 
@@ -132,12 +138,18 @@ class CandidateStage:
     def __init__(self, *, window_fn: Callable[[int], Window], model: torch.nn.Module,
                  rollout: RolloutSpec, pool: PoolSpec, judge: PoolJudge,
                  decode: Callable[[Sequence[int]], str], groups_per_step: int, staleness: int = 1,
-                 judge_timeout_s: float = 3600.0, score_shape: tuple[int, int] | None = None):
+                 judge_timeout_s: float = 3600.0, score_shape: tuple[int, int] | None = None,
+                 thinking: ThinkingSpec | None = None):
         """score_shape: (seq_length, micro_batch_size) to record the rollout-time log-probs of the
         original and rewrite candidates too (the rollouts record theirs while sampling); None
-        leaves them unscored (then the trainer scores at step start)."""
+        leaves them unscored (then the trainer scores at step start). thinking: rollouts are
+        thought + answer (module docstring); ``rollout.max_new_tokens`` must be its budget + N."""
         if staleness < 0:
             raise ValueError(f"`staleness` must be >= 0, but is {staleness}")
+        if thinking is not None and rollout.max_new_tokens != thinking.max_new_tokens:
+            raise ValueError(f"thinking rollouts sample budget + N = {thinking.max_new_tokens} tokens, but the "
+                             f"rollout spec samples {rollout.max_new_tokens}")
+        self.thinking = thinking
         self.window_fn, self.model, self.rollout, self.pool = window_fn, model, rollout, pool
         self.judge, self.decode = judge, decode
         self.groups_per_step, self.staleness, self.judge_timeout_s = groups_per_step, staleness, judge_timeout_s
@@ -160,6 +172,8 @@ class CandidateStage:
         if self.pool.rollouts:
             out = generate_rollouts(self.model, [w[0] for w in windows], self.rollout, step=step)
             tokens, logps_all = out.tokens, out.logps
+            if self.thinking is not None:
+                tokens, logps_all = self._cut(tokens, logps_all)
             self.stats.rollout_tokens.append(out.forward_tokens)
         else:  # a corpus-only pool (original and/or rewrite): nothing to sample
             tokens, logps_all = [[] for _ in ids], [[] for _ in ids]
@@ -177,6 +191,21 @@ class CandidateStage:
                 self._loop = _BackgroundLoop()
             future = self._loop.submit(self._timed_judge(inputs))
         self._pending[step] = (inputs, future)
+
+    def _cut(self, tokens: list[list[list[int]]], logps: list[list[list[float]]]) -> tuple[list, list]:
+        """Each thinking rollout cut to its thought and answer (rlpt_plugin/rl/thinking.py)."""
+        cut_tokens, cut_logps = [], []
+        for rolls, lps in zip(tokens, logps):
+            pieces = [cut(t, lp, self.thinking) for t, lp in zip(rolls, lps)]
+            cut_tokens.append([p[0] for p in pieces])
+            cut_logps.append([p[1] for p in pieces])
+        return cut_tokens, cut_logps
+
+    def _thought_metrics(self, inputs: Sequence[PoolInput]) -> dict[str, tuple[float, float]]:
+        shapes = [read(r, self.thinking) for item in inputs for r in item.rollouts]
+        n = float(len(shapes))
+        return {"thought_tokens": (float(sum(s.thought for s in shapes)), n),
+                "thought_closed": (float(sum(s.closed for s in shapes)), n)}
 
     def _score_corpus_candidates(self, inputs: list[PoolInput]) -> list[PoolInput]:
         """Original and rewrite log-probs under the policy that sampled the rollouts: one row per
@@ -244,6 +273,8 @@ class CandidateStage:
 
     def _judge_pool(self, item: PoolInput) -> JudgePool:
         cands, kinds, _ = pool_candidates(item, self.pool)
+        if self.thinking is not None:  # the judge compares answers: a rollout's thought is its own
+            cands = [answer(c, self.thinking) if k is CandidateKind.ROLLOUT else c for c, k in zip(cands, kinds)]
         return JudgePool(prefix=self.decode(item.prefix), reference=self.decode(item.original),
                          candidates=tuple(self.decode(c) for c in cands), kinds=tuple(kinds))
 
@@ -313,6 +344,8 @@ class CandidateStage:
             metrics[f"judge_{reason}"] = (float(totals[5 + r]), 1.0)
         metrics["judge_cache_hit_rate"] = (float(totals[3]), 1.0)
         metrics["candidate_staleness"] = (float(self.staleness), 1.0)  # steps since sampled
+        if self.thinking is not None:
+            metrics.update(self._thought_metrics(inputs))
         self.stats.last = metrics
         for ahead in range(step + 1, step + 1 + self.staleness):
             self.launch(ahead)

@@ -24,6 +24,7 @@ from rlpt_plugin.megatron.rollout import RolloutSpec
 from rlpt_plugin.megatron.suffix_dataset import SuffixDatasetConfig, build_suffix_datasets
 from rlpt_plugin.rl.candidates import PoolInput, PoolSpec, build_group
 from rlpt_plugin.rl.pool import CandidateGroup
+from rlpt_plugin.rl.thinking import ThinkingSpec
 from rlpt_plugin.teacher.cache import ResponseCache
 from rlpt_plugin.teacher.openai_client import OpenAIClient
 from rlpt_plugin.teacher.protocol import SamplingParams
@@ -151,7 +152,9 @@ def build_stage(cfg: Any, model: list[torch.nn.Module]) -> CandidateStage:
                          f"parallelism is not supported yet, but this rank has {len(model)} chunks")
     window, tokenizer, suffix_length = store_windows(cfg)
     c = rlpt.candidates
-    rollout = RolloutSpec(num_samples=max(1, c.num_rollouts), max_new_tokens=suffix_length,
+    thinking = thinking_spec(c, tokenizer, suffix_length)
+    rollout = RolloutSpec(num_samples=max(1, c.num_rollouts),
+                          max_new_tokens=suffix_length if thinking is None else thinking.max_new_tokens,
                           vocab_size=tokenizer.vocab_size, temperature=c.temperature, top_p=c.top_p,
                           eos_id=tokenizer.eod_id, seed=rlpt.data.seed, share_prefill=c.share_prefill,
                           length_buckets=c.length_buckets)
@@ -169,4 +172,17 @@ def build_stage(cfg: Any, model: list[torch.nn.Module]) -> CandidateStage:
                           groups_per_step=rlpt.data.groups_per_step, staleness=c.staleness,
                           judge_timeout_s=rlpt.judge.verdict_timeout_s,
                           score_shape=(cfg.model.seq_length, cfg.train.micro_batch_size)
-                          if rlpt.loss.reference == "rollout" else None)
+                          if rlpt.loss.reference == "rollout" else None, thinking=thinking)
+
+
+def thinking_spec(c: Any, tokenizer: Any, suffix_length: int) -> ThinkingSpec | None:
+    """The thinking rollouts of ``rlpt.candidates`` (None when its thinking_budget is 0)."""
+    if not c.thinking_budget:
+        return None
+    try:
+        return ThinkingSpec(open_ids=tuple(tokenizer.encode(c.think_open)),
+                            close_ids=tuple(tokenizer.encode(c.think_close)),
+                            budget=c.thinking_budget, answer_length=suffix_length)
+    except ValueError as err:
+        raise ConfigError([f"`rlpt.candidates.thinking_budget` / think_open / think_close: {err} "
+                           f"(tokenizer {getattr(tokenizer, 'name', tokenizer)!r})"]) from None

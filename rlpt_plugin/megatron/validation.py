@@ -74,7 +74,7 @@ def job_data_errors(cfg: Any) -> list[str]:
 def host_errors(cfg: Any) -> list[str]:
     """Checks that need both the rlpt section and the Bridge ConfigContainer."""
     errors = (fp8_errors(cfg.model) + mixed_precision_fp8_errors(cfg) + job_data_errors(cfg)
-              + dropout_errors(cfg))
+              + dropout_errors(cfg) + thinking_errors(cfg))
     checkpoint = getattr(cfg, "checkpoint", None)
     pretrained = getattr(checkpoint, "pretrained_checkpoint", None)
     load = getattr(checkpoint, "load", None)
@@ -125,6 +125,22 @@ def dropout_errors(cfg: Any) -> list[str]:
             "policy's with it, so the DPO log-ratio would be biased by the dropout noise. Set "
             f"model.{name}=0 (the usual choice for DPO) or rlpt.loss.reference=none."
             for name in ("hidden_dropout", "attention_dropout") if getattr(model, name, 0) or 0]
+
+
+def thinking_errors(cfg: Any) -> list[str]:
+    """A thinking rollout (thought budget + N answer tokens) must fit a training row after at
+    least one prefix token, or packing would fail at the first step that trains on one."""
+    rlpt = cfg.rlpt
+    budget = rlpt.candidates.thinking_budget
+    if not budget or rlpt.data.source != "store":
+        return []
+    n = _store_suffix_length(list(rlpt.data.stores))
+    seq_length = cfg.model.seq_length
+    if n is None or budget + n <= seq_length - 1:
+        return []
+    return [f"`rlpt.candidates.thinking_budget` ({budget}) + the stores' suffix length N ({n}) must be "
+            f"<= model.seq_length - 1 ({seq_length - 1}): a thinking rollout and one prefix token must "
+            "fit a training row. Lower the budget or raise model.seq_length."]
 
 
 def _store_suffix_length(stores: list[str]) -> int | None:
