@@ -142,3 +142,19 @@ def test_data_parallel_split_and_micro_batch_rows_are_checked_at_setup(tmp_path)
     assert validation.layout_errors(default, world_size=4) == []  # DP4: 2 prefixes x 3 rows in 6
     tp = launch.build_config(RECIPE, tmp_path, ["model.tensor_model_parallel_size=2"])
     assert "not a multiple of the model-parallel size 2" in validation.layout_errors(tp, world_size=3)[0]
+
+
+def test_a_thinking_rollout_must_fit_a_row_and_needs_rollouts(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "manifest.json").write_text('{"suffix_length": 8}')
+    base = ["rlpt.data.source=store", f"rlpt.data.stores=[{store}]", "rlpt.data.tokenizer=/t",
+            "rlpt.judge.backend=world", "model.seq_length=32"]
+    cfg = launch.build_config(RECIPE, tmp_path / "ok", [*base, "rlpt.candidates.thinking_budget=23"])
+    assert cfg.rlpt.candidates.thinking_budget == 23  # 23 + 8 = 31 = seq_length - 1: fits
+    with pytest.raises(ConfigError, match=r"thinking_budget` \(24\) \+ the stores' suffix length N \(8\) must be "
+                                          r"<= model.seq_length - 1 \(31\)"):
+        launch.build_config(RECIPE, tmp_path / "long", [*base, "rlpt.candidates.thinking_budget=24"])
+    with pytest.raises(ConfigError, match=r"thinking_budget` is 4, but the pool has no rollouts"):
+        launch.build_config(RECIPE, tmp_path / "none", [*base, "rlpt.candidates.thinking_budget=4",
+                                                        "rlpt.candidates.num_rollouts=0"])
