@@ -73,6 +73,9 @@ class WorkloadInputs:
     """Tokens N per candidate (the store's suffix length); 1 <= N <= S."""
     num_rollouts: int = 4
     """K rollouts per prefix."""
+    thinking_budget: int = 0
+    """Thought tokens a rollout may write before its N-token answer (rlpt.candidates.thinking_budget):
+    a thinking rollout samples up to budget + N tokens and trains what it kept."""
     original: bool = True
     rewrite: bool = False
     rollouts: bool = True
@@ -111,6 +114,7 @@ class WorkloadInputs:
         for name in ("groups_per_step", "seq_length", "suffix_length", "samples"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("num_rollouts", self.num_rollouts, minimum=0)
+        _check_int("thinking_budget", self.thinking_budget, minimum=0)
         _check_int("job_sequences", self.job_sequences, minimum=0)
         for name in ("dp_size", "global_batch_size"):
             if getattr(self, name) is not None:
@@ -132,6 +136,10 @@ class WorkloadInputs:
         st = self.step_time_s
         if isinstance(st, bool) or not isinstance(st, (int, float)) or not math.isfinite(st) or st <= 0:
             raise ValueError(f"step_time_s must be a finite number > 0, got {st!r}")
+        if self.suffix_length + self.thinking_budget > self.seq_length:
+            raise ValueError(f"thinking_budget + suffix_length must be <= seq_length ({self.seq_length}) so a "
+                             f"thinking rollout's row keeps a prefix token, got {self.thinking_budget} + "
+                             f"{self.suffix_length}")
         if self.suffix_length > self.seq_length:
             raise ValueError(f"suffix_length must be <= seq_length ({self.seq_length}) so a row keeps "
                              f"a prefix token, got {self.suffix_length}")
@@ -280,6 +288,7 @@ def plan(inputs: WorkloadInputs) -> WorkloadPlan:
     """The workload of one optimizer step (see the module docstring for the model)."""
     inp = inputs
     g, s, n_tok = inp.groups_per_step, inp.seq_length, inp.suffix_length
+    rollout_tok = n_tok + inp.thinking_budget  # a rollout candidate's most tokens
     pool = inp.pool_size if inp.has_rl else 0
     has_lm = inp.lm_on_original
     lm_rows = g if has_lm else 0
@@ -293,10 +302,10 @@ def plan(inputs: WorkloadInputs) -> WorkloadPlan:
     per_prefix = (1 if has_lm else 0) + rl_per_prefix
     tokens_trained = unpacked
     if inp.shared_rows and rl_per_prefix and per_prefix > 1:
-        tokens_trained = g * (s + (per_prefix - 1) * n_tok) + inp.job_sequences * s
+        tokens_trained = g * (s + (per_prefix - 1) * rollout_tok) + inp.job_sequences * s
     generating = inp.has_rl and inp.in_loop and inp.pool_rollouts > 0
     rollouts = g * inp.pool_rollouts if generating else 0
-    max_prefix = s + 1 - n_tok
+    max_prefix = s + 1 - (rollout_tok if generating else n_tok)
     prefill = 0
     if generating:
         prefill = g * max_prefix * (1 if inp.share_prefill else inp.pool_rollouts)
@@ -305,7 +314,7 @@ def plan(inputs: WorkloadInputs) -> WorkloadPlan:
     return WorkloadPlan(
         inputs=inp, pool_size=pool, lm_rows=lm_rows, job_rows=inp.job_sequences, rl_rows=rl_rows,
         tokens_trained=tokens_trained, unpacked_tokens_trained=unpacked,
-        rollouts=rollouts, rollout_tokens=rollouts * n_tok, prefill_tokens=prefill,
+        rollouts=rollouts, rollout_tokens=rollouts * rollout_tok, prefill_tokens=prefill,
         comparisons_per_prefix=comparisons, axes=axes,
         round_robin_calls=sum(a.per_step for a in rr_axes),
     )
@@ -314,6 +323,7 @@ def plan(inputs: WorkloadInputs) -> WorkloadPlan:
 # Config paths of the inputs plan_from_config reads from the rlpt section, to name them in errors.
 _CONFIG_PATHS: dict[str, str] = {
     "groups_per_step": "rlpt.data.groups_per_step", "num_rollouts": "rlpt.candidates.num_rollouts",
+    "thinking_budget": "rlpt.candidates.thinking_budget",
     "samples": "rlpt.judge.samples", "schedule": "rlpt.judge.schedule", "position": "rlpt.judge.position",
     "quality": "rlpt.judge.quality", "safety": "rlpt.judge.safety", "factuality": "rlpt.judge.factuality",
     "similarity": "rlpt.judge.similarity",
@@ -356,7 +366,8 @@ def plan_from_config(rlpt: RLPTConfig, *, seq_length: int, suffix_length: int | 
         if suffix_length is None:
             raise ValueError("suffix_length must be given (the stores' N) for rlpt.data.source=store, got None")
         pool: dict[str, Any] = dict(num_rollouts=cand.num_rollouts, original=cand.original, rewrite=cand.rewrite,
-                                    rollouts=cand.rollouts, share_prefill=cand.share_prefill)
+                                    rollouts=cand.rollouts, share_prefill=cand.share_prefill,
+                                    thinking_budget=cand.thinking_budget)
     else:
         syn = data.synthetic
         suffix_length = syn.suffix_length if suffix_length is None else suffix_length

@@ -39,7 +39,9 @@ def format_plan(p: WorkloadPlan) -> str:
         lines.append(("row slots (global batch)", f"{_n(slots)} x {_n(s)} = {_n(slots * s)} positions; {verdict}"))
     if p.rollouts:
         how = "shared per prefix" if inp.share_prefill else "per rollout"
-        lines.append(("rollouts", f"{_n(p.rollouts)} x {_n(inp.suffix_length)} = {_n(p.rollout_tokens)} tokens "
+        each = (f"({_n(inp.suffix_length)} + {_n(inp.thinking_budget)} thought)" if inp.thinking_budget
+                else _n(inp.suffix_length))
+        lines.append(("rollouts", f"{_n(p.rollouts)} x {each} = {_n(p.rollout_tokens)} tokens "
                                   f"sampled; prefill <= {_n(p.prefill_tokens)} tokens ({how})"))
     else:
         lines.append(("rollouts", "none"))

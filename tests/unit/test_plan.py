@@ -277,3 +277,17 @@ def test_prefix_shared_rows_train_one_row_per_prefix() -> None:
     assert plan_from_config(cfg, seq_length=S, suffix_length=N).inputs.shared_rows
     cfg.data.prefix_sharing = "unpacked"
     assert not plan_from_config(cfg, seq_length=S, suffix_length=N).inputs.shared_rows
+
+
+def test_thinking_rollouts_sample_and_train_their_thoughts():
+    plain = plan(WorkloadInputs(groups_per_step=4, seq_length=64, suffix_length=8, num_rollouts=4,
+                                original=False, shared_rows=True))
+    think = plan(WorkloadInputs(groups_per_step=4, seq_length=64, suffix_length=8, num_rollouts=4,
+                                original=False, shared_rows=True, thinking_budget=16))
+    assert plain.rollout_tokens == 4 * 4 * 8 and think.rollout_tokens == 4 * 4 * (8 + 16)
+    assert think.prefill_tokens == 4 * (64 + 1 - 24) < plain.prefill_tokens
+    assert think.tokens_trained - plain.tokens_trained == 4 * 2 * 16  # chosen and rejected rows after the LM row
+    assert "16 x (8 + 16 thought) = 384 tokens" in format_plan(think)
+    assert "16 x 8 = 128 tokens" in format_plan(plain)
+    with pytest.raises(ValueError, match="thinking_budget \\+ suffix_length must be <= seq_length"):
+        WorkloadInputs(groups_per_step=4, seq_length=20, suffix_length=8, thinking_budget=13)
