@@ -19,7 +19,8 @@ from a hash of (seed, prefix, the two texts), i.e. reproducible and independent 
 candidates' indices, so a reshuffled pool hits the cache. ``position="both"``: shown in both
 orders, each order counts as half a comparison (consistent answers give 1 / 0, inconsistent ones
 0.5 to each); this doubles the calls. Two candidates with identical text are not sent to the
-judge: their outcome is 0.5 (counted as ``identical_pairs``).
+judge: their outcome is 0.5 (counted as ``identical_pairs``). Pointwise axes ask about each
+distinct text of a pool once (a copy gets its verdict: ``identical_candidates``).
 
 Failures. A failed HTTP result (after the client's own retries) or an answer the strict parser
 rejects is retried up to ``max_attempts`` times per sample, each retry with a fresh seed
@@ -320,14 +321,15 @@ class Judge:
         ``cache_hit_rate``; ``retries``, ``http_failures``, ``parse_failures`` (and
         ``parse_failure:<reason>``), ``failed_judgments``, ``failed_pools``, ``fallback_drop``,
         ``fallback_nll_original``, ``fallback_nll_unavailable``; ``comparisons`` (quality) and
-        ``identical_pairs``; ``calls:<axis>`` per axis; ``reasoning_cutoffs`` (empty answers cut
+        ``identical_pairs``; ``identical_candidates`` (pointwise: a text already asked about in
+        its pool, scored with that verdict, not sent); ``calls:<axis>`` per axis; ``reasoning_cutoffs`` (empty answers cut
         off by the token budget) and ``structured_output_downgrades`` (``auto`` only).
         """
         m = self._m
         out: dict[str, float] = {k: 0.0 for k in (
             "pools", "judged_pools", "failed_pools", "calls", "cache_hits", "cache_misses", "retries",
             "http_failures", "parse_failures", "failed_judgments", "fallback_drop", "fallback_nll_original",
-            "fallback_nll_unavailable", "comparisons", "identical_pairs", "reasoning_cutoffs",
+            "fallback_nll_unavailable", "comparisons", "identical_pairs", "identical_candidates", "reasoning_cutoffs",
             "structured_output_downgrades")}  # fmt: skip
         out.update({k: float(v) for k, v in m.items()})
         pools = out["pools"]
@@ -376,17 +378,23 @@ class Judge:
 
     async def _pointwise(self, axis: Axis, tag: str, pool: JudgePool, tally: _Tally) -> tuple[list[float] | None, int]:
         tpl = self.templates[axis]
-        units = []
+        units, unit_of, first = [], [], {}
         for i, cand in enumerate(pool.candidates):
+            if cand in first:  # the same text gets the same verdict: asked once
+                unit_of.append(first[cand])
+                self._m["identical_candidates"] += 1
+                continue
             values = {"candidate": cand}
             if axis in WITH_REFERENCE:
                 assert pool.reference is not None
                 values.update(prefix=pool.prefix, reference=pool.reference)
+            first[cand] = len(units)
+            unit_of.append(len(units))
             units.append(_Unit(tpl.fill(values, kind=self._kind), lambda v: v.score, f"c{i}"))
         out = await self._run_units(axis, f"{tag}/{axis.value}", units, tally)
         if any(v is None for v in out):
             return None, 0
-        return [float(v) for v in out if v is not None], 0
+        return [float(out[u]) for u in unit_of], 0  # type: ignore[arg-type]
 
     def _shown_first(self, pool: JudgePool, i: int, j: int) -> bool:
         """For position 'random': True if candidate ``i`` is shown as A (content-seeded coin)."""

@@ -264,6 +264,14 @@ def test_identical_candidates_cost_no_call() -> None:
         [v], m = run(judged(srv, JudgeConfig(), [p]))
     assert v.calls == 2 and v.comparisons == 3 and m["identical_pairs"] == 1
     assert v.scores == [0.25, 0.25, 1.0]
+    # Pointwise: each distinct text of a pool is asked once, its copies share the verdict.
+    q = JudgePool("prefix", "ref", ("a SAME", "b", "a SAME", "a SAME", "b"), ("rollout",) * 5)
+    with LoopbackServer(PlayJudge()) as srv:
+        [v], m = run(judged(srv, JudgeConfig(axes=("similarity", "safety"),
+                                             weights={"similarity": 1.0, "safety": 1.0}), [q]))
+        assert srv.total == 4  # 2 distinct texts x 2 axes
+    assert v.per_axis["similarity"] == [1.0, 0.0, 1.0, 1.0, 0.0] and v.calls == 4
+    assert m["identical_candidates"] == 6 and m["calls:similarity"] == 2
 
 
 def test_input_validation() -> None:
