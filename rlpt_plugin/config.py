@@ -12,20 +12,19 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlpt_plugin.judge.pools import FALLBACKS, POSITIONS
+from rlpt_plugin.judge.schedules import SCHEDULES
+from rlpt_plugin.judge.structured import MODES as STRUCTURED_OUTPUT_MODES
 from rlpt_plugin.rl.losses import LossConfig
 from rlpt_plugin.rl.pool import RULES
 from rlpt_plugin.rl.weights import MixedWeights, WeightSchedule
+from rlpt_plugin.teacher.protocol import ENDPOINT_KINDS
 
 REFERENCE_MODES = ("rollout", "frozen", "none")
 SOURCES = ("synthetic", "store")
-SCHEDULES = ("round_robin", "pivot", "tournament")
-POSITIONS = ("random", "both")
-FALLBACKS = ("drop", "nll_original")
 JUDGE_BACKENDS = ("openai", "world")
+#: The judge axes in the order the config lists their weights (and the judge asks them).
 JUDGE_AXES = ("quality", "safety", "factuality", "similarity")
-# rlpt_plugin.judge.structured.MODES (kept here: this module imports nothing of the judge).
-STRUCTURED_OUTPUT_MODES = ("auto", "off", "json_schema", "json_object", "grammar")
-ENDPOINT_KINDS = ("chat", "completions")
 PREFIX_SHARING = ("auto", "shared", "unpacked")
 
 

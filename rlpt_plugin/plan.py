@@ -48,7 +48,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rlpt_plugin.judge.judge import POSITIONS
+from rlpt_plugin.judge.pools import POSITIONS
 from rlpt_plugin.judge.schedules import PIVOT, ROUND_ROBIN, SCHEDULES, TOURNAMENT, max_comparisons
 
 if TYPE_CHECKING:  # rlpt_plugin.config imports torch (through rlpt_plugin.rl.losses)

@@ -32,17 +32,11 @@ the prefix) or ``"nll_original"`` (train NLL on the original suffix; needs a ref
 the pool falls back to ``"drop"``, counted as ``fallback_nll_unavailable``). Every retry,
 failure and fallback is counted in :meth:`Judge.metrics`.
 
-Structured output (``structured_output``, see :mod:`rlpt_plugin.judge.structured`). ``off``:
-free-text answers read by the strict text parsers (:mod:`rlpt_plugin.judge.parsing`).
-``json_schema`` / ``json_object`` / ``grammar``: every request carries its axis's schema in that
-form and the answer must be the schema's JSON object exactly (``parse_json_verdict``); use it
-when the server is known to support the form. ``auto``: ``json_schema`` first; when the server
-rejects the field (HTTP 400 / 422 / 500 naming it) or ignores it (the answer is not a JSON object,
-which a constrained decoder cannot produce), the next form (``json_object`` on chat routes,
-``grammar`` on completions routes), then ``off``, for the rest of the judge's life (each step
-logged and counted as ``structured_output_downgrades``; the request is resent at once and costs
-no attempt). Once ``auto`` is down to ``off``, answers are read by the strict text parser. The format is part of the sampling params and so of
-the cache key.
+Structured output (``structured_output``; the forms, the order ``auto`` tries them in and the
+parsers: :mod:`rlpt_plugin.judge.structured`). Each refusal or ignored field moves ``auto`` to
+its next form for the rest of the judge's life, logged and counted as
+``structured_output_downgrades``; the request is resent at once and costs no attempt. The
+format is part of the sampling params and so of the cache key.
 
 Reasoning judges. The verdict is read from the answer only (``message.content``; the client
 keeps a reasoning model's ``reasoning_content`` apart). An empty answer that stopped on the token
@@ -60,168 +54,24 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
-import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlpt_plugin.judge.axes import AXES, DEFAULT_TEMPLATES, WITH_REFERENCE, Axis, combine, mean, parse_axis
+from rlpt_plugin.judge.axes import WITH_REFERENCE, Axis, combine, mean
+from rlpt_plugin.judge.pools import (AXIS_PLACEHOLDERS, FALLBACK_DROP, FALLBACK_NLL_ORIGINAL, JudgeConfig, JudgePool,
+                                     PoolVerdict)
 from rlpt_plugin.judge.parsing import ParseError, parse_factuality, parse_quality, parse_safety, parse_similarity
-from rlpt_plugin.judge.schedules import SCHEDULES, make_schedule
-from rlpt_plugin.judge.structured import MODES, parse_json_verdict, structured_output
-from rlpt_plugin.rl.pool import CandidateGroup, CandidateKind, original_index
+from rlpt_plugin.judge.schedules import make_schedule
+from rlpt_plugin.judge.structured import FormatChain, structured_output
 from rlpt_plugin.teacher.cache import CachedClient, ResponseCache
 from rlpt_plugin.teacher.protocol import GenerationRequest, SamplingParams, TeacherClient, check_results
 from rlpt_plugin.teacher.templates import RenderedPrompt, Template, load_template
 
-FALLBACK_DROP = "drop"
-FALLBACK_NLL_ORIGINAL = "nll_original"
-FALLBACKS: tuple[str, ...] = (FALLBACK_DROP, FALLBACK_NLL_ORIGINAL)
-POSITIONS: tuple[str, ...] = ("random", "both")
 CUT_OFF_WHILE_REASONING = "answer cut off while reasoning: raise rlpt.judge.max_tokens"
 _log = logging.getLogger(__name__)
-
-# The placeholders each axis fills; a template for the axis must declare exactly these.
-AXIS_PLACEHOLDERS: dict[Axis, frozenset[str]] = {
-    Axis.SAFETY: frozenset({"candidate"}),
-    Axis.FACTUALITY: frozenset({"prefix", "reference", "candidate"}),
-    Axis.QUALITY: frozenset({"prefix", "candidate_a", "candidate_b"}),
-    Axis.SIMILARITY: frozenset({"prefix", "reference", "candidate"}),
-}
-
-
-@dataclass(frozen=True)
-class JudgeConfig:
-    """How to judge. Defaults: quality only, round robin (the paper), one greedy sample.
-
-    ``weights`` needs an entry for every enabled axis. The paper's small-judge setting is
-    ``samples_per_judgment=5, params=SamplingParams(temperature=1.0, top_p=0.6, ...)``.
-    """
-
-    axes: tuple[str, ...] = (Axis.QUALITY,)
-    weights: Mapping[str, float] = field(default_factory=lambda: {a: 1.0 for a in AXES})
-    schedule: str = "round_robin"
-    position: str = "random"
-    samples_per_judgment: int = 1
-    params: SamplingParams = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=512)
-    max_attempts: int = 3
-    retry_temperature: float | None = 0.7
-    fallback: str = FALLBACK_DROP
-    seed: int = 0
-    templates: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_TEMPLATES))
-    template_dir: str | None = None
-    structured_output: str = "off"
-
-
-    def __post_init__(self) -> None:
-        if isinstance(self.axes, str):
-            raise ValueError(f"axes must be a sequence of axis names, got the string {self.axes!r}")
-        axes = tuple(parse_axis(a) for a in self.axes)
-        if not axes or len(set(axes)) != len(axes):
-            raise ValueError(f"axes must be non-empty and without repeats, got {list(self.axes)}")
-        weights = {parse_axis(k): float(v) for k, v in self.weights.items()}
-        for a in axes:
-            if a not in weights or not math.isfinite(weights[a]):
-                raise ValueError(f"weights must give a finite weight for axis {a.value!r}, got {dict(self.weights)}")
-        templates = {parse_axis(k): v for k, v in self.templates.items()}
-        for a in axes:
-            if a not in templates:
-                raise ValueError(f"templates must name a template for axis {a.value!r}, got {dict(self.templates)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
-        if self.position not in POSITIONS:
-            raise ValueError(f"position must be one of {list(POSITIONS)}, got {self.position!r}")
-        for name in ("samples_per_judgment", "max_attempts"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-        if not isinstance(self.params, SamplingParams):
-            raise ValueError(f"params must be a SamplingParams, got {type(self.params).__name__}")
-        if self.retry_temperature is not None and not (0.0 <= float(self.retry_temperature) < math.inf):
-            raise ValueError(f"retry_temperature must be None or a finite float >= 0, got {self.retry_temperature!r}")
-        if self.structured_output not in MODES:
-            raise ValueError(f"structured_output must be one of {list(MODES)}, got {self.structured_output!r}")
-        if self.params.structured is not None:
-            raise ValueError("params.structured must be None: the judge sets each axis's format from "
-                             "structured_output")
-        if self.fallback not in FALLBACKS:
-            raise ValueError(f"fallback must be one of {list(FALLBACKS)}, got {self.fallback!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
-        object.__setattr__(self, "axes", axes)
-        object.__setattr__(self, "weights", weights)
-        object.__setattr__(self, "templates", templates)
-
-
-@dataclass(frozen=True)
-class JudgePool:
-    """One prefix and its candidate texts; ``reference`` is the original suffix (or None)."""
-
-    prefix: str
-    reference: str | None
-    candidates: tuple[str, ...]
-    kinds: tuple[CandidateKind, ...]
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.prefix, str):
-            raise ValueError(f"prefix must be a string, got {type(self.prefix).__name__}")
-        if self.reference is not None and not isinstance(self.reference, str):
-            raise ValueError(f"reference must be a string or None, got {type(self.reference).__name__}")
-        if isinstance(self.candidates, str):
-            raise ValueError("candidates must be a sequence of strings, got a string")
-        cands = tuple(self.candidates)
-        if not cands:
-            raise ValueError("candidates must be non-empty, got 0 candidates")
-        for i, c in enumerate(cands):
-            if not isinstance(c, str):
-                raise ValueError(f"candidates[{i}] must be a string, got {type(c).__name__}")
-        kinds = tuple(CandidateKind(k) for k in self.kinds)
-        if len(kinds) != len(cands):
-            raise ValueError(f"len(kinds) must equal len(candidates)={len(cands)}, got {len(kinds)}")
-        if kinds.count(CandidateKind.ORIGINAL) > 1:
-            raise ValueError(f"kinds may hold at most one 'original', got {kinds.count(CandidateKind.ORIGINAL)}")
-        object.__setattr__(self, "candidates", cands)
-        object.__setattr__(self, "kinds", kinds)
-
-    @classmethod
-    def coerce(cls, value: JudgePool | Sequence[Any]) -> JudgePool:
-        """A JudgePool as is, or one built from a 4-tuple ``(prefix, reference, candidates, kinds)``."""
-        if isinstance(value, JudgePool):
-            return value
-        if isinstance(value, str) or len(value) != 4:
-            raise ValueError("a pool must be a JudgePool or (prefix, reference, candidates, kinds)")
-        return cls(value[0], value[1], tuple(value[2]), tuple(value[3]))
-
-    @property
-    def original_index(self) -> int | None:
-        return original_index(self.kinds)
-
-
-@dataclass(frozen=True)
-class PoolVerdict:
-    """The judge's verdict on one pool.
-
-    ``scores``: reward per candidate (None when the pool failed). ``per_axis``: axis -> score
-    per candidate, for the axes that succeeded. ``calls``: judge requests for this pool
-    (retries and cache hits included). ``failures``: attempts that failed (HTTP or parse).
-    ``comparisons``: quality comparisons decided by the schedule. ``errors``: why each failed
-    judgment failed (its last error). ``reasons``: failed attempts by reason:
-    ``client_retries`` (HTTP attempts the client retried: 5xx, timeouts, resets, bad JSON),
-    ``http_failures`` (requests whose every HTTP attempt failed), ``parse_failures`` (answers
-    the strict parser rejected).
-    """
-
-    scores: list[float] | None
-    per_axis: dict[Axis, list[float]]
-    failed: bool
-    fallback: str | None
-    calls: int
-    failures: int
-    comparisons: int = 0
-    errors: tuple[str, ...] = ()
-    reasons: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -283,15 +133,7 @@ class Judge:
         }  # fmt: skip
         self._batches = 0
         self._m: Counter[str] = Counter()
-        mode = cfg.structured_output
-        if mode == "json_object" and self._kind != "chat":
-            raise ValueError("structured_output 'json_object' needs a chat endpoint; on a completions "
-                             "endpoint use 'grammar' or 'json_schema'")
-        if mode == "auto":
-            self._chain: list[str | None] = ["json_schema", "json_object" if self._kind == "chat" else "grammar", None]
-        else:
-            self._chain = [None if mode == "off" else mode]
-        self._chain_index = 0
+        self._formats = FormatChain(cfg.structured_output, self._kind)
 
     # -- public API -------------------------------------------------------------------------
 
@@ -314,7 +156,7 @@ class Judge:
         return list(verdicts)
 
     def metrics(self) -> dict[str, float]:
-        """Counters since construction (or :meth:`reset_metrics`), plus derived rates.
+        """Counters since construction, plus derived rates.
 
         ``calls``: judge requests (retries and cache hits included), ``calls_per_prefix`` their
         mean per pool; ``cache_hits`` / ``cache_misses`` (requests that reached the server) and
@@ -338,9 +180,6 @@ class Judge:
         out["cache_hit_rate"] = out["cache_hits"] / out["calls"] if out["calls"] else 0.0
         out["failure_rate"] = out["failed_pools"] / pools if pools else 0.0
         return out
-
-    def reset_metrics(self) -> None:
-        self._m.clear()
 
     async def aclose(self) -> None:
         """Close the teacher client (the cache belongs to the caller: close it after this)."""
@@ -449,13 +288,12 @@ class Judge:
     @property
     def structured_kind(self) -> str | None:
         """The structured-output form requests carry now (None: free text)."""
-        return self._chain[self._chain_index]
+        return self._formats.current
 
     def _downgrade(self, rejected: str, error: str | None) -> None:
         """``auto``: the server refused form ``rejected``; move on to the next (once per form)."""
-        if self._chain[self._chain_index] != rejected:
+        if not self._formats.downgrade(rejected):
             return  # another pool's request already moved on
-        self._chain_index += 1
         self._m["structured_output_downgrades"] += 1
         _log.warning("judge: the server rejected structured output %r (%s); using %s from now on",
                      rejected, error, self.structured_kind or "free text and the text parser")
@@ -465,25 +303,11 @@ class Judge:
         if kind is not None:
             params = dataclasses.replace(params, structured=structured_output(axis, kind))
         prompt = unit.prompt
-        suffix = "" if kind == self._chain[0] else f"/{kind or 'text'}"
+        suffix = "" if kind == self._formats.first else f"/{kind or 'text'}"
         return GenerationRequest(request_id=f"{tag}/{unit.tag}/s{s}/a{attempt}{suffix}", params=params,
                                  prompt=prompt.prompt, messages=prompt.messages,
                                  assistant_prefix=prompt.assistant_prefix)  # fmt: skip
 
-    def _parse(self, axis: Axis, text: str) -> Any:
-        """The verdict of one answer per the mode (see the module docstring), or ParseError."""
-        mode = self.config.structured_output
-        if mode == "off":
-            return self._parsers[axis](text)
-        if mode != "auto":
-            return parse_json_verdict(axis, text)
-        try:
-            return parse_json_verdict(axis, text)
-        except ParseError as json_error:
-            try:
-                return self._parsers[axis](text)
-            except ParseError as text_error:
-                raise (json_error if text.strip().startswith("{") else text_error) from None
 
     async def _send(self, axis: Axis, client: TeacherClient, units: Sequence[_Unit], tag: str,
                     pending: Sequence[tuple[int, int]], attempt: int, tally: _Tally) -> list[Any]:
@@ -495,10 +319,7 @@ class Judge:
         check_results(reqs, results)
         self._count_calls(axis, len(reqs), tally)
         while self.config.structured_output == "auto" and kind is not None:
-            # Refused (an error naming the field), or ignored: a constrained decoder cannot
-            # answer anything but a JSON object, so free text means the field was dropped.
-            rejected = [i for i, r in enumerate(results)
-                        if (not r.ok and _rejects_field(r.error)) or (r.ok and _ignored_field(r.text))]
+            rejected = [i for i, r in enumerate(results) if self._formats.refused(r.ok, r.text, r.error)]
             if not rejected:
                 break
             first = results[rejected[0]]
@@ -560,7 +381,7 @@ class Judge:
                     if not res.text.strip() and res.finish_reason == "length":
                         self._m["reasoning_cutoffs"] += 1
                         raise ParseError(axis, CUT_OFF_WHILE_REASONING, res.text)
-                    verdict = self._parse(axis, res.text)
+                    verdict = self._formats.parse(axis, res.text, self._parsers[axis])
                 except ParseError as err:
                     tally.failures += 1
                     tally.reasons["parse_failures"] += 1
@@ -577,37 +398,3 @@ class Judge:
             tally.errors.append(last_error[u])
         return [None if u in failed_units else mean(samples[u]) for u in range(len(units))]
 
-
-_FIELD_WORDS = ("response_format", "json_schema", "json_object", "grammar", "schema", "structured", "guided")
-
-
-def _ignored_field(text: str | None) -> bool:
-    """True for an answer to a structured request that is not even the start of a JSON object."""
-    return text is not None and bool(text.strip()) and not text.lstrip().startswith("{")
-
-
-def _rejects_field(error: str | None) -> bool:
-    """True for a server refusing the structured-output field: HTTP 400, 422 or 500 whose message
-    names it (llama-cpp-python 0.3.36 answers an unknown response_format type with a 500 quoting
-    its validation error); a context-length 400 must not switch the format off."""
-    if not error or not error.startswith(("HTTP 400", "HTTP 422", "HTTP 500")):
-        return False
-    low = error.lower()
-    return any(w in low for w in _FIELD_WORDS)
-
-
-def to_group(verdict: PoolVerdict, group: CandidateGroup) -> CandidateGroup:
-    """``group`` (judged by nobody yet) with ``verdict``'s scores filled in.
-
-    A failed verdict leaves ``scores=None``: ``select()`` then skips the group as "unjudged"
-    (what to train instead is ``verdict.fallback``).
-    """
-    if group.scores is not None:
-        raise ValueError(f"group {group.group_id}: scores must be None before judging, got {group.scores}")
-    if verdict.scores is None:
-        return group
-    if len(verdict.scores) != group.num_candidates:
-        raise ValueError(
-            f"group {group.group_id}: verdict has {len(verdict.scores)} scores for {group.num_candidates} candidates"
-        )
-    return dataclasses.replace(group, scores=tuple(verdict.scores))

@@ -32,7 +32,7 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
-from rlpt_plugin.judge.judge import JudgePool
+from rlpt_plugin.judge.pools import JudgePool
 from rlpt_plugin.megatron import parallel
 from rlpt_plugin.megatron.reference import score_continuations
 from rlpt_plugin.megatron.rollout import RolloutSpec, generate_rollouts

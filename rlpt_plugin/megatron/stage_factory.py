@@ -16,7 +16,8 @@ import torch
 
 from rlpt_plugin.config import ConfigError, JudgeSection, RLPTConfig
 from rlpt_plugin.data.tokenizer import load_tokenizer
-from rlpt_plugin.judge.judge import Judge, JudgeConfig, JudgePool
+from rlpt_plugin.judge.judge import Judge
+from rlpt_plugin.judge.pools import JudgeConfig, JudgePool
 from rlpt_plugin.megatron import parallel
 from rlpt_plugin.megatron.candidate_stage import FAILURE_REASONS, CandidateStage, Verdicts
 from rlpt_plugin.megatron.rewritten_store import RewrittenStore

@@ -40,7 +40,8 @@ from typing import Any, Literal
 
 import httpx
 
-from rlpt_plugin.teacher.protocol import GenerationRequest, GenerationResult, GenerationStatus, StructuredOutput
+from rlpt_plugin.teacher.protocol import (ENDPOINT_KINDS, GenerationRequest, GenerationResult, GenerationStatus,
+                                          StructuredOutput)
 from rlpt_plugin.teacher.redact import redact_text, redact_url
 
 EndpointKind = Literal["chat", "completions"]
@@ -150,7 +151,7 @@ class OpenAIClient:
             raise ValueError(f"api_key must be None or a non-empty string without whitespace, got {what}")
         if not isinstance(model, str) or not model:
             raise ValueError(f"model must be a non-empty string, got {model!r}")
-        if endpoint_kind not in ("chat", "completions"):
+        if endpoint_kind not in ENDPOINT_KINDS:
             raise ValueError(f"endpoint_kind must be 'chat' or 'completions', got {endpoint_kind!r}")
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")

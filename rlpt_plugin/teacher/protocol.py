@@ -29,6 +29,8 @@ def _int_field(name: str, value: Any, minimum: int) -> int:
 
 
 STRUCTURED_KINDS: tuple[str, ...] = ("json_schema", "json_object", "grammar")
+#: The OpenAI routes a teacher may serve: /v1/chat/completions or /v1/completions.
+ENDPOINT_KINDS: tuple[str, ...] = ("chat", "completions")
 
 
 @dataclass(frozen=True)

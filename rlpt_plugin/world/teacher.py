@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rlpt_plugin.judge.axes import Axis, combine, parse_axis
-from rlpt_plugin.judge.judge import JudgePool
+from rlpt_plugin.judge.pools import JudgePool
 from rlpt_plugin.judge.schedules import PIVOT, SCHEDULES, drive, make_schedule
 from rlpt_plugin.teacher.rewriter import RewriteInput, RewriteOutput, check_batch, classify_text
 from rlpt_plugin.types import Tokenizer

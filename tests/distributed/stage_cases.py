@@ -13,7 +13,7 @@ from megatron.core.num_microbatches_calculator import (
 )
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
-from rlpt_plugin.judge.judge import JudgePool
+from rlpt_plugin.judge.pools import JudgePool
 from rlpt_plugin.megatron.candidate_stage import CandidateStage, Verdicts
 from rlpt_plugin.megatron.forward_step import RLPTForwardStep
 from rlpt_plugin.megatron.reference import ReferenceScorer

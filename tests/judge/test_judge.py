@@ -10,9 +10,11 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import dataclasses
+
 import pytest
 
-from rlpt_plugin.judge import Judge, JudgeConfig, JudgePool, PoolVerdict, to_group
+from rlpt_plugin.judge import Judge, JudgeConfig, JudgePool, PoolVerdict
 from rlpt_plugin.rl.pool import CandidateGroup, select
 from rlpt_plugin.teacher.cache import ResponseCache
 from rlpt_plugin.teacher.openai_client import OpenAIClient
@@ -84,6 +86,11 @@ def pool(qs: Sequence[int], *, prefix: str = "Once upon a time", original: bool 
     return JudgePool(prefix, cands[0] if original else None, cands, kinds)
 
 
+def scored(verdict: PoolVerdict, group: CandidateGroup) -> CandidateGroup:
+    """``group`` with the verdict's scores, as the candidate stage builds it (None: unjudged)."""
+    return dataclasses.replace(group, scores=None if verdict.scores is None else tuple(verdict.scores))
+
+
 def round_robin_rates(qs: Sequence[int]) -> list[float]:
     n = len(qs)
     return [sum(q > r for r in qs) / (n - 1) for q in qs]
@@ -139,7 +146,7 @@ def test_cheap_schedules_find_best_and_worst(schedule: str, calls: int) -> None:
         [v], m = run(judged(srv, JudgeConfig(schedule=schedule, seed=3), [pool(qs)]))
         assert srv.total == calls
     assert v.calls == v.comparisons == calls and m["calls_per_prefix"] == calls
-    g = to_group(v, CandidateGroup((1, 2), tuple((k + 10,) for k in range(9)), ("original",) + ("rollout",) * 8,
+    g = scored(v, CandidateGroup((1, 2), tuple((k + 10,) for k in range(9)), ("original",) + ("rollout",) * 8,
                                    None, None, group_id=0))  # fmt: skip
     sel = select(g)
     if schedule == "tournament":
@@ -215,7 +222,7 @@ def test_persistent_failure_falls_back_and_is_counted() -> None:
     assert m["fallback_drop"] == 1 and m["fallback_nll_unavailable"] == 1
     assert m["failed_judgments"] == 3 and m["parse_failures"] == 6 and m["failure_rate"] == pytest.approx(2 / 3)
     g = CandidateGroup((1,), ((5,), (6,), (7,)), ("original", "rollout", "rollout"), None, None, group_id=4)
-    assert to_group(v_broken, g).scores is None and select(to_group(v_broken, g)).skip_reason == "unjudged"
+    assert scored(v_broken, g).scores is None and select(scored(v_broken, g)).skip_reason == "unjudged"
 
 
 def test_http_503_is_retried_by_the_client_not_counted_as_judge_failure() -> None:
@@ -293,9 +300,6 @@ def test_input_validation() -> None:
     with pytest.raises(ValueError, match="must declare placeholders"):
         Judge(OpenAIClient(["http://127.0.0.1:9/v1"], "m"),
               JudgeConfig(templates={"quality": "judge_safety_v1"}))  # fmt: skip
-    g = CandidateGroup((1,), ((5,), (6,)), ("rollout", "rollout"), (0.0, 1.0), None, group_id=1)
-    with pytest.raises(ValueError, match="scores must be None before judging"):
-        to_group(PoolVerdict([1.0, 0.0], {}, False, None, 1, 0), g)
 
 
 def test_a_completions_endpoint_gets_the_chat_templates_as_one_prompt() -> None:

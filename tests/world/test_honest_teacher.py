@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from rlpt_plugin.judge.judge import JudgePool
+from rlpt_plugin.judge.pools import JudgePool
 from rlpt_plugin.rl.pool import CandidateGroup, select
 from rlpt_plugin.world.documents import clean_sentence
 from rlpt_plugin.world import (WorldConfig, build_kb, factuality, generate_corpus, oracle_rewrite,

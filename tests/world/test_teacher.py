@@ -8,7 +8,7 @@ import json
 import pytest
 
 from rlpt_plugin.config import ConfigError, RLPTConfig
-from rlpt_plugin.judge.judge import JudgePool
+from rlpt_plugin.judge.pools import JudgePool
 from rlpt_plugin.world import WorldConfig, WorldTokenizer, build_kb, generate_corpus, vocab, write_jsonl
 from rlpt_plugin.world.teacher import OracleJudge, OracleRewriter
 from rlpt_plugin.teacher.rewriter import RewriteInput
