@@ -74,6 +74,9 @@ class LossSection:
     """Online DPO on (best, worst) candidates, per pair."""
     rf_nll: TermWeight = field(default_factory=lambda: TermWeight(start=0.0))
     """Reward-filtered NLL on the best candidate's tokens, per token."""
+    grpo: TermWeight = field(default_factory=lambda: TermWeight(start=0.0))
+    """Dr. GRPO on the pool's rollouts (rlpt_plugin/rl/grpo.py), per rollout token; needs
+    selection=grpo, reference=rollout and >= 2 rollouts per pool."""
     beta: float = 0.1
     """DPO temperature (> 0). The paper leaves it open; 0.1 is common for online DPO."""
     dpo_reduction: str = "sum"
@@ -82,34 +85,60 @@ class LossSection:
     """rollout (default) | frozen | none. rollout: the policy at the time the candidates were
     built, a moving anchor suited to long pretraining and free for rollouts; frozen: a copy of
     the start weights (classic DPO, one more forward and weight copy); none: reference-free."""
+    grpo_clip: float = 0.2
+    """Dr. GRPO's PPO clip epsilon in (0, 1) on the ratio to the rollout-time policy."""
     selection: str = "dpo"
-    """dpo (chosen = best, rejected = worst, plus best for RF-NLL) | rf_nll (best only)."""
+    """dpo (chosen = best, rejected = worst, plus best for RF-NLL) | rf_nll (best only) |
+    grpo (every rollout with its advantage: reward minus the mean reward of the pool's rollouts)."""
     check_values: bool = True
     """Check masks and log-probs for NaN/inf and empty suffixes every micro-batch."""
 
     def has_rl_terms(self) -> bool:
-        """Whether DPO or RF-NLL ever has a non-zero weight. Without one the run is plain
+        """Whether DPO, RF-NLL or Dr. GRPO ever has a non-zero weight. Without one the run is plain
         next-token training: no candidate stage, no judge, no RL rows (``source=store`` then
         trains on prefix + original suffix of the store's windows, the baseline of the method)."""
-        return any(w.start or w.end for w in (self.dpo, self.rf_nll))
+        return any(w.start or w.end for w in (self.dpo, self.rf_nll, self.grpo))
 
     def weights(self) -> MixedWeights:
-        return MixedWeights(lm=self.lm.build(), dpo=self.dpo.build(), rf_nll=self.rf_nll.build())
+        return MixedWeights(lm=self.lm.build(), dpo=self.dpo.build(), rf_nll=self.rf_nll.build(),
+                            grpo=self.grpo.build())
 
     def loss_config(self) -> LossConfig:
-        return LossConfig(beta=self.beta, dpo_reduction=self.dpo_reduction)
+        return LossConfig(beta=self.beta, dpo_reduction=self.dpo_reduction, grpo_clip=self.grpo_clip)
 
     def validate(self, path: str) -> list[str]:
         errors: list[str] = []
-        for name in ("lm", "dpo", "rf_nll"):
+        for name in ("lm", "dpo", "rf_nll", "grpo"):
             errors += getattr(self, name).validate(f"{path}.{name}")
         _number(errors, f"{path}.beta", self.beta, minimum=0, strictly=True)
+        before = len(errors)
+        _number(errors, f"{path}.grpo_clip", self.grpo_clip, minimum=0, strictly=True)
+        if len(errors) == before and self.grpo_clip >= 1:
+            errors.append(f"`{path}.grpo_clip` must be in (0, 1), but is {self.grpo_clip!r} instead.")
         _choice(errors, f"{path}.dpo_reduction", self.dpo_reduction, ("sum", "mean"))
         _choice(errors, f"{path}.reference", self.reference, REFERENCE_MODES)
         _choice(errors, f"{path}.selection", self.selection, RULES)
         if self.selection == "rf_nll" and (self.dpo.start or self.dpo.end):
             errors.append(f"`{path}.selection` is 'rf_nll' (no DPO pairs), but `{path}.dpo` has a "
                           "non-zero weight: set rlpt.loss.dpo.start=0 or selection=dpo.")
+        errors += self._grpo_errors(path)
+        return errors
+
+    def _grpo_errors(self, path: str) -> list[str]:
+        grpo_on = bool(self.grpo.start or self.grpo.end)
+        errors = []
+        if grpo_on and self.selection != "grpo":
+            errors.append(f"`{path}.grpo` has a non-zero weight, but `{path}.selection` is "
+                          f"{self.selection!r}, which makes no GRPO items: set {path}.selection=grpo.")
+        if self.selection == "grpo":
+            for name in ("dpo", "rf_nll"):
+                if getattr(self, name).start or getattr(self, name).end:
+                    errors.append(f"`{path}.selection` is 'grpo' (no DPO pair, no best candidate), but "
+                                  f"`{path}.{name}` has a non-zero weight: set {path}.{name}.start=0.")
+        if grpo_on and self.reference != "rollout":
+            errors.append(f"`{path}.reference` is {self.reference!r}, but Dr. GRPO's importance ratio "
+                          "needs the log-probs the rollouts were sampled with (reference=rollout); a "
+                          f"{self.reference} reference is not the sampling policy. Set {path}.reference=rollout.")
         return errors
 
 
@@ -276,9 +305,18 @@ class RLPTConfig:
                           "`rlpt.data.lm_on_original` is False (or the synthetic groups have no "
                           "original) and `rlpt.data.job_sequences_per_step` is 0. Set "
                           "rlpt.loss.lm.start=0 or give it data.")
+        if (loss.grpo.start or loss.grpo.end) and loss.selection == "grpo":
+            rollouts, field_path = ((self.candidates.num_rollouts if self.candidates.rollouts else 0,
+                                     "rlpt.candidates.num_rollouts") if data.source == "store" else
+                                    (data.synthetic.num_rollouts, "rlpt.data.synthetic.num_rollouts"))
+            if isinstance(rollouts, int) and rollouts < 2:
+                errors.append(f"`rlpt.loss.grpo` has a non-zero weight, but each pool has {rollouts} "
+                              f"rollout(s) (`{field_path}`, rlpt.candidates.rollouts): Dr. GRPO's "
+                              "baseline is the mean over a pool's rollouts, so with fewer than 2 every "
+                              "pool would be skipped. Give it >= 2 rollouts.")
         if not loss.has_rl_terms() and not lm_weighted:
             errors.append("every loss term has weight 0 throughout (`rlpt.loss.lm`, `.dpo`, "
-                          "`.rf_nll`): the run would train nothing.")
+                          "`.rf_nll`, `.grpo`): the run would train nothing.")
         return errors
 
     def validate(self) -> None:

@@ -6,7 +6,7 @@ Built by rlpt_plugin/rl/packing.py (unpacked rows) and rlpt_plugin/rl/shared_row
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 import torch
@@ -18,7 +18,8 @@ class MicroBatch:
 
     Shapes: ``*_BS`` [B, S]; ``chosen_rows_P`` / ``rejected_rows_P`` [P] (row
     indices, pair p = (chosen_rows_P[p], rejected_rows_P[p])); ``rf_rows_R``
-    [R]; ``group_ids_B`` [B] (-1 for padding). Rows ``>= num_real_rows`` are
+    [R]; ``grpo_rows_G`` / ``grpo_adv_G`` [G] (Dr. GRPO items: row, advantage);
+    ``group_ids_B`` [B] (-1 for padding). Rows ``>= num_real_rows`` are
     padding.
     """
 
@@ -37,13 +38,17 @@ class MicroBatch:
     chosen_segs_P: torch.Tensor | None = None
     rejected_segs_P: torch.Tensor | None = None
     rf_segs_R: torch.Tensor | None = None
+    grpo_rows_G: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
+    grpo_adv_G: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.float32))
+    grpo_segs_G: torch.Tensor | None = None
+    """The GRPO items' segments of prefix-shared rows (None when unpacked, or built without)."""
 
     _SHARED: ClassVar[tuple[str, ...]] = ("segment_ids_BS", "chosen_segs_P", "rejected_segs_P", "rf_segs_R")
     _DTYPES: ClassVar[dict[str, torch.dtype]] = {
         "tokens_BS": torch.int64, "labels_BS": torch.int64, "position_ids_BS": torch.int64,
         "lm_mask_BS": torch.float32, "rl_mask_BS": torch.float32, "ref_logps_BS": torch.float32,
         "chosen_rows_P": torch.int64, "rejected_rows_P": torch.int64, "rf_rows_R": torch.int64,
-        "group_ids_B": torch.int64,
+        "group_ids_B": torch.int64, "grpo_rows_G": torch.int64, "grpo_adv_G": torch.float32,
     }  # fmt: skip
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> MicroBatch:
@@ -72,7 +77,7 @@ class MicroBatch:
             shape = tuple(getattr(self, name).shape)
             if shape != (b, s):
                 raise ValueError(f"MicroBatch.{name} must have shape {(b, s)}, got {shape}")
-        for name in ("chosen_rows_P", "rejected_rows_P", "rf_rows_R", "group_ids_B"):
+        for name in ("chosen_rows_P", "rejected_rows_P", "rf_rows_R", "group_ids_B", "grpo_rows_G"):
             shape = tuple(getattr(self, name).shape)
             if len(shape) != 1:
                 raise ValueError(f"MicroBatch.{name} must be 1-D, got shape {shape}")
@@ -83,6 +88,13 @@ class MicroBatch:
                 f"MicroBatch.chosen_rows_P and rejected_rows_P must have the same length, got "
                 f"{self.chosen_rows_P.shape[0]} and {self.rejected_rows_P.shape[0]}"
             )
+        if self.grpo_adv_G.shape != self.grpo_rows_G.shape:
+            raise ValueError(f"MicroBatch.grpo_adv_G must have the shape of grpo_rows_G "
+                             f"{tuple(self.grpo_rows_G.shape)}, got {tuple(self.grpo_adv_G.shape)}")
+        if self.grpo_segs_G is not None and (self.grpo_segs_G.shape != self.grpo_rows_G.shape or not self.shared):
+            raise ValueError("MicroBatch.grpo_segs_G must have the shape of grpo_rows_G, in shared rows only")
+        if self.shared and self.grpo_rows_G.numel() and self.grpo_segs_G is None:
+            raise ValueError("MicroBatch.grpo_segs_G must be set for GRPO items in prefix-shared rows")
         if not 0 <= self.num_real_rows <= b:
             raise ValueError(f"MicroBatch.num_real_rows must be in [0, {b}], got {self.num_real_rows}")
         for name in ("lm_mask_BS", "rl_mask_BS"):
@@ -100,7 +112,7 @@ class MicroBatch:
         self._validate_shared(b, s)
         rl_rows = self.rl_mask_BS.sum(dim=1) > 0  # [B]
         for name, seg_name in (("chosen_rows_P", "chosen_segs_P"), ("rejected_rows_P", "rejected_segs_P"),
-                               ("rf_rows_R", "rf_segs_R")):
+                               ("rf_rows_R", "rf_segs_R"), ("grpo_rows_G", "grpo_segs_G")):
             idx = getattr(self, name)
             if idx.numel() == 0:
                 continue

@@ -18,8 +18,12 @@ Real rows come first in a micro-batch, padding rows (group id -1) after.
 With ``PackSpec.shared_rows`` each pool's rows become ONE prefix-shared row
 (rlpt_plugin/rl/shared_rows.py): ``segment_ids_BS`` says which candidate each
 position belongs to, and a DPO pair or RF-NLL target is a (row, segment) item
-(``chosen_segs_P`` / ``rejected_segs_P`` / ``rf_segs_R``). Unpacked micro-batches
-leave these four fields None.
+(``chosen_segs_P`` / ``rejected_segs_P`` / ``rf_segs_R`` / ``grpo_segs_G``). Unpacked
+micro-batches leave these five fields None.
+
+Dr. GRPO items (``PackSpec.use_grpo``): every rollout of a pool with GRPO advantages is a row
+(or segment) with role "grpo"; ``grpo_rows_G`` / ``grpo_adv_G`` give each item's row and
+advantage, and its old log-probs are the row's ``ref_logps`` (rollout-time, rlpt_plugin/rl/grpo.py).
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from rlpt_plugin.rl.pool import CandidateGroup, Selection
 ROLE_CHOSEN = "chosen"
 ROLE_REJECTED = "rejected"
 ROLE_RF = "rf"
-ROLES: frozenset[str] = frozenset({ROLE_CHOSEN, ROLE_REJECTED, ROLE_RF})
+ROLE_GRPO = "grpo"
+ROLES: frozenset[str] = frozenset({ROLE_CHOSEN, ROLE_REJECTED, ROLE_RF, ROLE_GRPO})
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,8 @@ class PackSpec:
     lm_on_original: bool = True
     use_dpo: bool = True
     use_rf_nll: bool = False
+    use_grpo: bool = False
+    """Dr. GRPO rows: every rollout of a selection with advantages (rule "grpo")."""
     ref_from_rollout: bool = False
     shared_rows: bool = False
     """Pack each pool's rows as one prefix-shared row. ``micro_batch_size`` stays the budget of
@@ -63,10 +70,9 @@ class PackSpec:
                 raise ValueError(f"PackSpec.{name} must be an int >= 1, got {v!r}")
         if isinstance(self.pad_id, bool) or not isinstance(self.pad_id, int) or self.pad_id < 0:
             raise ValueError(f"PackSpec.pad_id must be an int >= 0, got {self.pad_id!r}")
-        if not (self.lm_on_original or self.use_dpo or self.use_rf_nll):
-            raise ValueError(
-                "PackSpec: at least one of lm_on_original, use_dpo, use_rf_nll must be True, got all False"
-            )
+        if not (self.lm_on_original or self.use_dpo or self.use_rf_nll or self.use_grpo):
+            raise ValueError("PackSpec: at least one of lm_on_original, use_dpo, use_rf_nll, use_grpo "
+                             "must be True, got all False")
 
 
 @dataclass(frozen=True)
@@ -80,12 +86,13 @@ class Row:
             candidate; ``1 <= candidate_length < len(tokens)`` because the first
             candidate token must be predicted from at least one context token.
         lm: the row carries the LM loss on every real label position.
-        roles: subset of ``{"chosen", "rejected", "rf"}``.
+        roles: subset of ``{"chosen", "rejected", "rf", "grpo"}``.
         pair_id: identifies the DPO pair; required iff chosen/rejected in roles.
         ref_logps: reference log-prob per candidate token, or ``None``.
         lm_mask: 0/1 per label position (``len(tokens) - 1``) for an LM row whose
             source masks some labels (Megatron's ``loss_mask``, e.g. EOD with
             ``eod_mask_loss``); ``None`` trains every label position.
+        advantage: the Dr. GRPO advantage; set exactly when ``"grpo"`` is in roles.
     """
 
     group_id: int
@@ -96,6 +103,7 @@ class Row:
     pair_id: int | None = None
     ref_logps: tuple[float, ...] | None = None
     lm_mask: tuple[float, ...] | None = None
+    advantage: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens", tuple(self.tokens))
@@ -123,6 +131,9 @@ class Row:
                 f"{where}: pair_id must be set exactly when roles hold chosen/rejected, "
                 f"got pair_id={self.pair_id} with roles {sorted(self.roles)}"
             )
+        if (ROLE_GRPO in self.roles) != (self.advantage is not None):
+            raise ValueError(f"{where}: advantage must be set exactly when roles hold 'grpo', got "
+                             f"advantage={self.advantage} with roles {sorted(self.roles)}")
         if not self.lm and not self.roles:
             raise ValueError(f"{where}: row has no loss (lm=False and no roles)")
         if self.ref_logps is not None and len(self.ref_logps) != self.candidate_length:
@@ -177,11 +188,11 @@ def _assign(rows: Sequence[Row], assignment: Sequence[int], spec: PackSpec) -> l
                 f"row of group {row.group_id}: len(tokens) must be <= seq_length + 1 = {s + 1}, "
                 f"got {len(row.tokens)}"
             )
-        if spec.ref_from_rollout and row.pair_id is not None and row.ref_logps is None:
-            raise ValueError(
-                f"row of group {row.group_id} (pair {row.pair_id}): ref_logps must be set when "
-                f"ref_from_rollout=True, got None"
-            )
+        if spec.ref_from_rollout and (row.pair_id is not None or ROLE_GRPO in row.roles) \
+                and row.ref_logps is None:
+            what = f"pair {row.pair_id}" if row.pair_id is not None else "a GRPO item"
+            raise ValueError(f"row of group {row.group_id} ({what}): ref_logps must be set when "
+                             "ref_from_rollout=True, got None")
         for role in (ROLE_CHOSEN, ROLE_REJECTED):
             if role in row.roles:
                 slots = pairs.setdefault(row.pair_id, {})  # type: ignore[arg-type]
@@ -212,6 +223,7 @@ def _build(rows: Sequence[Row], spec: PackSpec) -> MicroBatch:
     chosen_by_pair: dict[int, int] = {}
     rejected_by_pair: dict[int, int] = {}
     rf_rows: list[int] = []
+    grpo: list[tuple[int, float]] = []
     for b, row in enumerate(rows):
         x = torch.tensor(row.tokens, dtype=torch.int64)
         n_lab = x.numel() - 1  # label positions of this row
@@ -230,6 +242,8 @@ def _build(rows: Sequence[Row], spec: PackSpec) -> MicroBatch:
             rejected_by_pair[row.pair_id] = b  # type: ignore[index]
         if ROLE_RF in row.roles:
             rf_rows.append(b)
+        if ROLE_GRPO in row.roles:
+            grpo.append((b, row.advantage))  # type: ignore[arg-type]
     # Pairs in order of their chosen row so the P order follows the row order.
     pair_ids = sorted(chosen_by_pair, key=chosen_by_pair.__getitem__)
     return MicroBatch(
@@ -244,6 +258,8 @@ def _build(rows: Sequence[Row], spec: PackSpec) -> MicroBatch:
         rf_rows_R=torch.tensor(rf_rows, dtype=torch.int64),
         group_ids_B=group_ids_B,
         num_real_rows=len(rows),
+        grpo_rows_G=torch.tensor([b for b, _ in grpo], dtype=torch.int64),
+        grpo_adv_G=torch.tensor([a for _, a in grpo], dtype=torch.float32),
     )
 
 
@@ -273,8 +289,11 @@ def group_rows(group: CandidateGroup, selection: Selection, spec: PackSpec) -> l
         roles.setdefault(selection.rejected, set()).add(ROLE_REJECTED)  # type: ignore[arg-type]
     if spec.use_rf_nll and selection.best is not None:
         roles.setdefault(selection.best, set()).add(ROLE_RF)
+    advantage = dict(selection.advantages) if spec.use_grpo else {}
+    for idx in advantage:
+        roles.setdefault(idx, set()).add(ROLE_GRPO)
     in_pair = spec.use_dpo and selection.chosen is not None
-    if spec.ref_from_rollout and in_pair and group.ref_logps is None:
+    if spec.ref_from_rollout and (in_pair or advantage) and group.ref_logps is None:
         raise ValueError(f"group {gid}: ref_logps must be set when ref_from_rollout=True, got None")
 
     rows: list[Row] = []
@@ -293,6 +312,7 @@ def group_rows(group: CandidateGroup, selection: Selection, spec: PackSpec) -> l
                 roles=frozenset(r),
                 pair_id=gid if r & {ROLE_CHOSEN, ROLE_REJECTED} else None,
                 ref_logps=group.ref_logps[idx] if group.ref_logps is not None else None,
+                advantage=advantage.get(idx),
             )
         )
     return rows
