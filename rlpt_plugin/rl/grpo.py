@@ -82,7 +82,7 @@ def grpo_sums(token_logps_BS: Tensor, old_logps_BS: Tensor, rl_mask_BS: Tensor, 
     loss_sum, clipped = clipped_surrogate_sum(token_logps_BS[rows_G], old_logps_BS[rows_G], mask_GS,
                                               advantages_G, clip_eps)
     return GRPOSums(loss_sum=loss_sum, num_tokens=float((mask_GS != 0).sum()), clipped_tokens=clipped,
-                    abs_advantage_sum=advantages_G.detach().abs().sum(), num_items=float(rows_G.numel()))
+                    abs_advantage_sum=advantages_G.detach().double().abs().sum(), num_items=float(rows_G.numel()))
 
 
 def grpo_token_count(rl_mask_BS: Tensor, rows_G: Tensor, segment_ids_BS: Tensor | None = None,
