@@ -130,3 +130,17 @@ def test_step_source_reports_tied_groups_and_sums_the_grpo_count(monkeypatch):
     assert source.last_stats.num_grpo_groups == 2 and source.last_stats.skipped == {"all_tied": 1}
     extras = dict((n, (s, c)) for n, s, c in next(source).extras)
     assert extras["grpo_tied_group_rate"] == (1.0, 3.0) and "rollout_chosen_rate" not in extras
+
+
+def test_the_plan_counts_one_row_per_rollout_and_the_setup_check_uses_it():
+    from rlpt_plugin.plan import max_rows_per_microbatch, plan_from_config
+
+    cfg = grpo_config()
+    cfg.candidates.num_rollouts = 3
+    p = plan_from_config(cfg, seq_length=32, suffix_length=8)
+    assert p.lm_rows == 8 and p.rl_rows == 8 * 3 and p.rollouts == 8 * 3 and p.judge_calls > 0
+    # 4 pools per micro-batch: 4 x (LM row + 3 rollouts); under dpo it is 4 x (LM + 2)
+    assert max_rows_per_microbatch(p, dp_size=1, num_microbatches=2) == 16
+    cfg.loss.selection, cfg.loss.dpo, cfg.loss.grpo = "dpo", TermWeight(start=1.0), TermWeight(start=0.0)
+    assert max_rows_per_microbatch(plan_from_config(cfg, seq_length=32, suffix_length=8),
+                                   dp_size=1, num_microbatches=2) == 12
