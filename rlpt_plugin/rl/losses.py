@@ -235,6 +235,8 @@ def mixed_loss(token_logps_BS: Tensor, ref_token_logps_BS: Tensor, lm_mask_BS: T
             their old log-probs are ``ref_token_logps_BS`` (rlpt_plugin/rl/grpo.py).
     """
     with_grpo = grpo_rows_G is not None  # its metrics and count are reported only then
+    if with_grpo != (grpo_advantages_G is not None):
+        raise ValueError("grpo_rows_G and grpo_advantages_G must be given together, got only one")
     if grpo_rows_G is None:
         grpo_rows_G = torch.zeros(0, dtype=torch.int64, device=lm_mask_BS.device)
         grpo_advantages_G = torch.zeros(0, dtype=torch.float32, device=lm_mask_BS.device)
