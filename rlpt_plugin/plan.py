@@ -16,8 +16,8 @@ ranks), ``N = suffix_length``, ``K = num_rollouts``, ``S = seq_length``:
 * Rows trained (rlpt_plugin/rl/packing.py): one LM row per prefix (prefix + original) when
   ``lm_on_original`` (whether or not the original is also a candidate), plus one row per
   distinct selected candidate not already in a row: DPO up to 2 (chosen, rejected; under the
-  dpo rule the RF-NLL target IS the chosen row), RF-NLL alone up to 1, none for a
-  single-candidate pool. Every row is counted as ``S``
+  dpo rule the RF-NLL target IS the chosen row), RF-NLL alone up to 1, Dr. GRPO one per
+  rollout (K), none for a single-candidate pool. Every row is counted as ``S``
   positions: rows are padded to ``S``, and store windows cut the prefix to ``S + 1 - N`` tokens,
   so a full-length window fills its row. Plus one LM row per sequence of the job's own data
   (``rlpt.data.job_sequences_per_step``), each exactly ``S`` positions.
@@ -94,6 +94,8 @@ class WorkloadInputs:
     """DPO rows (chosen + rejected) are trained."""
     rf_nll: bool = False
     """RF-NLL rows (the best candidate) are trained."""
+    grpo: bool = False
+    """Dr. GRPO rows (every rollout of the pool) are trained."""
     in_loop: bool = True
     """Pools come from rollouts + judge in the loop (rlpt.data.source=store). False: ready-made
     scored groups (synthetic): RL rows, but no generation and no judge calls."""
@@ -119,7 +121,7 @@ class WorkloadInputs:
         for name in ("dp_size", "global_batch_size"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
-        for name in ("original", "rewrite", "rollouts", "lm_on_original", "dpo", "rf_nll", "in_loop",
+        for name in ("original", "rewrite", "rollouts", "lm_on_original", "dpo", "rf_nll", "grpo", "in_loop",
                      "share_prefill", "shared_rows"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
@@ -155,7 +157,7 @@ class WorkloadInputs:
 
     @property
     def has_rl(self) -> bool:
-        return self.dpo or self.rf_nll
+        return self.dpo or self.rf_nll or self.grpo
 
     @property
     def pool_rollouts(self) -> int:
@@ -297,6 +299,8 @@ def plan(inputs: WorkloadInputs) -> WorkloadPlan:
         wanted = 2 if inp.dpo else 1
         # the original's LM row doubles as its RL row when it is a candidate
         rl_per_prefix = min(wanted, pool - (1 if has_lm and inp.original else 0))
+        if inp.grpo:  # every rollout is a row of its own (never the original's LM row)
+            rl_per_prefix = inp.pool_rollouts
     rl_rows = g * rl_per_prefix
     unpacked = (lm_rows + inp.job_sequences + rl_rows) * s
     per_prefix = (1 if has_lm else 0) + rl_per_prefix
@@ -361,6 +365,7 @@ def plan_from_config(rlpt: RLPTConfig, *, seq_length: int, suffix_length: int | 
     rl = loss.has_rl_terms()
     dpo = rl and loss.selection == "dpo"  # as rlpt_plugin.megatron.bridge_host.pack_spec_flags
     rf_nll = rl and bool(loss.rf_nll.start or loss.rf_nll.end)
+    grpo = rl and loss.selection == "grpo"
     store = data.source == "store"
     if store:
         if suffix_length is None:
@@ -379,7 +384,7 @@ def plan_from_config(rlpt: RLPTConfig, *, seq_length: int, suffix_length: int | 
             schedule=judge.schedule, **judge.axis_weights(keep_zero=True),
             samples=1 if world else judge.samples, position="random" if world else judge.position,
             lm_on_original=lm_rows_packed(rlpt), job_sequences=data.job_sequences_per_step,
-            dpo=dpo, rf_nll=rf_nll, in_loop=store, shared_rows=data.prefix_sharing != "unpacked",
+            dpo=dpo, rf_nll=rf_nll, grpo=grpo, in_loop=store, shared_rows=data.prefix_sharing != "unpacked",
             step_time_s=step_time_s, dp_size=dp_size, global_batch_size=global_batch_size,
             judge="world oracle" if world else "openai", **pool)
     except ValueError as err:
@@ -391,4 +396,3 @@ def plan_from_config(rlpt: RLPTConfig, *, seq_length: int, suffix_length: int | 
             raise
         raise ValueError(f"`{paths[name.group()]}`: {err}") from None
     return plan(inputs)
-

@@ -140,7 +140,8 @@ def pack_spec_flags(cfg: RLPTConfigContainer) -> dict[str, bool]:
     rl = loss.has_rl_terms()  # next-token-only runs carry LM rows only
     use_dpo = rl and loss.selection == "dpo"
     return dict(lm_on_original=lm_rows_packed(cfg.rlpt), use_dpo=use_dpo,
-                use_rf_nll=use_dpo or (rl and bool(loss.rf_nll.start or loss.rf_nll.end)))
+                use_rf_nll=use_dpo or (rl and bool(loss.rf_nll.start or loss.rf_nll.end)),
+                use_grpo=rl and loss.selection == "grpo")
 
 
 def in_loop(cfg: RLPTConfigContainer) -> bool:
@@ -160,7 +161,8 @@ def pack_spec(cfg: RLPTConfigContainer, shared_rows: bool = False) -> PackSpec:
 def wants_shared_rows(cfg: RLPTConfigContainer) -> bool:
     """Whether the config asks for prefix-shared rows and the step has rows to share."""
     flags = pack_spec_flags(cfg)
-    return cfg.rlpt.data.prefix_sharing != "unpacked" and (flags["use_dpo"] or flags["use_rf_nll"])
+    return cfg.rlpt.data.prefix_sharing != "unpacked" and (flags["use_dpo"] or flags["use_rf_nll"]
+                                                           or flags["use_grpo"])
 
 
 def resolve_shared_rows(cfg: RLPTConfigContainer, model: list[torch.nn.Module]) -> bool:
@@ -267,7 +269,7 @@ def forward_step(cfg: RLPTConfigContainer) -> RLPTForwardStep:
     spec = pack_spec_flags(cfg)
     lm = spec["lm_on_original"] or bool(cfg.rlpt.data.job_sequences_per_step)  # the job's own data
     terms = {name for name, on in (("lm", lm), ("dpo", spec["use_dpo"]),
-                                   ("rf_nll", spec["use_rf_nll"])) if on}
+                                   ("rf_nll", spec["use_rf_nll"]), ("grpo", spec["use_grpo"])) if on}
     loss = cfg.rlpt.loss
     # Ready-made groups in rollout mode: the reference is this step's policy (no extra pass).
     reference_is_policy = loss.reference == "rollout" and not in_loop(cfg)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 

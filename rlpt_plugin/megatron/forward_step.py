@@ -36,7 +36,9 @@ TERM_METRICS = {
     "dpo": ("term_dpo", "dpo_loss", "dpo_reward_margin", "dpo_accuracy", "dpo_chosen_reward",
             "dpo_rejected_reward", "chosen_logp", "rejected_logp", "num_pairs"),
     "rf_nll": ("term_rf_nll", "rf_nll", "num_rf_tokens"),
+    "grpo": ("term_grpo", "grpo_loss", "grpo_abs_advantage", "grpo_clip_fraction", "num_grpo_tokens"),
 }
+DEFAULT_TERMS = frozenset(("lm", "dpo", "rf_nll"))
 
 
 def causal_attention_mask(seq_length: int, device: torch.device | str) -> torch.Tensor:
@@ -60,8 +62,8 @@ class RLPTForwardStep:
     """
 
     def __init__(self, loss_config: LossConfig, weights: MixedWeights, *, check_values: bool = True,
-                 terms: frozenset[str] = frozenset(TERM_METRICS), reference_is_policy: bool = False):
-        """terms: which of "lm", "dpo", "rf_nll" the data carries rows for; metrics of the others
+                 terms: frozenset[str] = DEFAULT_TERMS, reference_is_policy: bool = False):
+        """terms: which of "lm", "dpo", "rf_nll", "grpo" the data carries rows for; metrics of the others
         are not reported (their global count is 0, and Bridge would log 0/0 = nan).
         reference_is_policy: the DPO reference is the policy of this very step (rollout mode with
         ready-made candidates): its log-probs are this forward's, detached -- no second pass."""
@@ -96,7 +98,8 @@ class RLPTForwardStep:
                          mb.chosen_rows_P, mb.rejected_rows_P, mb.rf_rows_R,
                          weights=self.weights.at(item.step), denominators=item.denominators,
                          config=self.loss_config, check_values=self.check_values,
-                         segments=batch_segments(mb))
+                         segments=batch_segments(mb), grpo_rows_G=mb.grpo_rows_G,
+                         grpo_advantages_G=mb.grpo_adv_G)
         scale = parallel.loss_scale_for_schedule()
         # Per-step totals are reported as [value, 1/scale]: summed over the scale's
         # num_microbatches * dp contributions, the count is exactly 1.

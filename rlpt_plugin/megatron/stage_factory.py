@@ -14,7 +14,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from rlpt_plugin.config import ConfigError, JudgeSection, RLPTConfig
+from rlpt_plugin.config import ConfigError, RLPTConfig
+from rlpt_plugin.config_judge import JudgeSection
 from rlpt_plugin.data.tokenizer import load_tokenizer
 from rlpt_plugin.judge.judge import Judge
 from rlpt_plugin.judge.pools import JudgeConfig, JudgePool

@@ -25,7 +25,7 @@ from rlpt_plugin.judge.watchdog import UnjudgedWatchdog, stop_message
 from rlpt_plugin.megatron.candidate_stage import CandidateStage, JudgeFailure
 from rlpt_plugin.megatron.reference import ReferenceScorer
 from rlpt_plugin.rl.packing import PackSpec, Row, pack_step
-from rlpt_plugin.rl.pool import CandidateGroup, SelectionStats, select_all
+from rlpt_plugin.rl.pool import RULE_GRPO, SKIP_ALL_TIED, CandidateGroup, SelectionStats, select_all
 from rlpt_plugin.rl.losses import Denominators
 from rlpt_plugin.rl.step import StepMicroBatch, local_denominators, step_extras
 
@@ -129,11 +129,11 @@ class StepSource(Iterator[StepMicroBatch]):
         # rank learns it in the same collective, so all stop together instead of some waiting.
         summed = parallel.all_reduce_sum_over_dp(torch.tensor(
             [local.num_lm_tokens, local.num_pairs, local.num_rf_tokens, unjudged, float(len(groups)),
-             float(failure is not None)], dtype=torch.float64)).tolist()
+             float(failure is not None), local.num_grpo_tokens], dtype=torch.float64)).tolist()
         if summed[5]:
             raise failure or JudgeFailure(f"the judge failed on {int(summed[5])} other data-parallel "
                                           f"replica(s) at step {step}; their ranks report why")
-        denominators = Denominators(*(float(v) for v in summed[:3]))
+        denominators = Denominators(*(float(v) for v in summed[:3]), num_grpo_tokens=float(summed[6]))
         if self.watchdog is not None and (share := self.watchdog.observe(summed[3], summed[4])) is not None:
             raise JudgeFailure(stop_message(share, self.watchdog, step, self.stage.failure_examples()))
         self.last_stats = SelectionStats.from_selections(zip(groups, selections))
@@ -177,8 +177,13 @@ class StepSource(Iterator[StepMicroBatch]):
                   if not s.fallback]
         picked = [(g, i) for g, i in picked if i is not None]
         rollout_chosen = sum(g.kinds[i] == "rollout" for g, i in picked)
-        metrics = {"rollout_chosen_rate": (float(rollout_chosen), float(len(picked))),
-                   "unjudged_pool_rate": (float(sum(g.scores is None for g in groups)), float(len(groups)))}
+        metrics = {"unjudged_pool_rate": (float(sum(g.scores is None for g in groups)), float(len(groups)))}
+        if self.rule == RULE_GRPO:  # no candidate is picked; the judged pools whose rollouts all tie
+            judged = [s for g, s in zip(groups, selections) if g.scores is not None]
+            metrics["grpo_tied_group_rate"] = (float(sum(s.skip_reason == SKIP_ALL_TIED for s in judged)),
+                                               float(len(judged)))
+        else:
+            metrics["rollout_chosen_rate"] = (float(rollout_chosen), float(len(picked)))
         if self.stage is not None:  # seconds the trainer waited for this step's verdicts
             metrics["judge_wait_s"] = (self.stage.stats.judge_wait_s[-1], 1.0)
             metrics["rollout_s"] = (self.stage.stats.rollout_s[-1], 1.0)  # the latest launch

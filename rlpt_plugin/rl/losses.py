@@ -10,6 +10,7 @@ Shape legend for tensor-name suffixes:
     S = sequence positions (label positions)
     P = DPO pairs
     R = RF-NLL rows (the best candidate of their pool)
+    G = Dr. GRPO items (the rollouts of their pool; rlpt_plugin/rl/grpo.py)
 """
 
 from __future__ import annotations
@@ -22,18 +23,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rlpt_plugin.rl.grpo import check_clip_eps, grpo_sums, grpo_token_count
+from rlpt_plugin.rl.items import (  # noqa: F401  (re-exported: the loss API)
+    NonFiniteLogProbsError,
+    Segments,
+    _check_binary,
+    _check_finite,
+    _check_rows,
+    _check_same_shape,
+    _check_segments,
+    _masked,
+    item_masks,
+)
+
 _REDUCTIONS = ("sum", "mean")
-
-
-class NonFiniteLogProbsError(ValueError):
-    """A log-prob tensor holds NaN/inf at a position that enters the loss."""
-
-
-def _masked(values_BS: Tensor, mask_BS: Tensor) -> Tensor:
-    # torch.where instead of multiplication: 0 * NaN would poison the sum and the
-    # gradient, and garbage at padded positions must stay harmless.
-    return torch.where(mask_BS != 0, values_BS, torch.zeros((), dtype=values_BS.dtype,
-                                                             device=values_BS.device))
 
 
 def sequence_logps(token_logps_BS: Tensor, mask_BS: Tensor, reduction: str = "sum") -> Tensor:
@@ -108,14 +111,15 @@ def _check_non_negative(owner: str, **values: float) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class LossWeights:
-    """Non-negative weights of the three loss terms."""
+    """Non-negative weights of the four loss terms."""
 
     lm: float = 1.0
     dpo: float = 1.0
     rf_nll: float = 0.0
+    grpo: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_non_negative("LossWeights", lm=self.lm, dpo=self.dpo, rf_nll=self.rf_nll)
+        _check_non_negative("LossWeights", lm=self.lm, dpo=self.dpo, rf_nll=self.rf_nll, grpo=self.grpo)
 
 
 @dataclass(frozen=True)
@@ -125,25 +129,29 @@ class Denominators:
     num_lm_tokens: float
     num_pairs: float
     num_rf_tokens: float
+    num_grpo_tokens: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_non_negative("Denominators", num_lm_tokens=self.num_lm_tokens,
-                            num_pairs=self.num_pairs, num_rf_tokens=self.num_rf_tokens)
+        _check_non_negative("Denominators", num_lm_tokens=self.num_lm_tokens, num_pairs=self.num_pairs,
+                            num_rf_tokens=self.num_rf_tokens, num_grpo_tokens=self.num_grpo_tokens)
 
     def __add__(self, other: Denominators) -> Denominators:
         # Lets callers write sum(pieces, Denominators(0, 0, 0)) over micro-batches.
         return Denominators(self.num_lm_tokens + other.num_lm_tokens,
                             self.num_pairs + other.num_pairs,
-                            self.num_rf_tokens + other.num_rf_tokens)
+                            self.num_rf_tokens + other.num_rf_tokens,
+                            self.num_grpo_tokens + other.num_grpo_tokens)
 
 
 @dataclass(frozen=True, kw_only=True)
 class LossConfig:
     """beta: DPO temperature (> 0). dpo_reduction: how a candidate's token log-probs
-    become its sequence log-prob ("sum" as in the paper, or per-token "mean")."""
+    become its sequence log-prob ("sum" as in the paper, or per-token "mean").
+    grpo_clip: Dr. GRPO's PPO clip epsilon, in (0, 1)."""
 
     beta: float = 0.1
     dpo_reduction: str = "sum"
+    grpo_clip: float = 0.2
 
     def __post_init__(self) -> None:
         if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta > 0):
@@ -151,55 +159,20 @@ class LossConfig:
         if self.dpo_reduction not in _REDUCTIONS:
             raise ValueError(f"LossConfig.dpo_reduction must be one of {_REDUCTIONS}, "
                              f"but got {self.dpo_reduction!r}")
+        check_clip_eps(self.grpo_clip, "LossConfig.grpo_clip")
 
 
 @dataclass
 class LossOutput:
     """loss: [] contribution to the step loss (carries grad).
     metrics: name -> (local sum, local count), detached float64 0-dim tensors.
-    terms: "lm" / "dpo" / "rf_nll" -> [] detached unweighted term / global denominator.
-    counts: local num_lm_tokens / num_pairs / num_rf_tokens as python floats."""
+    terms: "lm" / "dpo" / "rf_nll" / "grpo" -> [] detached unweighted term / global denominator.
+    counts: local num_lm_tokens / num_pairs / num_rf_tokens / num_grpo_tokens as python floats."""
 
     loss: Tensor
     metrics: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
     terms: dict[str, Tensor] = field(default_factory=dict)
     counts: dict[str, float] = field(default_factory=dict)
-
-
-def _check_same_shape(*named: tuple[str, Tensor]) -> None:
-    (first_name, first), rest = named[0], named[1:]
-    for name, tensor in rest:
-        if tensor.shape != first.shape:
-            raise ValueError(f"{first_name} and {name} must have the same shape, "
-                             f"but got {tuple(first.shape)} and {tuple(tensor.shape)}")
-
-
-def _check_rows(name: str, rows: Tensor, num_rows: int) -> None:
-    if rows.dim() != 1 or rows.dtype.is_floating_point or rows.dtype.is_complex \
-            or rows.dtype == torch.bool:
-        raise ValueError(f"{name} must be a 1-D integer tensor, but got dtype {rows.dtype} "
-                         f"and shape {tuple(rows.shape)}")
-    bad = (rows < 0) | (rows >= num_rows)
-    if bool(bad.any()):
-        i = int(bad.nonzero()[0, 0])
-        raise ValueError(f"{name} must hold row indices in [0, {num_rows}), "
-                         f"but {name}[{i}] is {int(rows[i])}")
-
-
-def _check_binary(name: str, mask_BS: Tensor) -> None:
-    bad_BS = (mask_BS != 0) & (mask_BS != 1)
-    if bool(bad_BS.any()):
-        row, pos = (int(v) for v in bad_BS.nonzero()[0])
-        raise ValueError(f"{name} must contain only 0 and 1, but has "
-                         f"{mask_BS[row, pos].item()} at (row {row}, position {pos})")
-
-
-def _check_finite(name: str, values_BS: Tensor, used_BS: Tensor) -> None:
-    bad_BS = used_BS & ~torch.isfinite(values_BS)
-    if bool(bad_BS.any()):
-        row, pos = (int(v) for v in bad_BS.nonzero()[0])
-        raise NonFiniteLogProbsError(f"{name} must be finite at used positions, but has "
-                                     f"{values_BS[row, pos].item()} at (row {row}, position {pos})")
 
 
 def _check_structure(lm_mask_BS: Tensor, rl_mask_BS: Tensor, chosen_rows_P: Tensor,
@@ -216,69 +189,35 @@ def _check_structure(lm_mask_BS: Tensor, rl_mask_BS: Tensor, chosen_rows_P: Tens
         _check_rows(name, rows, num_rows)
 
 
-@dataclass(frozen=True)
-class Segments:
-    """Which candidate of a prefix-shared row an item is (rlpt_plugin/rl/shared_rows.py).
-
-    ``ids_BS`` [B, S]: the segment of every position; ``chosen_P`` / ``rejected_P`` [P] and
-    ``rf_R`` [R]: the segment of each item, next to its row index. An item's tokens are the
-    positions of its row with ``rl_mask`` 1 AND its segment. Without Segments an item is its
-    whole row's ``rl_mask`` (one candidate per row).
-    """
-
-    ids_BS: Tensor
-    chosen_P: Tensor
-    rejected_P: Tensor
-    rf_R: Tensor
-
-
-def item_masks(rl_mask_BS: Tensor, rows: Tensor, segment_ids_BS: Tensor | None = None,
-               segs: Tensor | None = None) -> Tensor:
-    """[N, S] 0/1 masks of N items (rows [N], segments [N] of a shared row, or whole rows)."""
-    mask_NS = rl_mask_BS[rows]
-    if segment_ids_BS is None:
-        return mask_NS
-    if segs is None or segs.shape != rows.shape:
-        raise ValueError(f"segs must have the shape of rows {tuple(rows.shape)}, "
-                         f"but got {None if segs is None else tuple(segs.shape)}")
-    return torch.where(segment_ids_BS[rows] == segs[:, None], mask_NS, torch.zeros_like(mask_NS))
-
-
-def _check_segments(seg: Segments, mask_BS: Tensor, chosen_rows_P: Tensor, rejected_rows_P: Tensor,
-                    rf_rows_R: Tensor) -> None:
-    _check_same_shape(("lm_mask_BS", mask_BS), ("segments.ids_BS", seg.ids_BS))
-    for name, rows, segs in (("chosen", chosen_rows_P, seg.chosen_P), ("rejected", rejected_rows_P, seg.rejected_P),
-                             ("rf", rf_rows_R, seg.rf_R)):
-        if segs.shape != rows.shape or segs.dtype.is_floating_point:
-            raise ValueError(f"segments.{name} must be an integer tensor of the shape of its rows "
-                             f"{tuple(rows.shape)}, but got {segs.dtype} {tuple(segs.shape)}")
-
-
 def count_local(lm_mask_BS: Tensor, rl_mask_BS: Tensor, chosen_rows_P: Tensor,
-                rf_rows_R: Tensor, segments: Segments | None = None) -> Denominators:
+                rf_rows_R: Tensor, segments: Segments | None = None,
+                grpo_rows_G: Tensor | None = None) -> Denominators:
     """Local counts of one micro-batch; sum them over micro-batches and DP ranks
     to get the GLOBAL Denominators for mixed_loss.
 
     Args: lm_mask_BS / rl_mask_BS [B, S] 0/1, chosen_rows_P [P], rf_rows_R [R] row indices,
-    segments: the items' segments when rows are prefix-shared.
+    segments: the items' segments when rows are prefix-shared; grpo_rows_G [G]: GRPO item rows.
     """
     _check_structure(lm_mask_BS, rl_mask_BS, chosen_rows_P, chosen_rows_P, rf_rows_R)
     ids_BS, rf_segs = (segments.ids_BS, segments.rf_R) if segments is not None else (None, None)
     return Denominators(num_lm_tokens=float((lm_mask_BS != 0).sum()),
                         num_pairs=float(chosen_rows_P.numel()),
-                        num_rf_tokens=float((item_masks(rl_mask_BS, rf_rows_R, ids_BS, rf_segs) != 0).sum()))
+                        num_rf_tokens=float((item_masks(rl_mask_BS, rf_rows_R, ids_BS, rf_segs) != 0).sum()),
+                        num_grpo_tokens=0.0 if grpo_rows_G is None or not grpo_rows_G.numel() else
+                        grpo_token_count(rl_mask_BS, grpo_rows_G, ids_BS, None if segments is None else segments.grpo_G))
 
 
 def mixed_loss(token_logps_BS: Tensor, ref_token_logps_BS: Tensor, lm_mask_BS: Tensor,
                rl_mask_BS: Tensor, chosen_rows_P: Tensor, rejected_rows_P: Tensor,
                rf_rows_R: Tensor, *, weights: LossWeights, denominators: Denominators,
-               config: LossConfig, check_values: bool = True,
-               segments: Segments | None = None) -> LossOutput:
+               config: LossConfig, check_values: bool = True, segments: Segments | None = None,
+               grpo_rows_G: Tensor | None = None, grpo_advantages_G: Tensor | None = None) -> LossOutput:
     """This micro-batch's contribution to the mixed step loss.
 
     loss = w.lm     * NLL(token_logps_BS, lm_mask_BS)              / num_lm_tokens
          + w.dpo    * sum_P DPO(chosen_rows_P vs rejected_rows_P)   / num_pairs
          + w.rf_nll * NLL(token_logps_BS[rf_rows_R], rl_mask[rf_rows_R]) / num_rf_tokens
+         + w.grpo   * Dr. GRPO clipped surrogate of grpo_rows_G         / num_grpo_tokens
 
     Args:
         token_logps_BS: [B, S] policy label log-probs (requires grad).
@@ -292,7 +231,25 @@ def mixed_loss(token_logps_BS: Tensor, ref_token_logps_BS: Tensor, lm_mask_BS: T
             each forces a host-device sync, so a caller that already checked may skip them.
         segments: prefix-shared rows (several candidates per row): each item is its row's
             ``rl_mask`` positions of its segment (see :class:`Segments`); None: one per row.
+        grpo_rows_G, grpo_advantages_G: [G] rows and advantages of the Dr. GRPO items (None: none);
+            their old log-probs are ``ref_token_logps_BS`` (rlpt_plugin/rl/grpo.py).
     """
+    with_grpo = grpo_rows_G is not None  # its metrics and count are reported only then
+    if with_grpo != (grpo_advantages_G is not None):
+        raise ValueError("grpo_rows_G and grpo_advantages_G must be given together, got only one")
+    if grpo_rows_G is None:
+        grpo_rows_G = torch.zeros(0, dtype=torch.int64, device=lm_mask_BS.device)
+        grpo_advantages_G = torch.zeros(0, dtype=torch.float32, device=lm_mask_BS.device)
+    grpo_segs = None if segments is None else segments.grpo_G
+    if segments is not None and grpo_segs is None and grpo_rows_G.numel():
+        raise ValueError("segments.grpo_G must give the GRPO items' segments of prefix-shared rows, got None")
+    if segments is not None and grpo_segs is None:
+        grpo_segs = torch.zeros_like(grpo_rows_G)  # no items
+    _check_rows("grpo_rows_G", grpo_rows_G, lm_mask_BS.shape[0])
+    if grpo_segs is not None and grpo_segs.shape != grpo_rows_G.shape:
+        raise ValueError(f"segments.grpo_G must have the shape of grpo_rows_G {tuple(grpo_rows_G.shape)}, "
+                         f"but got {tuple(grpo_segs.shape)}")
+    grpo_mask_GS = item_masks(rl_mask_BS, grpo_rows_G, None if segments is None else segments.ids_BS, grpo_segs)
     _check_same_shape(("token_logps_BS", token_logps_BS),
                       ("ref_token_logps_BS", ref_token_logps_BS),
                       ("lm_mask_BS", lm_mask_BS), ("rl_mask_BS", rl_mask_BS))
@@ -322,7 +279,8 @@ def mixed_loss(token_logps_BS: Tensor, ref_token_logps_BS: Tensor, lm_mask_BS: T
         num_pairs = chosen_rows_P.numel()
         for name, rows, masks in (("chosen_rows_P", chosen_rows_P, pair_mask_2PS[:num_pairs]),
                                   ("rejected_rows_P", rejected_rows_P, pair_mask_2PS[num_pairs:]),
-                                  ("rf_rows_R", rf_rows_R, rf_mask_RS)):
+                                  ("rf_rows_R", rf_rows_R, rf_mask_RS),
+                                  ("grpo_rows_G", grpo_rows_G, grpo_mask_GS)):
             empty = (masks != 0).sum(dim=-1) == 0
             if bool(empty.any()):
                 row = int(rows[empty.nonzero()[0, 0]])
@@ -333,14 +291,18 @@ def mixed_loss(token_logps_BS: Tensor, ref_token_logps_BS: Tensor, lm_mask_BS: T
         in_pairs_BS.index_add_(0, pair_rows, (pair_mask_2PS != 0).float())
         in_rf_BS = torch.zeros_like(in_pairs_BS)
         in_rf_BS.index_add_(0, rf_rows_R, (rf_mask_RS != 0).float())
-        _check_finite("token_logps_BS", token_logps_BS, lm_used_BS | (in_pairs_BS > 0) | (in_rf_BS > 0))
-        _check_finite("ref_token_logps_BS", ref_token_logps_BS, rl_used_BS & (in_pairs_BS > 0))
+        in_grpo_BS = torch.zeros_like(in_pairs_BS)  # GRPO: policy and old (rollout-time) log-probs
+        in_grpo_BS.index_add_(0, grpo_rows_G, (grpo_mask_GS != 0).float())
+        _check_finite("token_logps_BS", token_logps_BS,
+                      lm_used_BS | (in_pairs_BS > 0) | (in_rf_BS > 0) | (in_grpo_BS > 0))
+        _check_finite("ref_token_logps_BS", ref_token_logps_BS, rl_used_BS & ((in_pairs_BS > 0) | (in_grpo_BS > 0)))
 
-    local = count_local(lm_mask_BS, rl_mask_BS, chosen_rows_P, rf_rows_R, segments)
+    local = count_local(lm_mask_BS, rl_mask_BS, chosen_rows_P, rf_rows_R, segments, grpo_rows_G)
     for term, weight, count, denom in (
             ("num_lm_tokens", weights.lm, local.num_lm_tokens, denominators.num_lm_tokens),
             ("num_pairs", weights.dpo, local.num_pairs, denominators.num_pairs),
-            ("num_rf_tokens", weights.rf_nll, local.num_rf_tokens, denominators.num_rf_tokens)):
+            ("num_rf_tokens", weights.rf_nll, local.num_rf_tokens, denominators.num_rf_tokens),
+            ("num_grpo_tokens", weights.grpo, local.num_grpo_tokens, denominators.num_grpo_tokens)):
         if weight != 0 and count > 0 and denom <= 0:
             raise ValueError(f"denominators.{term} must be > 0 when its term has a non-zero weight "
                              f"and {count:g} local items, but got {denom!r}")
@@ -358,6 +320,9 @@ def mixed_loss(token_logps_BS: Tensor, ref_token_logps_BS: Tensor, lm_mask_BS: T
         dpo_sum = pairs.loss_P.sum()
     with torch.set_grad_enabled(grad_on and weights.rf_nll != 0):
         rf_sum = token_nll_sum(token_logps_BS[rf_rows_R], rf_mask_RS)
+    with torch.set_grad_enabled(grad_on and weights.grpo != 0):
+        grpo = grpo_sums(token_logps_BS, ref_token_logps_BS, rl_mask_BS, grpo_rows_G, grpo_advantages_G,
+                         clip_eps=config.grpo_clip, segment_ids_BS=ids_BS, segs_G=grpo_segs)
 
     # Anchor with zero gradient everywhere: backward() works even when no term
     # contributes (e.g. a padding-only micro-batch), and NaN garbage stays out.
@@ -365,8 +330,8 @@ def mixed_loss(token_logps_BS: Tensor, ref_token_logps_BS: Tensor, lm_mask_BS: T
     terms: dict[str, Tensor] = {}
     for name, weight, total, denom in (("lm", weights.lm, lm_sum, denominators.num_lm_tokens),
                                        ("dpo", weights.dpo, dpo_sum, denominators.num_pairs),
-                                       ("rf_nll", weights.rf_nll, rf_sum,
-                                        denominators.num_rf_tokens)):
+                                       ("rf_nll", weights.rf_nll, rf_sum, denominators.num_rf_tokens),
+                                       ("grpo", weights.grpo, grpo.loss_sum, denominators.num_grpo_tokens)):
         # A zero global denominator only passes the check above when this term has
         # nothing locally (or weight 0), so its contribution is 0.
         term = total / denom if denom > 0 else torch.zeros_like(total)
@@ -394,4 +359,11 @@ def mixed_loss(token_logps_BS: Tensor, ref_token_logps_BS: Tensor, lm_mask_BS: T
     }
     counts = {"num_lm_tokens": local.num_lm_tokens, "num_pairs": local.num_pairs,
               "num_rf_tokens": local.num_rf_tokens}
+    if not with_grpo:
+        terms.pop("grpo")
+    else:
+        metrics.update(grpo_loss=metric(grpo.loss_sum, grpo.num_tokens),
+                       grpo_abs_advantage=metric(grpo.abs_advantage_sum, grpo.num_items),
+                       grpo_clip_fraction=metric(grpo.clipped_tokens, grpo.num_tokens))
+        counts["num_grpo_tokens"] = local.num_grpo_tokens
     return LossOutput(loss=loss, metrics=metrics, terms=terms, counts=counts)

@@ -18,24 +18,29 @@ Real rows come first in a micro-batch, padding rows (group id -1) after.
 With ``PackSpec.shared_rows`` each pool's rows become ONE prefix-shared row
 (rlpt_plugin/rl/shared_rows.py): ``segment_ids_BS`` says which candidate each
 position belongs to, and a DPO pair or RF-NLL target is a (row, segment) item
-(``chosen_segs_P`` / ``rejected_segs_P`` / ``rf_segs_R``). Unpacked micro-batches
-leave these four fields None.
+(``chosen_segs_P`` / ``rejected_segs_P`` / ``rf_segs_R`` / ``grpo_segs_G``). Unpacked
+micro-batches leave these five fields None.
+
+Dr. GRPO items (``PackSpec.use_grpo``): every rollout of a pool with GRPO advantages is a row
+(or segment) with role "grpo"; ``grpo_rows_G`` / ``grpo_adv_G`` give each item's row and
+advantage, and its old log-probs are the row's ``ref_logps`` (rollout-time, rlpt_plugin/rl/grpo.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
-from typing import ClassVar
+from dataclasses import dataclass
 
 import torch
 
+from rlpt_plugin.rl.microbatch import MicroBatch
 from rlpt_plugin.rl.pool import CandidateGroup, Selection
 
 ROLE_CHOSEN = "chosen"
 ROLE_REJECTED = "rejected"
 ROLE_RF = "rf"
-ROLES: frozenset[str] = frozenset({ROLE_CHOSEN, ROLE_REJECTED, ROLE_RF})
+ROLE_GRPO = "grpo"
+ROLES: frozenset[str] = frozenset({ROLE_CHOSEN, ROLE_REJECTED, ROLE_RF, ROLE_GRPO})
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,8 @@ class PackSpec:
     lm_on_original: bool = True
     use_dpo: bool = True
     use_rf_nll: bool = False
+    use_grpo: bool = False
+    """Dr. GRPO rows: every rollout of a selection with advantages (rule "grpo")."""
     ref_from_rollout: bool = False
     shared_rows: bool = False
     """Pack each pool's rows as one prefix-shared row. ``micro_batch_size`` stays the budget of
@@ -63,10 +70,9 @@ class PackSpec:
                 raise ValueError(f"PackSpec.{name} must be an int >= 1, got {v!r}")
         if isinstance(self.pad_id, bool) or not isinstance(self.pad_id, int) or self.pad_id < 0:
             raise ValueError(f"PackSpec.pad_id must be an int >= 0, got {self.pad_id!r}")
-        if not (self.lm_on_original or self.use_dpo or self.use_rf_nll):
-            raise ValueError(
-                "PackSpec: at least one of lm_on_original, use_dpo, use_rf_nll must be True, got all False"
-            )
+        if not (self.lm_on_original or self.use_dpo or self.use_rf_nll or self.use_grpo):
+            raise ValueError("PackSpec: at least one of lm_on_original, use_dpo, use_rf_nll, use_grpo "
+                             "must be True, got all False")
 
 
 @dataclass(frozen=True)
@@ -80,12 +86,13 @@ class Row:
             candidate; ``1 <= candidate_length < len(tokens)`` because the first
             candidate token must be predicted from at least one context token.
         lm: the row carries the LM loss on every real label position.
-        roles: subset of ``{"chosen", "rejected", "rf"}``.
+        roles: subset of ``{"chosen", "rejected", "rf", "grpo"}``.
         pair_id: identifies the DPO pair; required iff chosen/rejected in roles.
         ref_logps: reference log-prob per candidate token, or ``None``.
         lm_mask: 0/1 per label position (``len(tokens) - 1``) for an LM row whose
             source masks some labels (Megatron's ``loss_mask``, e.g. EOD with
             ``eod_mask_loss``); ``None`` trains every label position.
+        advantage: the Dr. GRPO advantage; set exactly when ``"grpo"`` is in roles.
     """
 
     group_id: int
@@ -96,6 +103,7 @@ class Row:
     pair_id: int | None = None
     ref_logps: tuple[float, ...] | None = None
     lm_mask: tuple[float, ...] | None = None
+    advantage: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens", tuple(self.tokens))
@@ -123,6 +131,9 @@ class Row:
                 f"{where}: pair_id must be set exactly when roles hold chosen/rejected, "
                 f"got pair_id={self.pair_id} with roles {sorted(self.roles)}"
             )
+        if (ROLE_GRPO in self.roles) != (self.advantage is not None):
+            raise ValueError(f"{where}: advantage must be set exactly when roles hold 'grpo', got "
+                             f"advantage={self.advantage} with roles {sorted(self.roles)}")
         if not self.lm and not self.roles:
             raise ValueError(f"{where}: row has no loss (lm=False and no roles)")
         if self.ref_logps is not None and len(self.ref_logps) != self.candidate_length:
@@ -136,135 +147,6 @@ class Row:
             if len(self.lm_mask) != len(self.tokens) - 1 or any(v not in (0.0, 1.0) for v in self.lm_mask):
                 raise ValueError(f"{where}: lm_mask must hold one 0/1 per label position "
                                  f"({len(self.tokens) - 1}), got {len(self.lm_mask)} values")
-
-
-@dataclass
-class MicroBatch:
-    """One packed micro-batch; every tensor on the same device (CPU when built).
-
-    Shapes: ``*_BS`` [B, S]; ``chosen_rows_P`` / ``rejected_rows_P`` [P] (row
-    indices, pair p = (chosen_rows_P[p], rejected_rows_P[p])); ``rf_rows_R``
-    [R]; ``group_ids_B`` [B] (-1 for padding). Rows ``>= num_real_rows`` are
-    padding.
-    """
-
-    tokens_BS: torch.Tensor
-    labels_BS: torch.Tensor
-    position_ids_BS: torch.Tensor
-    lm_mask_BS: torch.Tensor
-    rl_mask_BS: torch.Tensor
-    ref_logps_BS: torch.Tensor
-    chosen_rows_P: torch.Tensor
-    rejected_rows_P: torch.Tensor
-    rf_rows_R: torch.Tensor
-    group_ids_B: torch.Tensor
-    num_real_rows: int
-    segment_ids_BS: torch.Tensor | None = None
-    chosen_segs_P: torch.Tensor | None = None
-    rejected_segs_P: torch.Tensor | None = None
-    rf_segs_R: torch.Tensor | None = None
-
-    _SHARED: ClassVar[tuple[str, ...]] = ("segment_ids_BS", "chosen_segs_P", "rejected_segs_P", "rf_segs_R")
-    _DTYPES: ClassVar[dict[str, torch.dtype]] = {
-        "tokens_BS": torch.int64, "labels_BS": torch.int64, "position_ids_BS": torch.int64,
-        "lm_mask_BS": torch.float32, "rl_mask_BS": torch.float32, "ref_logps_BS": torch.float32,
-        "chosen_rows_P": torch.int64, "rejected_rows_P": torch.int64, "rf_rows_R": torch.int64,
-        "group_ids_B": torch.int64,
-    }  # fmt: skip
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> MicroBatch:
-        """This micro-batch with every tensor on ``device`` (self when already there)."""
-        moved = {f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
-                 for f in fields(self) if f.name != "num_real_rows" and getattr(self, f.name) is not None}
-        return MicroBatch(**moved, num_real_rows=self.num_real_rows)
-
-    @property
-    def shared(self) -> bool:
-        """Whether this micro-batch holds prefix-shared rows (needs their mask and positions)."""
-        return self.segment_ids_BS is not None
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` if the micro-batch breaks the packing contract."""
-        for name, dtype in self._DTYPES.items():
-            t = getattr(self, name)
-            if not isinstance(t, torch.Tensor) or t.dtype != dtype:
-                got = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
-                raise ValueError(f"MicroBatch.{name} must be a {dtype} tensor, got {got}")
-        if self.tokens_BS.dim() != 2:
-            shape = tuple(self.tokens_BS.shape)
-            raise ValueError(f"MicroBatch.tokens_BS must be 2-D [B, S], got shape {shape}")
-        b, s = self.tokens_BS.shape
-        for name in ("labels_BS", "position_ids_BS", "lm_mask_BS", "rl_mask_BS", "ref_logps_BS"):
-            shape = tuple(getattr(self, name).shape)
-            if shape != (b, s):
-                raise ValueError(f"MicroBatch.{name} must have shape {(b, s)}, got {shape}")
-        for name in ("chosen_rows_P", "rejected_rows_P", "rf_rows_R", "group_ids_B"):
-            shape = tuple(getattr(self, name).shape)
-            if len(shape) != 1:
-                raise ValueError(f"MicroBatch.{name} must be 1-D, got shape {shape}")
-        if (got := self.group_ids_B.shape[0]) != b:
-            raise ValueError(f"MicroBatch.group_ids_B must have length B={b}, got {got}")
-        if self.chosen_rows_P.shape != self.rejected_rows_P.shape:
-            raise ValueError(
-                f"MicroBatch.chosen_rows_P and rejected_rows_P must have the same length, got "
-                f"{self.chosen_rows_P.shape[0]} and {self.rejected_rows_P.shape[0]}"
-            )
-        if not 0 <= self.num_real_rows <= b:
-            raise ValueError(f"MicroBatch.num_real_rows must be in [0, {b}], got {self.num_real_rows}")
-        for name in ("lm_mask_BS", "rl_mask_BS"):
-            m = getattr(self, name)
-            if not bool(((m == 0) | (m == 1)).all()):
-                raise ValueError(f"MicroBatch.{name} must hold only 0 and 1")
-        real = self.num_real_rows
-        if bool((self.group_ids_B[:real] < 0).any()) or bool((self.group_ids_B[real:] != -1).any()):
-            raise ValueError(
-                f"MicroBatch.group_ids_B must be >= 0 for the {real} real rows and -1 after, "
-                f"got {self.group_ids_B.tolist()}"
-            )
-        if bool(self.lm_mask_BS[real:].any()) or bool(self.rl_mask_BS[real:].any()):
-            raise ValueError(f"MicroBatch: padding rows (>= num_real_rows={real}) must have all-zero masks")
-        self._validate_shared(b, s)
-        rl_rows = self.rl_mask_BS.sum(dim=1) > 0  # [B]
-        for name, seg_name in (("chosen_rows_P", "chosen_segs_P"), ("rejected_rows_P", "rejected_segs_P"),
-                               ("rf_rows_R", "rf_segs_R")):
-            idx = getattr(self, name)
-            if idx.numel() == 0:
-                continue
-            if bool((idx < 0).any()) or bool((idx >= b).any()):
-                raise ValueError(f"MicroBatch.{name} must index rows in [0, {b}), got {idx.tolist()}")
-            if self.shared:
-                item_mask = (self.rl_mask_BS[idx] != 0) & (self.segment_ids_BS[idx] == getattr(self, seg_name)[:, None])
-                empty = idx[~item_mask.any(dim=1)]
-            else:
-                empty = idx[~rl_rows[idx]]
-            if empty.numel():
-                raise ValueError(f"MicroBatch.{name}: rows {empty.tolist()} have an empty rl_mask")
-        same = self.chosen_rows_P == self.rejected_rows_P
-        if self.shared:
-            same = same & (self.chosen_segs_P == self.rejected_segs_P)
-        if bool(same.any()):
-            pairs = same.nonzero().flatten().tolist()
-            raise ValueError(f"MicroBatch: pairs {pairs} have chosen row == rejected row")
-
-    def _validate_shared(self, b: int, s: int) -> None:
-        given = [name for name in self._SHARED if getattr(self, name) is not None]
-        if not given:
-            return
-        if len(given) != len(self._SHARED):
-            raise ValueError(f"MicroBatch: {', '.join(self._SHARED)} must all be set or all None, "
-                             f"got only {', '.join(given)}")
-        for name in self._SHARED:
-            if getattr(self, name).dtype != torch.int64:
-                raise ValueError(f"MicroBatch.{name} must be a torch.int64 tensor, got {getattr(self, name).dtype}")
-        if (shape := tuple(self.segment_ids_BS.shape)) != (b, s):
-            raise ValueError(f"MicroBatch.segment_ids_BS must have shape {(b, s)}, got {shape}")
-        if bool((self.segment_ids_BS < 0).any()):
-            raise ValueError("MicroBatch.segment_ids_BS must be >= 0")
-        for rows, segs in (("chosen_rows_P", "chosen_segs_P"), ("rejected_rows_P", "rejected_segs_P"),
-                           ("rf_rows_R", "rf_segs_R")):
-            if getattr(self, rows).shape != getattr(self, segs).shape:
-                raise ValueError(f"MicroBatch.{segs} must have the shape of {rows} "
-                                 f"{tuple(getattr(self, rows).shape)}, got {tuple(getattr(self, segs).shape)}")
 
 
 def _overflow_message(needed: int, mb: int, spec: PackSpec, total: int, what: str) -> str:
@@ -306,11 +188,11 @@ def _assign(rows: Sequence[Row], assignment: Sequence[int], spec: PackSpec) -> l
                 f"row of group {row.group_id}: len(tokens) must be <= seq_length + 1 = {s + 1}, "
                 f"got {len(row.tokens)}"
             )
-        if spec.ref_from_rollout and row.pair_id is not None and row.ref_logps is None:
-            raise ValueError(
-                f"row of group {row.group_id} (pair {row.pair_id}): ref_logps must be set when "
-                f"ref_from_rollout=True, got None"
-            )
+        if spec.ref_from_rollout and (row.pair_id is not None or ROLE_GRPO in row.roles) \
+                and row.ref_logps is None:
+            what = f"pair {row.pair_id}" if row.pair_id is not None else "a GRPO item"
+            raise ValueError(f"row of group {row.group_id} ({what}): ref_logps must be set when "
+                             "ref_from_rollout=True, got None")
         for role in (ROLE_CHOSEN, ROLE_REJECTED):
             if role in row.roles:
                 slots = pairs.setdefault(row.pair_id, {})  # type: ignore[arg-type]
@@ -341,6 +223,7 @@ def _build(rows: Sequence[Row], spec: PackSpec) -> MicroBatch:
     chosen_by_pair: dict[int, int] = {}
     rejected_by_pair: dict[int, int] = {}
     rf_rows: list[int] = []
+    grpo: list[tuple[int, float]] = []
     for b, row in enumerate(rows):
         x = torch.tensor(row.tokens, dtype=torch.int64)
         n_lab = x.numel() - 1  # label positions of this row
@@ -359,6 +242,8 @@ def _build(rows: Sequence[Row], spec: PackSpec) -> MicroBatch:
             rejected_by_pair[row.pair_id] = b  # type: ignore[index]
         if ROLE_RF in row.roles:
             rf_rows.append(b)
+        if ROLE_GRPO in row.roles:
+            grpo.append((b, row.advantage))  # type: ignore[arg-type]
     # Pairs in order of their chosen row so the P order follows the row order.
     pair_ids = sorted(chosen_by_pair, key=chosen_by_pair.__getitem__)
     return MicroBatch(
@@ -373,6 +258,8 @@ def _build(rows: Sequence[Row], spec: PackSpec) -> MicroBatch:
         rf_rows_R=torch.tensor(rf_rows, dtype=torch.int64),
         group_ids_B=group_ids_B,
         num_real_rows=len(rows),
+        grpo_rows_G=torch.tensor([b for b, _ in grpo], dtype=torch.int64),
+        grpo_adv_G=torch.tensor([a for _, a in grpo], dtype=torch.float32),
     )
 
 
@@ -402,8 +289,11 @@ def group_rows(group: CandidateGroup, selection: Selection, spec: PackSpec) -> l
         roles.setdefault(selection.rejected, set()).add(ROLE_REJECTED)  # type: ignore[arg-type]
     if spec.use_rf_nll and selection.best is not None:
         roles.setdefault(selection.best, set()).add(ROLE_RF)
+    advantage = dict(selection.advantages) if spec.use_grpo else {}
+    for idx in advantage:
+        roles.setdefault(idx, set()).add(ROLE_GRPO)
     in_pair = spec.use_dpo and selection.chosen is not None
-    if spec.ref_from_rollout and in_pair and group.ref_logps is None:
+    if spec.ref_from_rollout and (in_pair or advantage) and group.ref_logps is None:
         raise ValueError(f"group {gid}: ref_logps must be set when ref_from_rollout=True, got None")
 
     rows: list[Row] = []
@@ -422,6 +312,7 @@ def group_rows(group: CandidateGroup, selection: Selection, spec: PackSpec) -> l
                 roles=frozenset(r),
                 pair_id=gid if r & {ROLE_CHOSEN, ROLE_REJECTED} else None,
                 ref_logps=group.ref_logps[idx] if group.ref_logps is not None else None,
+                advantage=advantage.get(idx),
             )
         )
     return rows

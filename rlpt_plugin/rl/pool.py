@@ -31,11 +31,13 @@ class CandidateKind(enum.StrEnum):
 SKIP_UNJUDGED = "unjudged"
 SKIP_ALL_TIED = "all_tied"
 SKIP_SINGLE_CANDIDATE = "single_candidate"
-SKIP_REASONS: tuple[str, ...] = (SKIP_UNJUDGED, SKIP_ALL_TIED, SKIP_SINGLE_CANDIDATE)
+SKIP_FEW_ROLLOUTS = "few_rollouts"
+SKIP_REASONS: tuple[str, ...] = (SKIP_UNJUDGED, SKIP_ALL_TIED, SKIP_SINGLE_CANDIDATE, SKIP_FEW_ROLLOUTS)
 
 RULE_DPO = "dpo"
 RULE_RF_NLL = "rf_nll"
-RULES: tuple[str, ...] = (RULE_DPO, RULE_RF_NLL)
+RULE_GRPO = "grpo"
+RULES: tuple[str, ...] = (RULE_DPO, RULE_RF_NLL, RULE_GRPO)
 
 FALLBACK_DROP = "drop"
 FALLBACK_NLL_ORIGINAL = "nll_original"
@@ -186,6 +188,8 @@ class Selection:
     best: int | None
     skip_reason: str | None = None
     fallback: bool = False
+    advantages: tuple[tuple[int, float], ...] = ()
+    """``rule="grpo"``: (candidate index, Dr. GRPO advantage) of each of the pool's rollouts."""
 
     def __post_init__(self) -> None:
         if (self.chosen is None) != (self.rejected is None):
@@ -200,7 +204,9 @@ class Selection:
         if self.fallback and (self.best is None or self.chosen is not None):
             raise ValueError("a fallback selection holds a best candidate and no DPO pair, got "
                              f"best={self.best}, chosen={self.chosen}")
-        selected = self.chosen is not None or self.best is not None
+        if self.advantages and (self.chosen is not None or self.best is not None):
+            raise ValueError("a GRPO selection holds advantages only, got chosen/best as well")
+        selected = self.chosen is not None or self.best is not None or bool(self.advantages)
         if selected and self.skip_reason is not None:
             raise ValueError(
                 f"skip_reason must be None when a candidate is selected, got {self.skip_reason!r}"
@@ -215,6 +221,28 @@ class Selection:
                 raise ValueError(
                     f"group {group.group_id}: selection.{name} must be in [0, {n}), got {idx}"
                 )
+        for idx, _ in self.advantages:
+            if not 0 <= idx < n or group.kinds[idx] != CandidateKind.ROLLOUT:
+                raise ValueError(f"group {group.group_id}: a GRPO advantage must belong to a rollout "
+                                 f"in [0, {n}), got candidate {idx}")
+
+
+def rollout_advantages(group: CandidateGroup) -> tuple[tuple[int, float], ...] | str:
+    """Dr. GRPO advantages of a judged pool: ``A_i = r_i - mean_j r_j`` over its ROLLOUTS only
+    (the policy's samples; the original and the rewrite are not, and stay out of the group and
+    of the baseline), without dividing by the std. Returns ``(index, A_i)`` per rollout in pool
+    order, or a skip reason: ``"few_rollouts"`` (fewer than 2: no baseline to compare with) or
+    ``"all_tied"`` (every rollout reward equal: every advantage 0, nothing to learn)."""
+    if group.scores is None:
+        return SKIP_UNJUDGED
+    idx = [i for i, k in enumerate(group.kinds) if k == CandidateKind.ROLLOUT]
+    if len(idx) < 2:
+        return SKIP_FEW_ROLLOUTS
+    rewards = [group.scores[i] for i in idx]
+    if max(rewards) == min(rewards):
+        return SKIP_ALL_TIED
+    mean = math.fsum(rewards) / len(rewards)
+    return tuple((i, r - mean) for i, r in zip(idx, rewards))
 
 
 def select(group: CandidateGroup, *, rule: str = RULE_DPO, fallback: str = FALLBACK_DROP) -> Selection:
@@ -237,7 +265,8 @@ def select(group: CandidateGroup, *, rule: str = RULE_DPO, fallback: str = FALLB
       document's text while the judge is out.
 
     ``rule="dpo"`` fills ``chosen``, ``rejected`` and ``best`` (``best ==
-    chosen``); ``rule="rf_nll"`` fills only ``best``.
+    chosen``); ``rule="rf_nll"`` fills only ``best``; ``rule="grpo"`` fills only
+    ``advantages`` (:func:`rollout_advantages`; skip reasons as there).
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
@@ -247,6 +276,9 @@ def select(group: CandidateGroup, *, rule: str = RULE_DPO, fallback: str = FALLB
         if fallback == FALLBACK_NLL_ORIGINAL and group.original_index is not None:
             return Selection(None, None, group.original_index, fallback=True)
         return Selection(None, None, None, SKIP_UNJUDGED)
+    if rule == RULE_GRPO:
+        adv = rollout_advantages(group)
+        return Selection(None, None, None, adv) if isinstance(adv, str) else Selection(None, None, None, advantages=adv)
     if group.num_candidates == 1:
         return Selection(None, None, None, SKIP_SINGLE_CANDIDATE)
     scores = group.scores
@@ -277,6 +309,7 @@ class SelectionStats:
             chosen candidate is a ``"rollout"``; ``None`` if none had one
             (e.g. all rf_nll or all skipped) -- 0.0 would read as a signal.
         rollout_best_rate: the same over ``best``.
+        num_grpo_groups: selections with GRPO advantages (rule "grpo").
     """
 
     num_groups: int
@@ -288,6 +321,7 @@ class SelectionStats:
     best_kinds: dict[str, int] = field(default_factory=dict)
     rollout_chosen_rate: float | None = None
     rollout_best_rate: float | None = None
+    num_grpo_groups: int = 0
 
     @classmethod
     def from_selections(cls, items: Iterable[tuple[CandidateGroup, Selection]]) -> SelectionStats:
@@ -296,10 +330,11 @@ class SelectionStats:
         skipped: Counter[str] = Counter()
         chosen_kinds: Counter[str] = Counter()
         best_kinds: Counter[str] = Counter()
-        num_fallback = 0
+        num_fallback = num_grpo = 0
         for group, sel in items:
             sel.validate_for(group)
             n += 1
+            num_grpo += bool(sel.advantages)
             if sel.fallback:
                 num_fallback += 1
                 skipped[SKIP_UNJUDGED] += 1
@@ -323,6 +358,7 @@ class SelectionStats:
             best_kinds=dict(best_kinds),
             rollout_chosen_rate=chosen_kinds[rollout] / num_pairs if num_pairs else None,
             rollout_best_rate=best_kinds[rollout] / num_best if num_best else None,
+            num_grpo_groups=num_grpo,
         )
 
 

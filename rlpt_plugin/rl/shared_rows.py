@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlpt_plugin.rl.packing import ROLE_CHOSEN, ROLE_REJECTED, ROLE_RF, MicroBatch, PackSpec, Row
+from rlpt_plugin.rl.packing import ROLE_CHOSEN, ROLE_GRPO, ROLE_REJECTED, ROLE_RF, MicroBatch, PackSpec, Row
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,8 @@ def _fill(rows: list[Row], slots: list[RowLayout], bsz: int, width: int, pad_id:
     chosen: dict[int, tuple[int, int]] = {}
     rejected: dict[int, tuple[int, int]] = {}
     rf: list[tuple[int, int]] = []
+    grpo: list[tuple[int, int]] = []
+    advantages: list[float] = []
     it = iter(rows)  # the slots hold the rows in this order, each slot its members
     for b, lay in enumerate(slots):
         n = len(lay)
@@ -179,6 +181,9 @@ def _fill(rows: list[Row], slots: list[RowLayout], bsz: int, width: int, pad_id:
                 rejected[row.pair_id] = (b, seg)  # type: ignore[index]
             if ROLE_RF in row.roles:
                 rf.append((b, seg))
+            if ROLE_GRPO in row.roles:
+                grpo.append((b, seg))
+                advantages.append(row.advantage)  # type: ignore[arg-type]
     assert next(it, None) is None, "every row of the micro-batch sits in exactly one slot"
     pair_ids = sorted(chosen, key=chosen.__getitem__)
 
@@ -193,4 +198,6 @@ def _fill(rows: list[Row], slots: list[RowLayout], bsz: int, width: int, pad_id:
         chosen_rows_P=column(chosen_items, 0), rejected_rows_P=column(rejected_items, 0),
         rf_rows_R=column(rf, 0), group_ids_B=group_ids_B, num_real_rows=len(slots),
         segment_ids_BS=segment_ids_BS, chosen_segs_P=column(chosen_items, 1),
-        rejected_segs_P=column(rejected_items, 1), rf_segs_R=column(rf, 1))
+        rejected_segs_P=column(rejected_items, 1), rf_segs_R=column(rf, 1),
+        grpo_rows_G=column(grpo, 0), grpo_adv_G=torch.tensor(advantages, dtype=torch.float32),
+        grpo_segs_G=column(grpo, 1))

@@ -38,7 +38,7 @@ def batch_segments(mb: MicroBatch) -> Segments | None:
     if not mb.shared:
         return None
     return Segments(ids_BS=mb.segment_ids_BS, chosen_P=mb.chosen_segs_P, rejected_P=mb.rejected_segs_P,
-                    rf_R=mb.rf_segs_R)
+                    rf_R=mb.rf_segs_R, grpo_G=mb.grpo_segs_G)
 
 
 def local_denominators(batches: Sequence[MicroBatch]) -> Denominators:
@@ -46,5 +46,5 @@ def local_denominators(batches: Sequence[MicroBatch]) -> Denominators:
     total = Denominators(0.0, 0.0, 0.0)
     for mb in batches:
         total = total + count_local(mb.lm_mask_BS, mb.rl_mask_BS, mb.chosen_rows_P, mb.rf_rows_R,
-                                    batch_segments(mb))
+                                    batch_segments(mb), mb.grpo_rows_G)
     return total

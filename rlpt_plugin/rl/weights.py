@@ -10,7 +10,7 @@ No tensors here: weights are python floats, evaluated once per step.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rlpt_plugin.rl.losses import LossWeights
 
@@ -93,26 +93,28 @@ class WeightSchedule:
 
 @dataclass(frozen=True)
 class MixedWeights:
-    """One WeightSchedule per mixed_loss term: lm, dpo, rf_nll."""
+    """One WeightSchedule per mixed_loss term: lm, dpo, rf_nll, grpo (default 0 throughout)."""
 
     lm: WeightSchedule
     dpo: WeightSchedule
     rf_nll: WeightSchedule
+    grpo: WeightSchedule = field(default_factory=lambda: WeightSchedule(start=0.0))
 
     def __post_init__(self) -> None:
         errors = [f"`{name}` must be a WeightSchedule, but is {type(value).__name__} instead."
-                  for name, value in (("lm", self.lm), ("dpo", self.dpo), ("rf_nll", self.rf_nll))
+                  for name, value in (("lm", self.lm), ("dpo", self.dpo), ("rf_nll", self.rf_nll),
+                                              ("grpo", self.grpo))
                   if not isinstance(value, WeightSchedule)]
         if errors:
             raise ValueError("Invalid MixedWeights:\n  " + "\n  ".join(errors))
 
     @classmethod
-    def constant(cls, lm: float = 1.0, dpo: float = 1.0, rf_nll: float = 0.0) -> MixedWeights:
+    def constant(cls, lm: float = 1.0, dpo: float = 1.0, rf_nll: float = 0.0, grpo: float = 0.0) -> MixedWeights:
         """Fixed weights for every step."""
         return cls(lm=WeightSchedule(start=lm), dpo=WeightSchedule(start=dpo),
-                   rf_nll=WeightSchedule(start=rf_nll))
+                   rf_nll=WeightSchedule(start=rf_nll), grpo=WeightSchedule(start=grpo))
 
     def at(self, step: int) -> LossWeights:
         """LossWeights for optimizer step ``step``."""
         return LossWeights(lm=self.lm.value(step), dpo=self.dpo.value(step),
-                           rf_nll=self.rf_nll.value(step))
+                           rf_nll=self.rf_nll.value(step), grpo=self.grpo.value(step))

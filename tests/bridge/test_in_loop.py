@@ -70,11 +70,21 @@ def test_pretrain_with_rollouts_and_a_judge_server(tmp_path):
 TIMING = ("judge_wait_s", "judge_cache_hit_rate", "rollout_s", "judge_s")
 
 
-def test_resume_with_candidates_in_flight_is_exact(tmp_path):
+# Dr. GRPO instead of DPO: every rollout a row (LM row + 3 rollouts per pool: 16 rows per
+# micro-batch of 4 pools), trained against its rollout-time log-probs.
+RULE_OVERRIDES = {
+    "dpo": [],
+    "grpo": ["rlpt.loss.selection=grpo", "rlpt.loss.dpo.start=0", "rlpt.loss.grpo.start=1.0",
+             "train.micro_batch_size=16", "train.global_batch_size=32"],
+}
+
+
+@pytest.mark.parametrize("rule", list(RULE_OVERRIDES))
+def test_resume_with_candidates_in_flight_is_exact(tmp_path, rule):
     """staleness 1: at every checkpoint the next step's rollouts (sampled by the previous policy)
     are in flight; they are saved with the checkpoint and their verdicts come from the cache."""
     with LoopbackServer(responder=quality_judge, max_lifetime_s=300) as judge:
-        overrides = _store_and_overrides(tmp_path, judge.base_url)
+        overrides = _store_and_overrides(tmp_path, judge.base_url) + RULE_OVERRIDES[rule]
         (res,) = run_distributed(resume_case, 1, tmp_path / "w", str(tmp_path), overrides, 4, 2)
     assert (tmp_path / "resumed" / "ckpt" / "iter_0000002" / "train_dataloader_dprank000.pt").exists()
     straight, resumed = res["straight"], res["first"] + res["second"]
@@ -84,3 +94,6 @@ def test_resume_with_candidates_in_flight_is_exact(tmp_path):
             {k: v for k, v in want.items() if k not in TIMING}, want["step"]
     for name, weight in res["straight_weights"].items():
         assert torch.equal(weight, res["resumed_weights"][name]), name
+    if rule == "grpo":  # the GRPO term really trained, on stale (previous-policy) rollouts
+        assert all(r["num_grpo_tokens"] > 0 and r["term_grpo"] != 0 and "num_pairs" not in r for r in straight)
+        assert any(r["grpo_clip_fraction"] > 0 or r["grpo_loss"] != 0 for r in straight)

@@ -37,7 +37,9 @@ def job_row(index: int) -> Row:
 
 
 def one_step(case: dict[str, Any]) -> dict[str, Any]:
-    """Build the layout, run one forward-backward step of the mixed loss, report loss and grads."""
+    """Build the layout, run one forward-backward step of the mixed loss, report loss and grads.
+    ``case["rule"]``: "dpo" (default: LM + DPO + RF-NLL) or "grpo" (LM + Dr. GRPO, the frozen
+    model's log-probs standing in for the rollout-time ones, so the ratios differ from 1)."""
     Layout(case["tp"], case["pp"]).init()
     dp = ps.get_data_parallel_world_size()
     mbs, num_mb, seq = case["mbs"], case["num_mb"], case["seq"]
@@ -45,13 +47,19 @@ def one_step(case: dict[str, Any]) -> dict[str, Any]:
     init_num_microbatches_calculator(0, None, mbs * num_mb * dp, mbs, dp)
     model = build_model(weight_seed=0)
     reference = ReferenceScorer([build_model(weight_seed=1, wrap_ddp=False)])
-    spec = PackSpec(seq_length=seq, micro_batch_size=mbs, num_microbatches=num_mb, use_rf_nll=True,
-                    shared_rows=case.get("shared", False))
+    grpo = case.get("rule", "dpo") == "grpo"
+    flags = dict(use_dpo=False, use_grpo=True) if grpo else dict(use_rf_nll=True)
+    spec = PackSpec(seq_length=seq, micro_batch_size=mbs, num_microbatches=num_mb,
+                    shared_rows=case.get("shared", False), **flags)
     source = StepSource(SyntheticGroups(vocab_size=VOCAB).group, groups_per_step=GROUPS_PER_STEP,
                         spec=spec, reference=reference, lm_rows=job_row,
-                        lm_rows_per_step=JOB_SEQUENCES_PER_STEP)
+                        lm_rows_per_step=JOB_SEQUENCES_PER_STEP, rule="grpo" if grpo else "dpo")
     source.prepare(case.get("step", 0))
-    forward_step = RLPTForwardStep(LossConfig(beta=0.5), MixedWeights.constant(lm=1.0, dpo=1.0, rf_nll=0.5))
+    if grpo:
+        forward_step = RLPTForwardStep(LossConfig(grpo_clip=0.2), MixedWeights.constant(lm=1.0, dpo=0.0, grpo=1.0),
+                                       terms=frozenset({"lm", "grpo"}))
+    else:
+        forward_step = RLPTForwardStep(LossConfig(beta=0.5), MixedWeights.constant(lm=1.0, dpo=1.0, rf_nll=0.5))
     model.zero_grad_buffer()
     rows, width = source.last_shape  # shared rows: fewer, wider rows than (mbs, seq)
     assert case.get("shared", False) == (rows < mbs), (case, source.last_shape)  # packing really changed

@@ -10,6 +10,10 @@ Observed on CPU fp32 (2 cores): max |diff| 2.4e-7 on the loss, 3.2e-7 on any gra
 Prefix-shared rows ("shared": each pool ONE row after one copy of its prefix, block mask, RoPE
 from position ids) are compared against the SAME unpacked reference, under every layout above:
 packed and unpacked rows give the same loss, counts and full gradients.
+
+Every layout runs twice: the LM + DPO + RF-NLL step, and the LM + Dr. GRPO step (each rollout a
+row with its advantage; the micro-batch sizes grow by one row per group in a micro-batch to
+hold the K = 3 rollouts), each against its own TP1 PP1 DP1 single-micro-batch reference.
 """
 
 from __future__ import annotations
@@ -52,12 +56,33 @@ FOUR_PROCESSES = {
 }
 
 
+RULES = ("dpo", "grpo")
+COMPARED = {"dpo": ("num_pairs", "num_lm_tokens", "num_rf_tokens", "dpo_accuracy"),
+            "grpo": ("num_lm_tokens", "num_grpo_tokens", "grpo_clip_fraction", "grpo_abs_advantage")}
+
+
+def with_rule(case: dict, rule: str, processes: int = 1) -> dict:
+    """The case for ``rule``: GRPO packs an LM row + 3 rollout rows per group (DPO: at most 3),
+    so each micro-batch holds one row more per group it gets."""
+    if rule == "dpo":
+        return case
+    dp = processes // (case["tp"] * case["pp"])
+    return {**case, "rule": rule, "mbs": case["mbs"] + 8 // (dp * case["num_mb"])}
+
+
+def _run(processes: int, tmp_path, cases: dict[str, dict]) -> list[tuple[str, str, list[dict]]]:
+    """(rule, name, per-rank results) of every case under both rules, in one spawn."""
+    todo = [(rule, name, with_rule(case, rule, processes)) for rule in RULES for name, case in cases.items()]
+    results = run_distributed(run_cases, processes, tmp_path, [c for _, _, c in todo])
+    return [(rule, name, [rank[i] for rank in results]) for i, (rule, name, _) in enumerate(todo)]
+
+
 def _compare(reference: dict, per_rank: list[dict], name: str) -> None:
     losses = [r["metrics"]["loss"] for r in per_rank if r["metrics"] is not None]
     assert losses, f"{name}: no rank reported a loss"
     for loss in losses:
         assert abs(loss - reference["metrics"]["loss"]) <= LOSS_ATOL, (name, loss, reference["metrics"]["loss"])
-    for key in ("num_pairs", "num_lm_tokens", "num_rf_tokens", "dpo_accuracy"):
+    for key in COMPARED[reference["case"].get("rule", "dpo")]:
         assert per_rank[-1]["metrics"][key] == pytest.approx(reference["metrics"][key], abs=1e-9), (name, key)
     want = assemble([reference["grads"]])
     got = assemble([r["grads"] for r in per_rank])
@@ -69,9 +94,12 @@ def _compare(reference: dict, per_rank: list[dict], name: str) -> None:
 
 @pytest.fixture(scope="module")
 def single_process(tmp_path_factory) -> dict[str, dict]:
-    cases = [REFERENCE, *ONE_PROCESS.values()]
-    (results,) = run_distributed(run_cases, 1, tmp_path_factory.mktemp("one"), cases)
-    return {"reference": results[0], **dict(zip(ONE_PROCESS, results[1:]))}
+    """name -> result for the DPO step; "grpo" -> the same for the Dr. GRPO step."""
+    cases = {"reference": REFERENCE, **ONE_PROCESS}
+    by_rule: dict[str, dict] = {rule: {} for rule in RULES}
+    for rule, name, (result,) in _run(1, tmp_path_factory.mktemp("one"), cases):
+        by_rule[rule][name] = result
+    return {**by_rule["dpo"], "grpo": by_rule["grpo"]}
 
 
 def test_reference_step_is_nontrivial(single_process):
@@ -83,21 +111,33 @@ def test_reference_step_is_nontrivial(single_process):
     assert abs(metrics["dpo_reward_margin"]) > 1e-3  # the frozen reference differs from the policy
 
 
+def test_grpo_reference_step_is_nontrivial(single_process):
+    metrics = single_process["grpo"]["reference"]["metrics"]
+    assert metrics["num_grpo_tokens"] > 0 and metrics["num_lm_tokens"] > 0
+    assert metrics["term_grpo"] != 0 and metrics["grpo_abs_advantage"] > 0
+    assert 0 < metrics["grpo_clip_fraction"] < 1  # the frozen stand-in for the rollout policy differs
+    assert "num_pairs" not in metrics and "term_dpo" not in metrics
+
+
+def _reference(single_process: dict, rule: str) -> dict:
+    return single_process["reference"] if rule == "dpo" else single_process["grpo"]["reference"]
+
+
+@pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("name", list(ONE_PROCESS))
-def test_microbatch_split_and_padding(single_process, name):
-    _compare(single_process["reference"], [single_process[name]], name)
+def test_microbatch_split_and_padding(single_process, name, rule):
+    got = single_process[name] if rule == "dpo" else single_process["grpo"][name]
+    _compare(_reference(single_process, rule), [got], f"{rule}: {name}")
 
 
 def test_two_process_layouts(single_process, tmp_path):
-    results = run_distributed(run_cases, 2, tmp_path, list(TWO_PROCESSES.values()))
-    for i, name in enumerate(TWO_PROCESSES):
-        _compare(single_process["reference"], [rank[i] for rank in results], name)
+    for rule, name, per_rank in _run(2, tmp_path, TWO_PROCESSES):
+        _compare(_reference(single_process, rule), per_rank, f"{rule}: {name}")
 
 
 def test_four_process_layouts(single_process, tmp_path):
-    results = run_distributed(run_cases, 4, tmp_path, list(FOUR_PROCESSES.values()))
-    for i, name in enumerate(FOUR_PROCESSES):
-        _compare(single_process["reference"], [rank[i] for rank in results], name)
+    for rule, name, per_rank in _run(4, tmp_path, FOUR_PROCESSES):
+        _compare(_reference(single_process, rule), per_rank, f"{rule}: {name}")
 
 
 def test_shared_rows_log_probs_equal_unpacked_and_need_mask_and_positions(tmp_path):

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from rlpt_plugin import config as rlpt_config
+from rlpt_plugin import config_judge
 from rlpt_plugin.judge import Judge, JudgeConfig, JudgePool
 from rlpt_plugin.judge.axes import Axis, Hallucination, SafetyVerdict, SameContent, Winner
 from rlpt_plugin.judge.judge import CUT_OFF_WHILE_REASONING
@@ -103,12 +104,12 @@ def test_schemas_and_grammars_name_each_axis_decision():
 
 
 def test_config_modes_match_the_judge_and_are_validated():
-    assert rlpt_config.STRUCTURED_OUTPUT_MODES == MODES
-    section = rlpt_config.JudgeSection(structured_output="json")
+    assert config_judge.STRUCTURED_OUTPUT_MODES is MODES  # one list, the judge's
+    section = config_judge.JudgeSection(structured_output="json")
     assert any("structured_output` must be one of" in e for e in section.validate("rlpt.judge", False))
-    section = rlpt_config.JudgeSection(structured_output="json_object", endpoint_kind="completions")
+    section = config_judge.JudgeSection(structured_output="json_object", endpoint_kind="completions")
     assert any("json_object is a chat-route field" in e for e in section.validate("rlpt.judge", False))
-    assert not any("structured_output" in e for e in rlpt_config.JudgeSection().validate("rlpt.judge", False))
+    assert not any("structured_output" in e for e in config_judge.JudgeSection().validate("rlpt.judge", False))
     with pytest.raises(ValueError, match="structured_output must be one of"):
         JudgeConfig(structured_output="yes")
 
@@ -275,4 +276,4 @@ def test_the_config_setting_reaches_the_judge(mode, kind, first):
     rlpt.judge.structured_output, rlpt.judge.endpoint_kind = mode, kind
     judge = judge_from_config(rlpt, None)
     assert judge.config.structured_output == mode and judge.structured_kind == first
-    assert rlpt_config.JudgeSection().structured_output == "auto"
+    assert config_judge.JudgeSection().structured_output == "auto"

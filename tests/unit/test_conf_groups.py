@@ -24,7 +24,7 @@ CONF = Path(conf_groups.__file__).parent / "conf"
 EXPECTED = {
     "teacher": ["gpt_oss_120b", "llama31_8b"],
     "judge": ["all", "factuality", "quality", "safety"],
-    "loss": ["dpo", "lm_only", "rf_nll"],
+    "loss": ["dpo", "grpo", "lm_only", "rf_nll"],
     "candidates": ["k16", "k16_original", "k1_rewrite"],
     "world": ["demo"],
 }
@@ -100,6 +100,9 @@ def test_every_combination_is_valid_with_the_candidate_stage_on(world):
         if world:
             choices["world"] = world
         cfg = apply(compose(choices) + ([] if world else STORE))
+        if (loss, cands) == ("grpo", "k1_rewrite"):  # one rollout per pool: no GRPO baseline, refused
+            assert any("`rlpt.loss.grpo`" in e and "rlpt.candidates.num_rollouts" in e for e in cfg.errors())
+            continue
         assert cfg.errors() == [], choices
         assert cfg.data.source == "store"
         assert cfg.judge.backend == ("world" if world else "openai")
@@ -169,7 +172,7 @@ def test_unknown_groups_and_options_are_reported_together_with_the_choices():
     assert len(info.value.errors) == 3
     message = str(info.value)
     assert "unknown config group `teachr`; the groups are teacher, judge, loss, candidates, world" in message
-    assert "`loss=ppo`: no such option; the options of `loss` are dpo, lm_only, rf_nll" in message
+    assert "`loss=ppo`: no such option; the options of `loss` are dpo, grpo, lm_only, rf_nll" in message
     assert "`judge=safty`: no such option; the options of `judge` are all, factuality, quality, safety" in message
     with pytest.raises(ConfigError, match="`teacher=`: no such option"):
         expand_args(["teacher="])
