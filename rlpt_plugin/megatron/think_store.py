@@ -143,7 +143,8 @@ class ThinkStore:
     def __getitem__(self, i: int) -> ThinkChunk:
         if not 0 <= i < len(self):
             raise IndexError(f"chunk {i} of a think store with {len(self)} chunks")
-        tokens, mask, original = (self.parts[p][i] for p in PARTS)
+        # Copies: a view into the mmap would outlive the store (a segfault once it is closed).
+        tokens, mask, original = (np.array(self.parts[p][i]) for p in PARTS)
         _check(f"{self.path} chunk {i}", tokens, mask, original)  # cheap: one pass over the chunk
         return ThinkChunk(index=i, doc_index=int(self.doc_index[i]), chunk_index=int(self.chunk_index[i]),
                           tokens=tokens, mask=mask, original=original)

@@ -114,7 +114,7 @@ def splice(item: ThinkInput, thoughts: Sequence[Thought], tokenizer: Tokenizer) 
         k = _token_index(thought.offset, bounds, item.text)
         if k is None:
             raise ValueError(f"thought_splits_token: thought {n} at character {thought.offset} falls inside "
-                             f"a token: {item.text[max(0, thought.offset - 15):thought.offset + 15]!r}")
+                             f"a token\nchunk: {item.text[max(0, thought.offset - 15):thought.offset + 15]!r}")
         ids = tokenizer.encode(thought.text())
         tokens += item.token_ids[done:k]
         mask += [0] * (k - done)
@@ -132,9 +132,9 @@ def classify_answer(item: ThinkInput, answer: str, tokenizer: Tokenizer, *, cach
         return ThinkOutput(item.chunk_id, status, (), (), error, cached)
 
     if not answer.strip():
-        return dropped("empty", f"empty: teacher answer is whitespace only: {answer[:80]!r}")
+        return dropped("empty", f"empty: the teacher's answer is whitespace only\nanswer: {answer[:80]!r}")
     if is_refusal(answer):
-        return dropped("refused", f"refused: {answer.strip()[:80]!r}")
+        return dropped("refused", f"refused: the teacher refused\nanswer: {answer.strip()[:80]!r}")
     try:
         thoughts = parse_thoughts(answer, item.text)
         tokens, mask = splice(item, thoughts, tokenizer)

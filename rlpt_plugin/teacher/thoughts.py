@@ -22,8 +22,9 @@ final newline), and so is the original's own (it stays in the stored token ids, 
 re-encoded). Everything in between must match the original EXACTLY, character for character:
 a teacher that fixed a typo, changed a space or dropped a word changed the text.
 
-**Reasons** a chunk is dropped (the part before ``:`` in :class:`ThoughtError`'s message, so
-the failure tally groups them): ``unbalanced_tags`` (a closer without opener, a second opener
+**Reasons** a chunk is dropped (the part before ``:`` in :class:`ThoughtError`'s message; the
+text quoted from the answer goes on later lines, so the failure tally, which keys on the first
+line, groups by reason): ``unbalanced_tags`` (a closer without opener, a second opener
 inside a thought, a thought never closed), ``empty_thought`` (a pair around whitespace only),
 ``no_thoughts`` (no tag at all: nothing to train beyond the raw text), ``thoughts_changed_text``
 (the stripped answer differs from the original; the message gives the first difference).
@@ -87,8 +88,8 @@ def split_thoughts(answer: str) -> tuple[str, list[tuple[int, str]]]:
         closing = bool(match.group(1))
         if open_at is None:
             if closing:
-                raise ThoughtError("unbalanced_tags", f"closing tag {match.group(0)!r} at character "
-                                                      f"{match.start()} without an opening tag")
+                raise ThoughtError("unbalanced_tags", f"a closing tag at character {match.start()} without "
+                                                      f"an opening tag\ntag: {match.group(0)!r}")
             piece = answer[pos:match.start()]
             pieces.append(piece)
             kept += len(piece)
@@ -96,8 +97,8 @@ def split_thoughts(answer: str) -> tuple[str, list[tuple[int, str]]]:
             open_at, body_start = match.start(), match.end()
             continue
         if not closing:
-            raise ThoughtError("unbalanced_tags", f"opening tag {match.group(0)!r} at character "
-                                                  f"{match.start()} inside the thought opened at {open_at}")
+            raise ThoughtError("unbalanced_tags", f"an opening tag at character {match.start()} inside the "
+                                                  f"thought opened at {open_at}\ntag: {match.group(0)!r}")
         body = answer[body_start:match.start()].strip()
         if not body:
             raise ThoughtError("empty_thought", f"the thought at character {open_at} is empty")
@@ -125,9 +126,9 @@ def parse_thoughts(answer: str, original: str) -> list[Thought]:
     if got != core:
         at = next((i for i, (a, b) in enumerate(zip(got, core)) if a != b), min(len(got), len(core)))
         raise ThoughtError("thoughts_changed_text",
-                           f"without its thoughts the answer differs from the chunk at character {at}: "
-                           f"{got[max(0, at - 20):at + 20]!r} vs {core[max(0, at - 20):at + 20]!r} "
-                           f"({len(got)} vs {len(core)} characters)")
+                           f"without its thoughts the answer differs from the chunk at character {at} "
+                           f"({len(got)} vs {len(core)} characters)\n"
+                           f"answer: {got[max(0, at - 20):at + 20]!r}\nchunk:  {core[max(0, at - 20):at + 20]!r}")
     placed = []
     for offset, body in found:
         inner = min(max(0, offset - answer_lead), len(core))
