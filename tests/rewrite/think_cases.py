@@ -61,3 +61,30 @@ def responder(body: dict[str, Any]) -> str:
 
 def request_key(body: dict[str, Any]) -> str:
     return json.dumps(body.get("messages"), sort_keys=True)
+
+
+def small_think_store(root: Any, *, num_docs: int = 24, seed: int = 0) -> tuple[Any, Any]:
+    """(store, tokenizer dir): ``rlpt rewrite --task think`` over a corpus of 100 words against the
+    loopback server, so every id fits the tiny recipe's vocabulary of 128 (tags: ids 102, 103)."""
+    import random
+    from pathlib import Path
+
+    from rlpt_plugin.cli import main
+    from tests.rewrite.fixtures import make_tokenizer_dir
+    from tests.teacher.loopback_server import LoopbackServer
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    words = [f"w{i}" for i in range(100)]
+    tok = make_tokenizer_dir(root / "tok", [*words, "<think>", "</think>"])
+    rng = random.Random(seed)
+    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 40))) for _ in range(num_docs)]
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    store = root / "think_store"
+    with LoopbackServer(responder=responder) as server:
+        code = main(["rewrite", "--task", "think", "--corpus", str(corpus), "--tokenizer", str(tok), "--out",
+                     str(store), "--endpoint", server.base_url, "--model", "loopback-teacher",
+                     "--chunk-length", "10", "--min-chunk", "4", "--seq-length", "24", "--no-progress"])
+    assert code == 0
+    return store, tok
