@@ -242,6 +242,7 @@ async def _rewrite_all(job: RewriteJob, tokenizer: Tokenizer, rewriter: Any, sum
                        read_stats: ReadStats, window_stats: WindowStats, progress: Any) -> int:
     task = task_for(job)
     job.parts_dir.mkdir(parents=True, exist_ok=True)
+    _check_resumed_job(job)
     num_parts = 0
     for k, chunk in enumerate(_chunks(task.units(job, tokenizer, read_stats, window_stats), job.chunk_size)):
         num_parts = k + 1
@@ -255,6 +256,28 @@ async def _rewrite_all(job: RewriteJob, tokenizer: Tokenizer, rewriter: Any, sum
         if progress is not None:
             progress.update(len(chunk))
     return num_parts
+
+
+def _job_identity(job: RewriteJob) -> dict[str, Any]:
+    spec = job.window_spec if job.window_spec is not None else job.think_spec
+    return {"task": job.task, "spec": asdict(spec), "corpus": list(job.corpus), "field": job.field,
+            "shard": [job.shard, job.num_shards], "chunk_size": job.chunk_size}
+
+
+def _check_resumed_job(job: RewriteJob) -> None:
+    """Parts of an interrupted run are reused only by the same job: a rerun with another task,
+    spec, corpus, shard or part size would mix two jobs' parts into one store."""
+    path = job.parts_dir / "job.json"
+    mine = _job_identity(job)
+    if path.exists():
+        theirs = json.loads(path.read_text())
+        if theirs != mine:
+            differ = sorted(k for k in mine if theirs.get(k) != mine[k])
+            raise ValueError(f"{job.parts_dir} holds the parts of an interrupted run of another job "
+                             f"(it differs in {', '.join(differ)}): rerun that job's command to finish it, "
+                             "or delete the folder to start over")
+    else:
+        path.write_text(json.dumps(mine, sort_keys=True) + "\n")
 
 
 def _check_credentials(chunk_index: int, outputs: Sequence[Any]) -> None:

@@ -160,3 +160,16 @@ def test_kill_and_resume_gives_a_byte_identical_think_store(data, tmp_path):
     assert resumed["resumed_windows"] == 16 * done_before_kill
     assert resumed["statuses"] == straight["statuses"] and resumed["failures"] == straight["failures"]
     assert np.array_equal(ThinkStore(out)[0].tokens, ThinkStore(tmp_path / "straight")[0].tokens)
+
+
+def test_parts_of_another_job_are_not_mixed_in(data, tmp_path, capsys):
+    out = tmp_path / "store"
+    parts = out.with_name(out.name + ".parts")
+    with LoopbackServer(responder=responder, api_key="secret") as server:  # we send no key: 401
+        assert main(args(data, server, out)) == 2  # rejected credentials: stops, parts folder left
+    assert (parts / "job.json").exists()
+    with LoopbackServer(responder=responder) as server:
+        assert main(args(data, server, out, "--chunk-length", "10")) == 2
+        assert "differs in spec" in capsys.readouterr().err
+        assert main(args(data, server, out)) == 0  # the same job resumes and finishes
+    assert not parts.exists() and len(ThinkStore(out)) > 0
