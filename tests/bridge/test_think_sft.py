@@ -3,11 +3,14 @@ step, blended with the groups and the job's own data (rlpt_plugin/megatron/think
 
 from __future__ import annotations
 
+import math
+
 import pytest
+import torch
 
 from rlpt_plugin.config import ConfigError
 from rlpt_plugin.megatron import launch
-from tests.bridge.cases import train_case
+from tests.bridge.cases import resume_case
 from tests.distributed.harness import run_distributed
 from tests.rewrite.think_cases import small_think_store
 
@@ -66,16 +69,29 @@ def test_think_settings_are_checked_at_setup(think, tmp_path):
     with pytest.raises(ConfigError) as info:
         launch.build_config(JOB, tmp_path, [*sft(tmp_path / "nowhere", tok)])
     assert "is not a think store (no manifest.json)" in str(info.value)
+    rewritten = tmp_path / "rewritten"
+    rewritten.mkdir()
+    (rewritten / "manifest.json").write_text('{"format": "rlpt-rewritten-store-v1"}')
+    with pytest.raises(ConfigError) as info:  # a rewritten store is not a think store
+        launch.build_config(JOB, tmp_path, [*sft(store_a, tok)[:1], f"rlpt.data.think_stores=[{rewritten}]",
+                                            *sft(store_a, tok)[2:]])
+    assert "a rewritten store goes in rlpt.data.stores" in str(info.value)
+    plan = launch.dry_run(JOB, tmp_path, sft(store_a, tok, job=4), suffix_length=8, step_time_s=1.0)
+    assert "+ 4 job data + 4 think data +" in plan, plan
 
 
 @pytest.mark.distributed
-def test_sft_trains_on_think_rows_with_the_jobs_own_data(think, tmp_path):
-    """A few Bridge pretrain() steps: groups + 4 job sequences + 4 think chunks per step; the
-    think rows are a real share of the LM term and the loss is finite."""
+def test_sft_on_think_rows_with_the_jobs_own_data_resumes_exactly(think, tmp_path):
+    """Bridge pretrain() with groups + 4 job sequences + 4 think chunks per step: the think rows
+    are a real share of the LM term, and 4 steps straight == 2 + resumed 2 (metrics, weights)."""
     store_a, tok, _ = think
-    overrides = [*sft(store_a, tok, job=4), "train.train_iters=3", "checkpoint.save=null", "checkpoint.load=null"]
-    (records,) = run_distributed(train_case, 1, tmp_path / "w", str(tmp_path / "run"), overrides, JOB)
-    assert [r["step"] for r in records] == [0, 1, 2]
-    for r in records:
+    (res,) = run_distributed(resume_case, 1, tmp_path / "w", str(tmp_path), sft(store_a, tok, job=4), 4, 2, JOB)
+    straight, resumed = res["straight"], res["first"] + res["second"]
+    assert [r["step"] for r in resumed] == list(range(4))
+    for want, got in zip(straight, resumed):
+        assert got == want, f"step {want['step']}: {got} != {want}"
+    for name, weight in res["straight_weights"].items():
+        assert torch.equal(weight, res["resumed_weights"][name]), name
+    for r in straight:
         assert 0.05 < r["think_lm_token_share"] < 0.9 and 0.05 < r["job_lm_token_share"] < 0.9, r
-        assert r["loss"] == r["loss"] and r["term_lm"] > 0, r
+        assert math.isfinite(r["loss"]) and r["term_lm"] > 0, r
