@@ -99,3 +99,40 @@ def test_classify_answer_drops_with_a_reason(tok, answer, status):
     ids = tok.encode("w1 w2")
     out = classify_answer(ThinkInput("3:1", tuple(ids), tok.decode(ids)), answer, tok)
     assert out.status == status and out.token_ids == () and out.error.startswith(status)
+
+
+@pytest.fixture(scope="module")
+def bpe(tmp_path_factory):
+    """A byte-level BPE tokenizer trained here on a few sentences (spaces glued to the next word,
+    as GPT-2 / Llama-3 tokenizers do; no think tokens: the tags are spelled in ordinary tokens)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from rlpt_plugin.data.tokenizer import load_tokenizer
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    text = ["The river town was founded in 1820 by settlers from the north.",
+            "They built a mill, and the town grew to 3000 people by 1900.", "Think before you write."] * 20
+    core.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    path = tmp_path_factory.mktemp("bpe")
+    PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>").save_pretrained(str(path))
+    return load_tokenizer(str(path))
+
+
+def test_splice_with_a_bpe_tokenizer_keeps_the_chunk_ids(bpe):
+    chunk = "The town was founded in 1820 by settlers.\nIt grew to 3000 people by 1900."
+    ids = bpe.encode(chunk)
+    item = ThinkInput("0:0", tuple(ids), bpe.decode(ids))
+    assert item.text == chunk
+    answer = ("The town was founded in 1820 <think>That is about two centuries ago.</think> by settlers.\n"
+              "<thinking>How many people next?</thinking>\nIt grew to 3000 people by 1900.")
+    out = classify_answer(item, answer, bpe)
+    assert out.status == "augmented", out.error
+    assert [t for t, m in zip(out.token_ids, out.thought_mask) if m == 0] == ids
+    text = bpe.decode(out.token_ids)
+    assert text.count("<think>") == 2 and "<thinking>" not in text
+    assert "1820<think> That is about two centuries ago. </think> by" in text
+    assert "\n<think> How many people next? </think>It grew" in text
