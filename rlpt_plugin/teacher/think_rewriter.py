@@ -23,6 +23,11 @@ Outcomes (``ThinkOutput.status``), all but ``augmented`` dropped with the reason
 rewrite(items: Sequence[ThinkInput]) -> list[ThinkOutput]`` (one output per input, in order),
 and optionally ``async def aclose()``. The easy way to build outputs is
 :func:`classify_answer` on the annotator's augmented text, which applies every check above.
+An input's ``chunk_id`` is ``"<doc_index>:<chunk_index>"``: tokens ``[k * L, (k + 1) * L)`` of
+document ``doc_index`` (its index in the corpus, as the corpus reader numbers it) for chunk
+``k`` and ``--chunk-length L``; with ``L`` at least the longest document, chunk 0 is the whole
+document (what a document-level annotator such as the world's wants). ``text`` is the chunk's
+ids decoded with the run's tokenizer; the answer is checked against it.
 """
 
 from __future__ import annotations
