@@ -223,6 +223,15 @@ class DataSection:
     as ``dataset.job_data``) per optimizer step over ALL data-parallel ranks, trained by the LM
     term next to the groups' rows; 0: none. Each is one ``model.seq_length`` sample of Megatron's
     own dataset (its blend, split, seed and loss mask)."""
+    think_stores: list[str] = field(default_factory=list)
+    """Think stores (``rlpt rewrite --task think``: thought-augmented chunks), blended by size, for
+    thinking SFT: ``think_sequences_per_step`` of their chunks per step are trained by the LM term
+    on every token, original and thought (rlpt_plugin/megatron/think_dataset.py). Blends with the
+    groups of ``source`` and the job's own data. When ``tokenizer`` is set, the stores must have
+    been written with it."""
+    think_sequences_per_step: int = 0
+    """Chunks of ``think_stores`` per optimizer step over ALL data-parallel ranks, each one LM-only
+    row (cut to ``model.seq_length`` + 1 tokens); 0: none (then ``think_stores`` must be empty)."""
     prefix_sharing: str = "auto"
     """How a pool's trained rows (LM row on the original, chosen, rejected, RF-NLL target) are
     packed (rlpt_plugin/rl/shared_rows.py). shared: ONE row per pool, the prefix once, each
@@ -249,7 +258,7 @@ class DataSection:
                           "but is empty.")
         if self.source == "store" and not self.tokenizer:
             errors.append(f"`{path}.tokenizer` must name the stores' tokenizer for source=store, but is empty.")
-        if self.source == "synthetic" and (self.stores or self.tokenizer):
+        if self.source == "synthetic" and (self.stores or (self.tokenizer and not self.think_stores)):
             given = "stores" if self.stores else "tokenizer"
             errors.append(f"`{path}.source` is 'synthetic' (ready-made counting groups), but "
                           f"`{path}.{given}` is set and would be ignored: set {path}.source=store to "
@@ -257,6 +266,12 @@ class DataSection:
         _number(errors, f"{path}.groups_per_step", self.groups_per_step, minimum=1, integer=True)
         _number(errors, f"{path}.seed", self.seed, minimum=0, integer=True)
         _number(errors, f"{path}.job_sequences_per_step", self.job_sequences_per_step, minimum=0, integer=True)
+        before = len(errors)
+        _number(errors, f"{path}.think_sequences_per_step", self.think_sequences_per_step, minimum=0, integer=True)
+        if len(errors) == before and bool(self.think_stores) != bool(self.think_sequences_per_step):
+            errors.append(f"`{path}.think_sequences_per_step` ({self.think_sequences_per_step}) must be > 0 "
+                          f"exactly when `{path}.think_stores` lists think stores, but it lists "
+                          f"{len(self.think_stores)}: set both (thinking SFT) or neither.")
         s = self.synthetic
         for name in ("min_prefix", "max_prefix", "suffix_length"):
             _number(errors, f"{path}.synthetic.{name}", getattr(s, name), minimum=1, integer=True)

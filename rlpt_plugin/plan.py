@@ -90,6 +90,8 @@ class WorkloadInputs:
     lm_on_original: bool = True
     job_sequences: int = 0
     """Sequences of the job's own data per step (rlpt.data.job_sequences_per_step): LM rows."""
+    think_sequences: int = 0
+    """Chunks of the think stores per step (rlpt.data.think_sequences_per_step): LM rows."""
     dpo: bool = True
     """DPO rows (chosen + rejected) are trained."""
     rf_nll: bool = False
@@ -118,6 +120,7 @@ class WorkloadInputs:
         _check_int("num_rollouts", self.num_rollouts, minimum=0)
         _check_int("thinking_budget", self.thinking_budget, minimum=0)
         _check_int("job_sequences", self.job_sequences, minimum=0)
+        _check_int("think_sequences", self.think_sequences, minimum=0)
         for name in ("dp_size", "global_batch_size"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
@@ -302,11 +305,12 @@ def plan(inputs: WorkloadInputs) -> WorkloadPlan:
         if inp.grpo:  # every rollout is a row of its own (never the original's LM row)
             rl_per_prefix = inp.pool_rollouts
     rl_rows = g * rl_per_prefix
-    unpacked = (lm_rows + inp.job_sequences + rl_rows) * s
+    extra_rows = inp.job_sequences + inp.think_sequences  # LM-only rows beside the groups
+    unpacked = (lm_rows + extra_rows + rl_rows) * s
     per_prefix = (1 if has_lm else 0) + rl_per_prefix
     tokens_trained = unpacked
     if inp.shared_rows and rl_per_prefix and per_prefix > 1:
-        tokens_trained = g * (s + (per_prefix - 1) * rollout_tok) + inp.job_sequences * s
+        tokens_trained = g * (s + (per_prefix - 1) * rollout_tok) + extra_rows * s
     generating = inp.has_rl and inp.in_loop and inp.pool_rollouts > 0
     rollouts = g * inp.pool_rollouts if generating else 0
     max_prefix = s + 1 - (rollout_tok if generating else n_tok)
@@ -316,7 +320,7 @@ def plan(inputs: WorkloadInputs) -> WorkloadPlan:
     comparisons, axes = _judge_calls(inp, inp.schedule)
     _, rr_axes = _judge_calls(inp, ROUND_ROBIN)
     return WorkloadPlan(
-        inputs=inp, pool_size=pool, lm_rows=lm_rows, job_rows=inp.job_sequences, rl_rows=rl_rows,
+        inputs=inp, pool_size=pool, lm_rows=lm_rows, job_rows=extra_rows, rl_rows=rl_rows,
         tokens_trained=tokens_trained, unpacked_tokens_trained=unpacked,
         rollouts=rollouts, rollout_tokens=rollouts * rollout_tok, prefill_tokens=prefill,
         comparisons_per_prefix=comparisons, axes=axes,
@@ -332,6 +336,7 @@ _CONFIG_PATHS: dict[str, str] = {
     "quality": "rlpt.judge.quality", "safety": "rlpt.judge.safety", "factuality": "rlpt.judge.factuality",
     "similarity": "rlpt.judge.similarity",
     "lm_on_original": "rlpt.data.lm_on_original", "job_sequences": "rlpt.data.job_sequences_per_step",
+    "think_sequences": "rlpt.data.think_sequences_per_step",
 }
 
 
@@ -384,6 +389,7 @@ def plan_from_config(rlpt: RLPTConfig, *, seq_length: int, suffix_length: int | 
             schedule=judge.schedule, **judge.axis_weights(keep_zero=True),
             samples=1 if world else judge.samples, position="random" if world else judge.position,
             lm_on_original=lm_rows_packed(rlpt), job_sequences=data.job_sequences_per_step,
+            think_sequences=data.think_sequences_per_step,
             dpo=dpo, rf_nll=rf_nll, grpo=grpo, in_loop=store, shared_rows=data.prefix_sharing != "unpacked",
             step_time_s=step_time_s, dp_size=dp_size, global_batch_size=global_batch_size,
             judge="world oracle" if world else "openai", **pool)

@@ -27,7 +27,9 @@ def format_plan(p: WorkloadPlan) -> str:
         lines.append(("pool per prefix", f"{p.pool_size} candidates: {' + '.join(kinds)}{note}"))
     else:
         lines.append(("pool per prefix", "none (no RL terms: next-token loss only)"))
-    job = f" + {_n(p.job_rows)} job data" if p.job_rows else ""
+    job = f" + {_n(inp.job_sequences)} job data" if inp.job_sequences else ""
+    if inp.think_sequences:
+        job += f" + {_n(inp.think_sequences)} think data"
     lines.append(("rows trained", f"<= {_n(p.rows)} ({_n(p.lm_rows)} LM{job} + <= {_n(p.rl_rows)} RL) x {_n(s)} "
                                   f"= <= {_n(p.unpacked_tokens_trained)} token positions"))
     if p.tokens_trained != p.unpacked_tokens_trained:

@@ -16,20 +16,34 @@ from typing import Any
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("rewrite", help="rewrite the suffix of every window of a corpus with a "
-                                       "teacher into a rewritten store (sharded, resumable)")
+                                       "teacher into a rewritten store (sharded, resumable); "
+                                       "--task think: insert thoughts into corpus chunks instead")
+    p.add_argument("--task", choices=("suffix", "think"), default="suffix",
+                   help="suffix (default): rewrite each window's N-token suffix into a rewritten store; "
+                        "think: the teacher inserts <think>...</think> thoughts into each chunk of "
+                        "--chunk-length tokens, kept only when removing them gives back the chunk exactly, "
+                        "into an augmented (think) store")
     p.add_argument("--corpus", nargs="+", required=True,
                    help="JSON-lines / parquet files or directories, or Megatron .bin/.idx prefixes")
     p.add_argument("--field", default="text", help="text field of JSON lines / parquet column")
     p.add_argument("--tokenizer", required=True,
                    help="local Hugging Face tokenizer directory, or a registered name (world)")
     p.add_argument("--out", required=True, help="store directory to create")
-    p.add_argument("--suffix-length", type=int, default=128, help="N, tokens per suffix (paper: 128)")
+    p.add_argument("--suffix-length", type=int, default=None,
+                   help="suffix task: N, tokens per suffix (default and paper: 128)")
     p.add_argument("--seq-length", type=int, default=2048, help="model sequence length (paper: 2048)")
-    p.add_argument("--min-prefix", type=int, default=16, help="minimum prefix tokens of a window")
-    p.add_argument("--windows-per-doc", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0, help="seed of the split points")
+    p.add_argument("--min-prefix", type=int, default=None, help="suffix task: minimum prefix tokens of a "
+                                                                 "window (default 16)")
+    p.add_argument("--windows-per-doc", type=int, default=None, help="suffix task: windows per document "
+                                                                      "(default 1)")
+    p.add_argument("--seed", type=int, default=None, help="suffix task: seed of the split points (default 0)")
+    p.add_argument("--chunk-length", type=int, default=None,
+                   help="think task: tokens per corpus chunk (default 512; a document's last piece is a "
+                        "chunk when it has at least --min-chunk tokens)")
+    p.add_argument("--min-chunk", type=int, default=None, help="think task: shortest last chunk, in tokens "
+                                                                "(default 32)")
     p.add_argument("--shard", default="0/1", help="i/n: this job's share of the corpus")
-    p.add_argument("--chunk-size", type=int, default=256, help="windows per resumable part")
+    p.add_argument("--chunk-size", type=int, default=256, help="windows (think: chunks) per resumable part file")
     p.add_argument("--teacher", choices=("openai", "hf", "world"), default="openai",
                    help="openai: endpoints; hf: a local model; world: the synthetic world's exact "
                         "oracle (no endpoints; use the --world-* settings that generated the corpus)")
@@ -56,7 +70,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--concurrency", type=int, default=32, help="requests in flight")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--attempts", type=int, default=4, help="attempts per request")
-    p.add_argument("--template", default="rewrite_v1")
+    p.add_argument("--template", default=None, help="prompt template (default: rewrite_v1; think: think_v1)")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--max-tokens", type=int, default=None,
@@ -64,7 +78,8 @@ def add_parser(sub: Any) -> None:
                         "--suffix-length (144 for N = 128). N is the paper's choice; the margin "
                         "covers a teacher tokenizer finer than the student's and echoed priming "
                         "words. The rewrite is cut to N student tokens either way; pass "
-                        "--max-tokens N for the paper's exact setting")
+                        "--max-tokens N for the paper's exact setting. think task: default 4 x "
+                        "--chunk-length (the copied chunk and its thoughts)")
     p.add_argument("--cache", help="teacher response cache (sqlite); default: <out>.cache.sqlite")
     p.add_argument("--summary-json", help="where to write the run summary as JSON; default: "
                                           "<out>.summary.json")
@@ -135,6 +150,31 @@ def _world_rewriter(args: argparse.Namespace, tokenizer: Any) -> tuple[Any, dict
     return rewriter, teacher
 
 
+_SUFFIX_ONLY = ("suffix_length", "min_prefix", "windows_per_doc", "seed")
+_THINK_ONLY = ("chunk_length", "min_chunk")
+_SUFFIX_DEFAULTS = {"suffix_length": 128, "min_prefix": 16, "windows_per_doc": 1, "seed": 0}
+
+
+def _task_options(args: argparse.Namespace) -> None:
+    """Refuse options of the other task (they would silently do nothing); fill the defaults."""
+    other = _THINK_ONLY if args.task == "suffix" else _SUFFIX_ONLY
+    given = [f"--{name.replace('_', '-')}" for name in other if getattr(args, name) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} not an option of "
+                         f"--task {args.task}: drop {'it' if len(given) == 1 else 'them'}")
+    if args.task == "suffix":
+        for name, value in _SUFFIX_DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
+        args.template = args.template or "rewrite_v1"
+    else:
+        args.template = args.template or "think_v1"
+        if args.teacher == "world":
+            raise ValueError("--teacher world has no thought annotator yet for --task think: the world's "
+                             "annotator must meet the local-annotator protocol of "
+                             "rlpt_plugin/teacher/think_rewriter.py (use --teacher openai or hf)")
+
+
 def run(args: argparse.Namespace) -> int:
     from rlpt_plugin.data.rewrite_job import RewriteJob, run_rewrite, summary_json
     from rlpt_plugin.data.tokenizer import load_tokenizer
@@ -142,31 +182,50 @@ def run(args: argparse.Namespace) -> int:
     from rlpt_plugin.teacher.cache import CachedClient, ResponseCache
     from rlpt_plugin.teacher.protocol import SamplingParams
     from rlpt_plugin.teacher.rewriter import Rewriter, default_max_tokens
+    from rlpt_plugin.teacher.think_rewriter import ThinkRewriter, default_think_max_tokens
     from rlpt_plugin.teacher.templates import load_template
 
     cache = None
     try:
         api_key = _api_key(args)  # first: a missing key is reported before any work
+        _task_options(args)
         shard, num_shards = _shard(args.shard)
         out = Path(args.out)
+        if args.task == "think":
+            from rlpt_plugin.data.think_job import DEFAULT_CHUNK_LENGTH, DEFAULT_MIN_CHUNK, ThinkSpec
+
+            spec = ThinkSpec(chunk_length=DEFAULT_CHUNK_LENGTH if args.chunk_length is None else args.chunk_length,
+                             min_chunk_tokens=DEFAULT_MIN_CHUNK if args.min_chunk is None else args.min_chunk)
+            if spec.chunk_length > args.seq_length:
+                raise ValueError(f"`--chunk-length` ({spec.chunk_length}) must be <= `--seq-length` "
+                                 f"({args.seq_length}): a chunk must fit one training sequence")
+            specs: dict[str, Any] = {"think_spec": spec}
+        else:
+            specs = {"window_spec": WindowSpec(suffix_length=args.suffix_length, seq_length=args.seq_length,
+                                               min_prefix_tokens=args.min_prefix,
+                                               windows_per_doc=args.windows_per_doc, seed=args.seed)}
         job = RewriteJob(corpus=tuple(args.corpus), out_dir=out, field=args.field, shard=shard,
-                         num_shards=num_shards, chunk_size=args.chunk_size,
-                         window_spec=WindowSpec(suffix_length=args.suffix_length,
-                                                seq_length=args.seq_length,
-                                                min_prefix_tokens=args.min_prefix,
-                                                windows_per_doc=args.windows_per_doc, seed=args.seed))
+                         num_shards=num_shards, chunk_size=args.chunk_size, **specs)
         tokenizer = load_tokenizer(args.tokenizer)
         if args.teacher == "world":
             rewriter, teacher = _world_rewriter(args, tokenizer)
         else:
             template = load_template(args.template)
-            max_tokens = default_max_tokens(args.suffix_length) if args.max_tokens is None else args.max_tokens
+            if args.max_tokens is not None:
+                max_tokens = args.max_tokens
+            elif args.task == "think":
+                max_tokens = default_think_max_tokens(job.think_spec.chunk_length)
+            else:
+                max_tokens = default_max_tokens(args.suffix_length)
             params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_tokens=max_tokens)
             inner = _client(args, api_key)
             cache = ResponseCache(args.cache or str(out.with_name(out.name + ".cache.sqlite")))
             client = CachedClient(inner, cache, template.version)
             kind = args.endpoint_kind if args.teacher == "openai" else None
-            rewriter = Rewriter(client, tokenizer, template, args.suffix_length, params, kind=kind)
+            if args.task == "think":
+                rewriter = ThinkRewriter(client, tokenizer, template, params, kind=kind)
+            else:
+                rewriter = Rewriter(client, tokenizer, template, args.suffix_length, params, kind=kind)
             teacher = {"model_id": inner.model_id, "template_version": template.version,
                        "sampling": params.as_dict()}
             if args.teacher == "openai":  # where the answers came from; URLs redacted, no key

@@ -228,6 +228,11 @@ class RLPTCallback(Callback):
             from rlpt_plugin.megatron.job_data import job_rows
 
             lm_rows = job_rows(cfg)
+        think = None
+        if cfg.rlpt.data.think_sequences_per_step:
+            from rlpt_plugin.megatron.think_dataset import think_rows
+
+            think = think_rows(cfg)
         self.source = StepSource(groups, groups_per_step=cfg.rlpt.data.groups_per_step,
                                  spec=pack_spec(cfg, resolve_shared_rows(cfg, context.model)),
                                  rule=cfg.rlpt.loss.selection,
@@ -235,6 +240,7 @@ class RLPTCallback(Callback):
                                  reference=reference, start_step=step,
                                  vocab_size=cfg.model.vocab_size, stage=stage,
                                  lm_rows=lm_rows, lm_rows_per_step=cfg.rlpt.data.job_sequences_per_step,
+                                 think_rows=think, think_rows_per_step=cfg.rlpt.data.think_sequences_per_step,
                                  watchdog=UnjudgedWatchdog(max_share=cfg.rlpt.judge.max_unjudged_share,
                                                            window=cfg.rlpt.judge.unjudged_window)
                                  if stage is not None else None)
@@ -267,7 +273,8 @@ class RLPTCallback(Callback):
 
 def forward_step(cfg: RLPTConfigContainer) -> RLPTForwardStep:
     spec = pack_spec_flags(cfg)
-    lm = spec["lm_on_original"] or bool(cfg.rlpt.data.job_sequences_per_step)  # the job's own data
+    # the job's own data and the think stores' rows are LM rows too
+    lm = spec["lm_on_original"] or bool(cfg.rlpt.data.job_sequences_per_step or cfg.rlpt.data.think_sequences_per_step)
     terms = {name for name, on in (("lm", lm), ("dpo", spec["use_dpo"]),
                                    ("rf_nll", spec["use_rf_nll"]), ("grpo", spec["use_grpo"])) if on}
     loss = cfg.rlpt.loss

@@ -40,12 +40,15 @@ class StepSource(Iterator[StepMicroBatch]):
     lm_rows / lm_rows_per_step: LM-only rows outside the groups (the job's own pretraining
     data), ``lm_rows(i)`` for the GLOBAL sequence index i; step s trains sequences
     ``[s * lm_rows_per_step, (s + 1) * lm_rows_per_step)``, shared over DP like the groups.
+    think_rows / think_rows_per_step: the same for the think stores' rows (thinking SFT,
+    rlpt_plugin/megatron/think_dataset.py), packed after the job's rows.
     """
 
     def __init__(self, group_fn: GroupFn | None = None, *, groups_per_step: int, spec: PackSpec,
                  rule: str = "dpo", fallback: str = "drop", reference: ReferenceScorer | None = None,
                  start_step: int = 0, vocab_size: int | None = None, stage: CandidateStage | None = None,
                  lm_rows: RowFn | None = None, lm_rows_per_step: int = 0,
+                 think_rows: RowFn | None = None, think_rows_per_step: int = 0,
                  watchdog: UnjudgedWatchdog | None = None):
         """vocab_size: the model's vocabulary; token ids at or past it are an error.
         stage: the in-loop candidate stage; without one, ``group_fn`` gives ready groups.
@@ -57,6 +60,9 @@ class StepSource(Iterator[StepMicroBatch]):
         if (lm_rows is None) != (lm_rows_per_step == 0) or lm_rows_per_step < 0:
             raise ValueError(f"StepSource: lm_rows_per_step ({lm_rows_per_step}) must be > 0 exactly "
                              "when an lm_rows function is given")
+        if (think_rows is None) != (think_rows_per_step == 0) or think_rows_per_step < 0:
+            raise ValueError(f"StepSource: think_rows_per_step ({think_rows_per_step}) must be > 0 exactly "
+                             "when a think_rows function is given")
         if (group_fn is None) == (stage is None):
             raise ValueError("StepSource needs exactly one of group_fn (ready groups) and stage")
         if groups_per_step < 1:
@@ -71,6 +77,8 @@ class StepSource(Iterator[StepMicroBatch]):
         self.stage = stage
         self.lm_rows = lm_rows
         self.lm_rows_per_step = lm_rows_per_step
+        self.think_rows = think_rows
+        self.think_rows_per_step = think_rows_per_step
         self.watchdog = watchdog
         self.next_step = start_step
         self.last_stats: SelectionStats | None = None
@@ -107,6 +115,7 @@ class StepSource(Iterator[StepMicroBatch]):
         batches: list = []
         selections: list = []
         lm_rows: list = []
+        think: list = []
         pack_s = pack_cpu_s = reference_s = reference_cpu_s = 0.0
         if failure is None:
             selections = select_all(groups, rule=self.rule, fallback=self.fallback)
@@ -114,8 +123,10 @@ class StepSource(Iterator[StepMicroBatch]):
                 if self.lm_rows is not None else []
             if self.vocab_size is not None:
                 self._check_lm_rows_vocab(lm_rows)
+            think = [self.think_rows(i) for i in parallel.dp_share(step, self.think_rows_per_step)] \
+                if self.think_rows is not None else []
             packed, cpu_packed = time.perf_counter(), time.thread_time()
-            batches = pack_step(groups, selections, self.spec, lm_rows)
+            batches = pack_step(groups, selections, self.spec, lm_rows + think)
             if self.vocab_size is not None:
                 self._check_vocab(batches)
             pack_s, pack_cpu_s = time.perf_counter() - packed, time.thread_time() - cpu_packed
@@ -140,8 +151,9 @@ class StepSource(Iterator[StepMicroBatch]):
         self.last_denominators = denominators
         metrics = self._step_metrics(groups, selections)
         if lm_rows:  # the share of the LM term's tokens that came from the job's own data
-            metrics["job_lm_token_share"] = (sum(sum(r.lm_mask) if r.lm_mask is not None else len(r.tokens) - 1
-                                                 for r in lm_rows), local.num_lm_tokens)
+            metrics["job_lm_token_share"] = (_lm_tokens(lm_rows), local.num_lm_tokens)
+        if think:  # ... and from the think stores (original and thought tokens)
+            metrics["think_lm_token_share"] = (_lm_tokens(think), local.num_lm_tokens)
         self._queue.extend(StepMicroBatch(mb, denominators, step, step_extras(metrics, i == 0))
                            for i, mb in enumerate(batches))
         self.last_shape = tuple(batches[0].tokens_BS.shape) if batches else None
@@ -217,3 +229,8 @@ class StepSource(Iterator[StepMicroBatch]):
                                    "log-probs need a model pass (install the rlpt callback)")
             self.prepare()
         return self._queue.popleft()
+
+
+def _lm_tokens(rows: list[Row]) -> float:
+    """Label positions the LM term trains in ``rows``."""
+    return float(sum(sum(r.lm_mask) if r.lm_mask is not None else len(r.tokens) - 1 for r in rows))

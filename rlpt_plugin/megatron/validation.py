@@ -71,10 +71,31 @@ def job_data_errors(cfg: Any) -> list[str]:
     return errors
 
 
+def think_store_errors(cfg: Any) -> list[str]:
+    """Every ``rlpt.data.think_stores`` entry a think store with chunks (read from its manifest)."""
+    from rlpt_plugin.megatron.think_store import FORMAT
+
+    errors = []
+    for i, store in enumerate(getattr(cfg.rlpt.data, "think_stores", [])):
+        manifest = Path(store) / "manifest.json"
+        if not manifest.is_file():
+            errors.append(f"`rlpt.data.think_stores[{i}]` is {store!r}, which is not a think store (no "
+                          "manifest.json): write one with rlpt rewrite --task think.")
+            continue
+        m = json.loads(manifest.read_text())
+        if m.get("format") != FORMAT:
+            errors.append(f"`rlpt.data.think_stores[{i}]` ({store!r}) has format {m.get('format')!r}, but a "
+                          f"think store's is {FORMAT!r} (a rewritten store goes in rlpt.data.stores).")
+        elif not m.get("num_chunks"):
+            errors.append(f"`rlpt.data.think_stores[{i}]` ({store!r}) holds no chunks: every chunk was "
+                          "dropped (its manifest's failures say why).")
+    return errors
+
+
 def host_errors(cfg: Any) -> list[str]:
     """Checks that need both the rlpt section and the Bridge ConfigContainer."""
     errors = (fp8_errors(cfg.model) + mixed_precision_fp8_errors(cfg) + job_data_errors(cfg)
-              + dropout_errors(cfg) + thinking_errors(cfg))
+              + dropout_errors(cfg) + thinking_errors(cfg) + think_store_errors(cfg))
     checkpoint = getattr(cfg, "checkpoint", None)
     pretrained = getattr(checkpoint, "pretrained_checkpoint", None)
     load = getattr(checkpoint, "load", None)
@@ -165,7 +186,8 @@ def layout_errors(cfg: Any, world_size: int) -> list[str]:
     dp = world_size // mp
     errors: list[str] = []
     for path, value in (("rlpt.data.groups_per_step", rlpt.data.groups_per_step),
-                        ("rlpt.data.job_sequences_per_step", rlpt.data.job_sequences_per_step)):
+                        ("rlpt.data.job_sequences_per_step", rlpt.data.job_sequences_per_step),
+                        ("rlpt.data.think_sequences_per_step", rlpt.data.think_sequences_per_step)):
         if value % dp:
             errors.append(f"`{path}` ({value}) must be divisible by the data-parallel size {dp} "
                           f"({world_size} processes / model-parallel size {mp}).")
@@ -187,7 +209,8 @@ def layout_errors(cfg: Any, world_size: int) -> list[str]:
     need = max_rows_per_microbatch(p, dp_size=dp, num_microbatches=m)
     if need > mbs:
         errors.append(f"a micro-batch can need up to {need} rows ({rlpt.data.groups_per_step // dp} prefixes "
-                      f"and {rlpt.data.job_sequences_per_step // dp} job sequences per data-parallel rank "
+                      f"and {rlpt.data.job_sequences_per_step // dp} job + "
+                      f"{rlpt.data.think_sequences_per_step // dp} think sequences per data-parallel rank "
                       f"over {m} micro-batches, up to {(p.lm_rows + p.rl_rows) // rlpt.data.groups_per_step} "
                       f"rows per prefix), but `train.micro_batch_size` is {mbs}: raise "
                       "train.micro_batch_size (or train.global_batch_size), or lower rlpt.data.groups_per_step.")

@@ -160,7 +160,7 @@ def test_the_tiny_model_is_deterministic_and_its_vocabulary_covers_every_prompt(
     # The prompts' characters: printable ASCII (one token each), space (the word boundary) and
     # newline (a byte token); nothing needs an unknown token.
     chars = set()
-    for name in ("judge_quality_v1", "judge_safety_v1", "judge_factuality_v1", "rewrite_v1"):
+    for name in ("judge_quality_v1", "judge_safety_v1", "judge_factuality_v1", "rewrite_v1", "think_v1"):
         chars |= set("".join(text for _, text in load_template(name).sections))
     assert chars and all(c in tokens or c == "\n" or (c == " " and "\u2581" in tokens) for c in chars), \
         sorted(c for c in chars if c not in tokens)
