@@ -53,6 +53,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--world-knowledge", type=float, default=None,
                    help="--teacher world: share of the facts the teacher knows (default 0.8; 1 = exact "
                         "oracle; rlpt_plugin/world/knowledge.py)")
+    p.add_argument("--world-annotator-miss", type=float, default=None,
+                   help="--teacher world --task think: share of two-hop places left without a thought "
+                        "(default 0.1; rlpt_plugin/world/annotator.py)")
+    p.add_argument("--world-annotator-error", type=float, default=None,
+                   help="--teacher world --task think: share of thoughts naming a wrong employer (default 0.05)")
     p.add_argument("--world-rewrite-miss", type=float, default=None,
                    help="--teacher world: probability that a defective sentence is left as is (default 0.1)")
     p.add_argument("--world-rewrite-error", type=float, default=None,
@@ -128,8 +133,10 @@ def _client(args: argparse.Namespace, api_key: str | None) -> Any:
 
 
 def _world_rewriter(args: argparse.Namespace, tokenizer: Any) -> tuple[Any, dict[str, Any]]:
-    """The oracle rewriter of the world that ``--world-seed`` / ``--world-entities`` describe."""
+    """The oracle rewriter (or, ``--task think``, annotator) of the world that ``--world-seed`` /
+    ``--world-entities`` describe."""
     from rlpt_plugin.world import WorldConfig, build_kb
+    from rlpt_plugin.world import annotator as wa
     from rlpt_plugin.world import teacher as wt
 
     fields: dict[str, Any] = {"seed": args.world_seed}
@@ -140,13 +147,26 @@ def _world_rewriter(args: argparse.Namespace, tokenizer: Any) -> tuple[Any, dict
     def given(value: float | None, default: float) -> float:
         return default if value is None else value
 
+    world = {"seed": config.seed, "num_entities": config.num_entities}
+    suffix_flags = ("world_knowledge", "world_rewrite_miss", "world_rewrite_error")
+    think_flags = ("world_annotator_miss", "world_annotator_error")
+    other = suffix_flags if args.task == "think" else think_flags
+    given_other = [f"--{n.replace('_', '-')}" for n in other if getattr(args, n) is not None]
+    if given_other:
+        raise ValueError(f"{', '.join(given_other)}: not an option of --task {args.task} with --teacher world")
+    if args.task == "think":
+        honest = {"miss_rate": given(args.world_annotator_miss, wa.DEFAULT_ANNOTATOR_MISS),
+                  "error_rate": given(args.world_annotator_error, wa.DEFAULT_ANNOTATOR_ERROR)}
+        annotator = wa.OracleAnnotator(config, tokenizer, **honest)
+        return annotator, {"model_id": annotator.model_id, "template_version": annotator.template_version,
+                           "world": world, "world_annotator": honest}
+
     honest = {"knowledge": given(args.world_knowledge, wt.DEFAULT_KNOWLEDGE),
               "miss_rate": given(args.world_rewrite_miss, wt.DEFAULT_REWRITE_MISS),
               "error_rate": given(args.world_rewrite_error, wt.DEFAULT_REWRITE_ERROR)}
     rewriter = wt.OracleRewriter(build_kb(config), tokenizer, args.suffix_length, seed=config.seed, **honest)
     teacher = {"model_id": rewriter.model_id, "template_version": rewriter.template_version,
-               "world": {"seed": config.seed, "num_entities": config.num_entities},
-               "world_teacher": honest}
+               "world": world, "world_teacher": honest}
     return rewriter, teacher
 
 
@@ -169,10 +189,6 @@ def _task_options(args: argparse.Namespace) -> None:
         args.template = args.template or "rewrite_v1"
     else:
         args.template = args.template or "think_v1"
-        if args.teacher == "world":
-            raise ValueError("--teacher world has no thought annotator yet for --task think: the world's "
-                             "annotator must meet the local-annotator protocol of "
-                             "rlpt_plugin/teacher/think_rewriter.py (use --teacher openai or hf)")
 
 
 def run(args: argparse.Namespace) -> int:

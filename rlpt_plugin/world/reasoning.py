@@ -174,29 +174,51 @@ def split_sentences(text: str) -> list[str]:
 
 def annotate(doc: dict[str, Any], config: WorldConfig, reasoning: ReasoningConfig,
              kb: KnowledgeBase, *, seed: int | None = None) -> str:
-    """The document's text with a thought before the site of its two-hop sentence (if any).
+    """:func:`annotate_text` of a corpus document (its draws keyed by the document's id)."""
+    return annotate_text(doc["text"], config, reasoning, kb, key=str(doc["id"]), seed=seed)
 
-    With ``annotator_miss`` a seeded share of places get no thought; with ``annotator_error``
-    a seeded share of thoughts name another employer (and its site). ``seed`` (default: the
-    world's) seeds those draws."""
+
+def _two_hop_tails() -> list[list[str]]:
+    """The words of each two-hop template between the name and the site."""
+    tails = []
+    for template in TWO_HOP_TEMPLATES:
+        words = template.split()
+        tails.append(words[1: words.index("S")])
+    return tails
+
+
+def annotate_text(text: str, config: WorldConfig, reasoning: ReasoningConfig, kb: KnowledgeBase, *,
+                  key: str = "", seed: int | None = None) -> str:
+    """``text`` with a thought right before the site of every two-hop sentence in it.
+
+    The annotator reads the text only, as an LLM teacher would: a person's name followed by a
+    two-hop head and a site. With ``annotator_miss`` a seeded share of those places get no
+    thought; with ``annotator_error`` a seeded share of thoughts name another employer (and its
+    site). Draws are keyed by (``seed``, default the world's; ``key``, e.g. the chunk's id; the
+    place's word index), so the same chunk is always annotated the same way."""
     seed = config.seed if seed is None else seed
-    hop = doc.get("two_hop")
-    if not hop:
-        return doc["text"]
-    if _unit("rlpt-world-annotator-miss", seed, doc["id"]) < reasoning.annotator_miss:
-        return doc["text"]
-    entity = kb[doc["entity"]]
     sites = employer_sites(config)
-    employer = entity.attributes["employer"]
-    if _unit("rlpt-world-annotator-error", seed, doc["id"]) < reasoning.annotator_error:
-        others = [e for e in sites if e != employer]
-        employer = others[int(_unit("rlpt-world-annotator-wrong", seed, doc["id"]) * len(others))]
-    sentences = split_sentences(doc["text"])
-    head = two_hop_head(entity, hop["template"])
-    assert sentences[hop["sentence"]].startswith(head + " "), (doc["id"], sentences, hop)
-    sentences[hop["sentence"]] = (f"{head} {oracle_thought(entity, employer, sites[employer])} "
-                                  f"{hop['site']} .")
-    return " ".join(sentences)
+    words = text.split()
+    out: list[str] = []
+    i = 0
+    tails = _two_hop_tails()
+    while i < len(words):
+        entity = kb.by_name(words[i], words[i + 1]) if i + 1 < len(words) else None
+        tail = next((t for t in tails if entity is not None and words[i + 2: i + 2 + len(t)] == t), None)
+        at = i + 2 + len(tail) if tail is not None else -1
+        if tail is None or at >= len(words) or words[at] not in vocab.SITES:
+            out.append(words[i])
+            i += 1
+            continue
+        out.extend(words[i:at])
+        if _unit("rlpt-world-annotator-miss", seed, key, at) >= reasoning.annotator_miss:
+            employer = entity.attributes["employer"]
+            if _unit("rlpt-world-annotator-error", seed, key, at) < reasoning.annotator_error:
+                others = [e for e in sites if e != employer]
+                employer = others[int(_unit("rlpt-world-annotator-wrong", seed, key, at) * len(others))]
+            out.append(oracle_thought(entity, employer, sites[employer]))
+        i = at
+    return " ".join(out)
 
 
 def strip_thoughts(text: str) -> str:

@@ -120,7 +120,8 @@ def test_options_of_the_other_task_and_bad_settings_are_clear_errors(data, tmp_p
                 (["--chunk-length", "0"], "`--chunk-length` must be an integer >= 1"),
                 (["--min-chunk", "20"], "`--min-chunk` (20) must be <= `--chunk-length` (12)"),
                 (["--chunk-length", "4096"], "must be <= `--seq-length`"),
-                (["--teacher", "world"], "local-annotator protocol"),
+                (["--teacher", "world", "--world-rewrite-miss", "0.2"],
+                 "--world-rewrite-miss: not an option of --task think with --teacher world"),
         ):
             assert main(args(data, server, tmp_path / "store", *bad)) == 2
             err = capsys.readouterr().err
