@@ -54,6 +54,10 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
     show = Progress(enabled=progress)
     began = time.perf_counter()
     show.say(f"[demo] output in {out}; settings: {json.dumps(dataclasses.asdict(s))}")
+    if s.task == "reasoning":
+        from rlpt_plugin.demo.reasoning import run_reasoning
+
+        return run_reasoning(s, out, show)
     t = time.perf_counter()
     world = pipeline.build_world(s, out)
     show.say(f"[demo] world: {world['documents']} biographies of {world['entities']} people, "

@@ -93,7 +93,12 @@ def common_overrides(s: DemoSettings, out: Path) -> list[str]:
 
 
 def start_overrides(s: DemoSettings) -> list[str]:
-    return [*lm_overrides(s), f"optimizer.lr={s.start_lr}", f"optimizer.min_lr={s.start_lr / 10}",
+    return [*lm_overrides(s), *start_optimizer(s)]
+
+
+def start_optimizer(s: DemoSettings) -> list[str]:
+    """The start model's optimizer: a cosine decay to a tenth after 30 warm-up steps."""
+    return [f"optimizer.lr={s.start_lr}", f"optimizer.min_lr={s.start_lr / 10}",
             "scheduler.lr_decay_style=cosine", "scheduler.lr_warmup_iters=30"]
 
 
@@ -181,9 +186,14 @@ def control_phases(s: DemoSettings, out: Path, ckpt: Path, progress: Progress) -
 
 
 def train_phase(name: str, s: DemoSettings, out: Path, steps: int, overrides: list[str], *,
-                start_from: Path | None, progress: Progress) -> dict[str, Any]:
+                start_from: Path | None, progress: Progress, evaluation: dict[str, Any] | None = None,
+                include_common: bool = True) -> dict[str, Any]:
     """One training phase through the real host; returns its evaluation (greedy continuations
-    of the held-out prefixes and held-out NLL) and timings. Skipped when already done."""
+    of the held-out prefixes and held-out NLL) and timings. Skipped when already done.
+
+    ``evaluation``: ``{"items": [{"text", "reference"}...], "max_new_tokens": n}`` instead of the
+    world's held-out prefixes and N tokens; ``include_common=False``: ``overrides`` name the
+    stores, seeds and sequence length themselves."""
     phase = out / name
     done = phase / "eval.json"
     if done.exists():
@@ -195,12 +205,15 @@ def train_phase(name: str, s: DemoSettings, out: Path, steps: int, overrides: li
         from rlpt_plugin.megatron.progress import StepTimer
         from rlpt_plugin.world.vocab import WorldTokenizer
 
-    items = [json.loads(line) for line in (out / "world" / "eval.jsonl").read_text().splitlines()]
+    if evaluation is None:
+        evaluation = {"items": [json.loads(line) for line in (out / "world" / "eval.jsonl").read_text().splitlines()],
+                      "max_new_tokens": s.suffix_length}
+    items = evaluation["items"]
     evaluator = ContinuationEval(WorldTokenizer(), [it["text"] for it in items],
                                  [f"{it['text']} {it['reference']}" for it in items],
-                                 max_new_tokens=s.suffix_length, out_path=phase / "eval.tmp.json")
+                                 max_new_tokens=evaluation["max_new_tokens"], out_path=phase / "eval.tmp.json")
     timer = StepTimer()
-    args = [*common_overrides(s, out), f"train.train_iters={steps}",
+    args = [*(common_overrides(s, out) if include_common else []), f"train.train_iters={steps}",
             f"checkpoint.save_interval={max(1, steps // 4)}", *overrides]
     if start_from is not None:
         args.append(f"checkpoint.pretrained_checkpoint={start_from}")

@@ -8,11 +8,16 @@ from dataclasses import dataclass, fields
 from rlpt_plugin.config import ConfigError
 
 LOSSES = ("dpo", "rf_nll")
+TASKS = ("sip", "reasoning")
 AXES = ("quality", "safety", "factuality")
 
 
 @dataclass(frozen=True, kw_only=True)
 class DemoSettings:
+    task: str = "sip"
+    """sip: self-improving against next-token pretraining (safety, factuality, quality) |
+    reasoning: thinking mid-training on the world's two-hop facts (base, NTP on raw, SFT(think),
+    SFT(think) + RLMT with Dr. GRPO; rlpt_plugin/demo/reasoning.py)."""
     seed: int = 1234
     """Training seed: model initialisation, window order, rollouts (the world is --world-seed's)."""
     world_seed: int = 0
@@ -75,6 +80,9 @@ class DemoSettings:
     """torch intra-op threads (0: torch's default). The tiny model gains nothing from more than
     one, and on a shared 2-core machine two threads per process made every phase about 20x
     slower (a SIP step 25 s instead of 1.6 s; measured, see the README)."""
+    thinking_budget: int = 16
+    """--task reasoning: thought tokens an RLMT rollout may write before its N-token answer (and
+    the evaluation's greedy continuations too)."""
     control_factor: int = 3
     """Steps of the compute-matched next-token control, as a multiple of --steps. 3 matches the
     tokens SIP trains (three rows per prefix: the LM row, chosen and rejected), not its
@@ -97,6 +105,10 @@ class DemoSettings:
         axes = [a.strip() for a in self.reward.split(",") if a.strip()]
         if not axes or any(a not in AXES for a in axes) or len(set(axes)) != len(axes):
             out.append(f"`--reward` must list distinct axes among {', '.join(AXES)}, but is {self.reward!r}.")
+        if self.task not in TASKS:
+            out.append(f"`--task` must be one of {', '.join(TASKS)}, but is {self.task!r}.")
+        if self.thinking_budget < 2:
+            out.append(f"`--thinking-budget` must be >= 2 (the two delimiters), but is {self.thinking_budget}.")
         if self.loss not in LOSSES:
             out.append(f"`--loss` must be one of {', '.join(LOSSES)}, but is {self.loss!r}.")
         if not 0 <= self.judge_noise < 1:

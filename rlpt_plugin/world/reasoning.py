@@ -5,10 +5,14 @@ short company documents state ("veltrix is based in ironport ."). A biography al
 where its person works ("kaven brewick worked for veltrix ."). The *two-hop* sentence joins
 the two: "kaven brewick commutes to ironport ." -- the site of the person's employer.
 
-People are split in two, seeded by the world:
+People are split in three, seeded by the world, and documents in two halves by parity of
+their index (the halves ``rlpt rewrite --shard 0/2`` and ``--shard 1/2`` read):
 
-* **trained** people (a ``trained_share`` of them): their biographies carry the two-hop
-  sentence, so a next-token model can memorise each of them;
+* **trained** people (a ``trained_share`` of them): their biographies of the EVEN half carry
+  the two-hop sentence, so a next-token model trained on that half can memorise each of them;
+* **RL** people (an ``rl_share``): only their biographies of the ODD half do. That half is never
+  trained next-token: it is the RL half, whose prefixes RL mid-training cuts before the site, so
+  its answers are not memorised and a policy earns its reward by the step;
 * **held-out** people: their biographies never do. Their employer is in the corpus and so is
   the employer's site, but "<name> commutes to" has to be *inferred* by a step the corpus text
   never spells out for them: recall the employer, then its site. The evaluation asks exactly
@@ -55,8 +59,9 @@ class ReasoningConfigError(ValueError):
 class ReasoningConfig:
     """The reasoning part of a world (its seed is the world's).
 
-    trained_share: share of people whose biographies carry the two-hop sentence (the rest are
-        held out: the evaluation asks about them only).
+    trained_share: share of people whose even-half biographies carry the two-hop sentence.
+    rl_share: share of people whose odd-half (RL half) biographies carry it (the rest are held
+        out: the evaluation asks about them only).
     company_docs: company documents per employer, each one company sentence.
     eval_size: held-out two-hop prefixes.
     annotator_miss: share of two-hop places the world's annotator leaves without a thought.
@@ -64,20 +69,22 @@ class ReasoningConfig:
         site): the text stays the corpus's, the thought is wrong.
     """
 
-    trained_share: float = 0.5
+    trained_share: float = 0.4
+    rl_share: float = 0.3
     company_docs: int = 20
     eval_size: int = 200
     annotator_miss: float = 0.0
     annotator_error: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("trained_share", "annotator_miss", "annotator_error"):
+        for name in ("trained_share", "rl_share", "annotator_miss", "annotator_error"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ReasoningConfigError(f"`{name}` must be in [0, 1], but is {value!r} instead.")
-        if not 0.0 < self.trained_share < 1.0:
-            raise ReasoningConfigError(f"`trained_share` must be in (0, 1) (some people trained on, "
-                                       f"some held out), but is {self.trained_share!r} instead.")
+        if not (0.0 < self.trained_share and self.trained_share + self.rl_share < 1.0):
+            raise ReasoningConfigError(f"`trained_share` must be > 0 and `trained_share + rl_share` < 1 (some "
+                                       f"people trained on, some held out), but they are {self.trained_share!r} "
+                                       f"and {self.rl_share!r}.")
         for name, low in (("company_docs", 1), ("eval_size", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -95,12 +102,20 @@ def employer_sites(config: WorldConfig) -> dict[str, str]:
     return {e: rng.choice(vocab.SITES) for e in config.value_sets()["employer"]}
 
 
-def trained_people(config: WorldConfig, reasoning: ReasoningConfig, kb: KnowledgeBase) -> frozenset[int]:
-    """Ids of the people whose biographies carry the two-hop sentence."""
+def people_split(config: WorldConfig, reasoning: ReasoningConfig, kb: KnowledgeBase) -> dict[str, frozenset[int]]:
+    """``{"trained", "rl", "held_out"}``: ids of each group of people (module docstring)."""
     rng = random.Random(f"rlpt-world-two-hop:{config.seed}")
     ids = [e.id for e in kb.entities]
-    count = min(len(ids) - 1, max(1, round(reasoning.trained_share * len(ids))))
-    return frozenset(rng.sample(ids, count))
+    rng.shuffle(ids)
+    n_trained = min(len(ids) - 1, max(1, round(reasoning.trained_share * len(ids))))
+    n_rl = min(len(ids) - 1 - n_trained, round(reasoning.rl_share * len(ids)))
+    return {"trained": frozenset(ids[:n_trained]), "rl": frozenset(ids[n_trained:n_trained + n_rl]),
+            "held_out": frozenset(ids[n_trained + n_rl:])}
+
+
+def trained_people(config: WorldConfig, reasoning: ReasoningConfig, kb: KnowledgeBase) -> frozenset[int]:
+    """Ids of the people whose even-half biographies carry the two-hop sentence."""
+    return people_split(config, reasoning, kb)["trained"]
 
 
 def two_hop_head(entity: Entity, template_index: int = 0) -> str:
@@ -127,20 +142,21 @@ def oracle_thought(entity: Entity, employer: str, site: str) -> str:
 def reasoning_corpus(config: WorldConfig, reasoning: ReasoningConfig, kb: KnowledgeBase,
                      corpus: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """``corpus`` (the world's biographies) with the two-hop sentence at a seeded place of every
-    biography of a trained person, followed by the company documents.
+    even-index biography of a trained person and every odd-index one of an RL person, followed by
+    the company documents.
 
     Biographies gain ``"two_hop": {"sentence", "template", "site"}`` (None for held-out people);
     company documents have ``entity`` -1 and ``"company": employer``.
     """
     sites = employer_sites(config)
-    trained = trained_people(config, reasoning, kb)
+    split = people_split(config, reasoning, kb)
     rng = random.Random(f"rlpt-world-two-hop-corpus:{config.seed}")
     out: list[dict[str, Any]] = []
-    for doc in corpus:
+    for index, doc in enumerate(corpus):
         doc = dict(doc)
         entity = kb[doc["entity"]]
         doc["two_hop"] = None
-        if entity.id in trained:
+        if entity.id in split["trained" if index % 2 == 0 else "rl"]:
             sentences = split_sentences(doc["text"])
             at = rng.randint(0, len(sentences))
             t = rng.randrange(len(TWO_HOP_TEMPLATES))
@@ -256,8 +272,7 @@ def reasoning_prefixes(config: WorldConfig, reasoning: ReasoningConfig,
     holds a two-hop sentence of a held-out person, so no prefix is a prefix of one.
     """
     sites = employer_sites(config)
-    trained = trained_people(config, reasoning, kb)
-    held_out = [e for e in kb.entities if e.id not in trained]
+    held_out = [kb[i] for i in sorted(people_split(config, reasoning, kb)["held_out"])]
     rng = random.Random(f"rlpt-world-two-hop-eval:{config.seed}")
     others = [a for a in vocab.ATTRIBUTES if a != "employer"]
     out = []

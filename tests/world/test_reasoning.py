@@ -7,7 +7,8 @@ import pytest
 from rlpt_plugin.world import WorldConfig, WorldTokenizer, build_kb, generate_corpus, vocab
 from rlpt_plugin.world.reasoning import (ReasoningConfig, ReasoningConfigError, annotate, employer_sites,
                                          reasoning_corpus, reasoning_prefixes, same_content,
-                                         score_reasoning, strip_thoughts, thought_of, trained_people)
+                                         people_split, score_reasoning, strip_thoughts, thought_of,
+                                         trained_people)
 
 CONFIG = WorldConfig(seed=3, num_entities=40, docs_per_entity=3, eval_size=10)
 REASONING = ReasoningConfig(eval_size=60, company_docs=4)
@@ -28,9 +29,13 @@ def test_earlier_words_keep_their_ids():
 
 
 def test_trained_people_carry_the_two_hop_sentence_and_held_out_people_never_do(world):
+    """Trained people state it in the even half, RL people in the odd (RL) half only."""
     kb, corpus = world
+    split = people_split(CONFIG, REASONING, kb)
     trained = trained_people(CONFIG, REASONING, kb)
-    assert 0 < len(trained) < len(kb) and abs(len(trained) - len(kb) / 2) <= 1
+    assert trained == split["trained"] and len(trained) == round(0.4 * len(kb))
+    assert len(split["rl"]) == round(0.3 * len(kb)) and len(split["held_out"]) == len(kb) - len(trained) - len(split["rl"])
+    assert not (split["trained"] & split["rl"]) and not (split["held_out"] & (split["trained"] | split["rl"]))
     sites = employer_sites(CONFIG)
     assert set(sites) == set(CONFIG.value_sets()["employer"]) and set(sites.values()) <= set(vocab.SITES)
     names = {e.name: e for e in kb.entities}
@@ -39,7 +44,8 @@ def test_trained_people_carry_the_two_hop_sentence_and_held_out_people_never_do(
     for doc in bios:
         entity = kb[doc["entity"]]
         said = [w for w in doc["text"].split() if w in vocab.SITES]
-        if entity.id in trained:
+        stating = split["trained"] if doc["id"] % 2 == 0 else split["rl"]
+        if entity.id in stating:
             site = sites[entity.attributes["employer"]]
             assert said == [site] and doc["two_hop"]["site"] == site
             assert (" commutes to " in doc["text"]) != (" goes to work in " in doc["text"])
@@ -101,13 +107,13 @@ def test_an_imperfect_annotator_misses_and_errs_but_never_changes_the_text(world
 
 def test_held_out_prefixes_ask_for_the_step_about_held_out_people_only(world):
     kb, corpus = world
-    trained = trained_people(CONFIG, REASONING, kb)
+    held_out = people_split(CONFIG, REASONING, kb)["held_out"]
     items = reasoning_prefixes(CONFIG, REASONING, kb)
     assert len(items) == REASONING.eval_size
     texts = [d["text"] for d in corpus]
     for item in items:
         entity = kb[item["entity"]]
-        assert entity.id not in trained and item["employer"] == entity.attributes["employer"]
+        assert entity.id in held_out and item["employer"] == entity.attributes["employer"]
         assert item["employer"] not in item["text"].split()  # recalled, not read
         assert item["text"].endswith(("commutes to", "goes to work in"))
         assert item["reference"] == f"{employer_sites(CONFIG)[item['employer']]} ."
@@ -142,6 +148,8 @@ def test_same_content_compares_the_first_sentence_without_thoughts():
 def test_bad_reasoning_configs_are_refused():
     with pytest.raises(ReasoningConfigError, match="trained_share"):
         ReasoningConfig(trained_share=1.0)
+    with pytest.raises(ReasoningConfigError, match=r"trained_share \+ rl_share"):
+        ReasoningConfig(trained_share=0.6, rl_share=0.4)
     with pytest.raises(ReasoningConfigError, match="annotator_miss"):
         ReasoningConfig(annotator_miss=1.5)
     with pytest.raises(ReasoningConfigError, match="company_docs"):

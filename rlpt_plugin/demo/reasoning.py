@@ -1,0 +1,220 @@
+"""``rlpt demo --task reasoning``: thinking mid-training on the world's two-hop facts.
+
+The report's table shape on the world (docs/METHOD.md, "Thinking mid-training"), every phase
+the command a real run would use, each resumable like the SIP demo's:
+
+world (two-hop facts, rlpt_plugin/world/reasoning.py) -> raw store (``rlpt rewrite``, windows
+of the even half: the odd half, where the RL people's two-hop facts are, is never trained
+next-token) -> think stores (``rlpt rewrite --task think --teacher world`` on shard 0/2, the SFT half, and
+on shard 1/2, the RL half) -> RLMT store (the RL half cut where its annotator put a thought)
+-> base (next-token pretraining on the raw store) -> from base, for the same steps:
+``ntp_raw`` (next-token on the raw store) and ``sft_think`` (the same plus thought-augmented
+chunks of the SFT half) -> from ``sft_think``, for the same steps: ``sft_think_rlmt`` (Dr.
+GRPO on thinking rollouts of the RL half's prefixes, the world's similarity judge as the
+binary reward) and ``sft_think_more`` (thinking SFT continued: the steps-matched control).
+
+Every model is graded exactly on held-out two-hop prefixes (people whose two-hop fact the
+corpus never states): greedy continuations of up to budget + N tokens, thoughts read off, the
+answer's first word against the true site (:func:`rlpt_plugin.world.reasoning.score_reasoning`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from rlpt_plugin.demo import pipeline
+from rlpt_plugin.demo.progress import Progress
+from rlpt_plugin.demo.settings import DemoSettings
+
+SEQ_LENGTH = 64  # a biography (~45 tokens) and its thought (14) fit one row
+CHUNK_LENGTH = 40  # think chunks: 40 corpus tokens, thoughts spliced in, within SEQ_LENGTH + 1
+MODELS = ("base", "ntp_raw", "sft_think", "sft_think_rlmt", "sft_think_more")
+LABELS = {"base": "base", "ntp_raw": "NTP (raw)", "sft_think": "SFT(think)",
+          "sft_think_rlmt": "SFT(think) + RLMT", "sft_think_more": "SFT(think), RLMT's steps more"}
+
+
+def world_configs(s: DemoSettings):
+    from rlpt_plugin.world.reasoning import ReasoningConfig
+
+    return pipeline.world_config(s), ReasoningConfig(eval_size=2 * s.entities)
+
+
+def build_world(s: DemoSettings, out: Path) -> dict[str, Any]:
+    """The corpus with two-hop facts (JSON lines) and the held-out two-hop prefixes."""
+    from rlpt_plugin.world import build_kb, generate_corpus, write_jsonl
+    from rlpt_plugin.world.reasoning import people_split, reasoning_corpus, reasoning_prefixes
+
+    world = out / "world"
+    if (world / "done.json").exists():
+        return json.loads((world / "done.json").read_text())
+    world.mkdir(parents=True, exist_ok=True)
+    config, reasoning = world_configs(s)
+    kb = build_kb(config)
+    corpus = reasoning_corpus(config, reasoning, kb, generate_corpus(config, kb))
+    write_jsonl(world / "corpus.jsonl", corpus)
+    write_jsonl(world / "reasoning_eval.jsonl", reasoning_prefixes(config, reasoning, kb))
+    split = people_split(config, reasoning, kb)
+    info = {"documents": len(corpus), "entities": config.num_entities,
+            **{f"{group}_people": len(ids) for group, ids in split.items()},
+            "two_hop_sentences": sum(d["two_hop"] is not None for d in corpus)}
+    (world / "done.json").write_text(json.dumps(info))
+    return info
+
+
+def _rlpt(argv: list[str]) -> None:
+    from rlpt_plugin.cli import main as rlpt
+
+    code = rlpt(argv)
+    if code != 0:
+        raise RuntimeError(f"rlpt {' '.join(argv[:3])} ... failed with exit code {code}")
+
+
+def stores(s: DemoSettings, out: Path) -> None:
+    """The raw store (suffix windows of the even half) and the two think stores."""
+    corpus = str(out / "world" / "corpus.jsonl")
+    world = ["--tokenizer", "world", "--teacher", "world", "--world-seed", str(s.world_seed),
+             "--world-entities", str(s.entities), "--seq-length", str(SEQ_LENGTH), "--no-progress"]
+    if not (out / "store" / "manifest.json").exists():
+        _rlpt(["rewrite", "--corpus", corpus, "--out", str(out / "store"), *world, "--shard", "0/2",
+               "--suffix-length", str(s.suffix_length), "--min-prefix", str(pipeline.MIN_PREFIX),
+               "--windows-per-doc", str(pipeline.WINDOWS_PER_DOC), "--seed", str(s.world_seed)])
+    for shard, name in ((0, "think_sft"), (1, "think_rl")):
+        if not (out / name / "manifest.json").exists():
+            _rlpt(["rewrite", "--task", "think", "--corpus", corpus, "--out", str(out / name), *world,
+                   "--shard", f"{shard}/2", "--chunk-length", str(CHUNK_LENGTH), "--min-chunk", "8"])
+
+
+def rlmt_store(s: DemoSettings, out: Path) -> Path:
+    """``OUT/store_rlmt``: the RL half's chunks cut where the annotator put a thought: the prefix
+    is the original text before it, the suffix the next N original tokens (RLMT's prefix and
+    true suffix). Places with fewer than N tokens after them are left out."""
+    from rlpt_plugin.megatron.rewritten_store import RewrittenStore, write_store
+    from rlpt_plugin.megatron.think_store import ThinkStore
+
+    dest = out / "store_rlmt"
+    if (dest / "manifest.json").exists():
+        return dest
+    think, n = ThinkStore(out / "think_rl"), s.suffix_length
+
+    def records():
+        for i in range(len(think)):
+            chunk = think[i]
+            mask = chunk.mask.tolist()
+            starts = [p for p in range(len(mask)) if mask[p] and (p == 0 or not mask[p - 1])]
+            for k, p in enumerate(starts):
+                q = p - sum(mask[:p])  # original tokens before the thought
+                suffix = chunk.original[q:q + n].tolist()
+                if q >= 1 and len(suffix) == n:
+                    yield chunk.doc_index, 1000 * chunk.chunk_index + k, chunk.original[:q].tolist(), suffix, \
+                        [], "copied"
+
+    base = RewrittenStore(out / "store").manifest
+    manifest = {k: v for k, v in base.items() if k not in ("format", "num_windows", "counts", "checksums")}
+    manifest["derived"] = {"from": str(out / "think_rl"), "cut": "before each thought of the RL half"}
+    write_store(dest, records(), manifest)
+    return dest
+
+
+def _common(s: DemoSettings, out: Path, store: Path) -> list[str]:
+    return [f"rlpt.data.stores=[{store}]", f"rlpt.judge.world_seed={s.world_seed}",
+            f"rlpt.judge.world_entities={s.entities}", f"rlpt.data.groups_per_step={s.groups_per_step}",
+            f"rng.seed={s.seed}", f"rlpt.data.seed={s.seed}", f"model.seq_length={SEQ_LENGTH}",
+            "logger.log_interval=1000000"]
+
+
+def _lm(s: DemoSettings, think_rows: int = 0) -> list[str]:
+    rows = s.groups_per_step + think_rows
+    extra = (["rlpt.data.think_stores=[{think}]", f"rlpt.data.think_sequences_per_step={think_rows}"]
+             if think_rows else [])
+    return ["rlpt.loss.dpo.start=0", "rlpt.loss.rf_nll.start=0", f"train.micro_batch_size={rows}",
+            f"train.global_batch_size={rows}", *extra]
+
+
+def _rlmt(s: DemoSettings) -> list[str]:
+    rows = s.groups_per_step * (s.rollouts + 1)
+    return ["rlpt.loss.selection=grpo", "rlpt.loss.grpo.start=1", "rlpt.loss.dpo.start=0", "rlpt.loss.rf_nll.start=0",
+            "rlpt.loss.reference=rollout", f"rlpt.loss.lm.start={s.lm_weight}", "rlpt.candidates.original=false",
+            f"rlpt.candidates.num_rollouts={s.rollouts}", f"rlpt.candidates.thinking_budget={s.thinking_budget}",
+            "rlpt.judge.similarity=1", "rlpt.judge.quality=0", "rlpt.judge.safety=0", "rlpt.judge.factuality=0",
+            f"rlpt.judge.noise_rate={s.judge_noise}", f"train.micro_batch_size={rows}", f"train.global_batch_size={rows}"]
+
+
+def phases(s: DemoSettings, out: Path, show: Progress) -> dict[str, dict[str, Any]]:
+    items = [json.loads(line) for line in (out / "world" / "reasoning_eval.jsonl").read_text().splitlines()]
+    evaluation = {"items": items, "max_new_tokens": s.thinking_budget + s.suffix_length}
+    think = out / "think_sft"
+    raw = out / "store"
+
+    def phase(name: str, steps: int, overrides: list[str], start: Path | None, store: Path = raw) -> dict[str, Any]:
+        args = [*_common(s, out, store), *[o.replace("{think}", str(think)) for o in overrides]]
+        return pipeline.train_phase(name, s, out, steps, args, start_from=start, progress=show,
+                                    evaluation=evaluation, include_common=False)
+
+    cont = pipeline.continue_overrides(s)
+    done = {"base": phase("base", s.start_steps, [*_lm(s), *pipeline.start_optimizer(s)], None)}
+    base = out / "base" / "ckpt"
+    done["ntp_raw"] = phase("ntp_raw", s.steps, [*_lm(s), *cont], base)
+    done["sft_think"] = phase("sft_think", s.steps, [*_lm(s, s.groups_per_step), *cont], base)
+    sft = out / "sft_think" / "ckpt"
+    done["sft_think_rlmt"] = phase("sft_think_rlmt", s.steps, [*_rlmt(s), *cont], sft, store=rlmt_store(s, out))
+    done["sft_think_more"] = phase("sft_think_more", s.steps, [*_lm(s, s.groups_per_step), *cont], sft)
+    return done
+
+
+def grade(s: DemoSettings, out: Path, done: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Accuracy on the held-out two-hop prefixes, thought rates, mean thought length per model."""
+    from rlpt_plugin.world.reasoning import score_reasoning
+
+    items = [json.loads(line) for line in (out / "world" / "reasoning_eval.jsonl").read_text().splitlines()]
+    config, _ = world_configs(s)
+    models = {}
+    for name in MODELS:
+        scores = [score_reasoning(it, c, config) for it, c in zip(items, done[name]["continuations"])]
+        models[name] = {k: mean(sc[k] for sc in scores) for k in ("correct", "thought", "thought_correct",
+                                                                   "thought_tokens")}
+        models[name]["heldout_nll"] = done[name]["heldout_nll"]
+    return models
+
+
+def table(models: dict[str, dict[str, float]], n: int) -> str:
+    lines = [f"{'model':<34}{'accuracy':>10}{'thinks':>9}{'right step':>12}{'thought len':>13}",
+             "-" * 78]
+    for name in MODELS:
+        m = models[name]
+        lines.append(f"{LABELS[name]:<34}{100 * m['correct']:>9.1f}%{100 * m['thought']:>8.1f}%"
+                     f"{100 * m['thought_correct']:>11.1f}%{m['thought_tokens']:>13.1f}")
+    lines.append(f"(held-out two-hop prefixes: {n}; accuracy = the answer's site is right, thoughts removed; "
+                 "graded by the exact oracle)")
+    return "\n".join(lines)
+
+
+def thinking_curve(out: Path) -> list[tuple[int, float, float]]:
+    """(step, mean thought tokens, share closed) over RLMT's steps, from its metrics log."""
+    curve = []
+    for rec in pipeline.read_metrics(out / "sft_think_rlmt"):
+        if "thought_tokens" in rec:
+            curve.append((int(rec.get("step", len(curve))), rec["thought_tokens"], rec.get("thought_closed", 0.0)))
+    return curve
+
+
+def run_reasoning(s: DemoSettings, out: Path, show: Progress) -> dict[str, Any]:
+    world = build_world(s, out)
+    show.say(f"[demo] reasoning world: {world['documents']} documents; of {world['entities']} people "
+             f"{world['trained_people']} state their two-hop fact in the trained half, {world['rl_people']} in "
+             f"the RL half only, {world['held_out_people']} never ({world['two_hop_sentences']} sentences)")
+    stores(s, out)
+    done = phases(s, out, show)
+    models = grade(s, out, done)
+    curve = thinking_curve(out)
+    results = {"models": models, "world": world, "thinking_curve": curve,
+               "seconds": {k: round(v.get("seconds", 0.0), 1) for k, v in done.items()}}
+    (out / "reasoning_results.json").write_text(json.dumps(results, indent=1))
+    show.say("\n" + table(models, len(done["base"]["continuations"])))
+    if curve:
+        show.say(f"RLMT thinking length: {curve[0][1]:.1f} tokens at step {curve[0][0]} -> "
+                 f"{curve[-1][1]:.1f} at step {curve[-1][0]} (closed within budget: "
+                 f"{100 * curve[0][2]:.0f}% -> {100 * curve[-1][2]:.0f}%)")
+    return results
