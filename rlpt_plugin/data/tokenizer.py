@@ -224,7 +224,7 @@ def load_tokenizer_dir(path: str | Path) -> Tokenizer:
 #: name -> factory of registered (non-directory) tokenizers.
 _REGISTRY: dict[str, Callable[[], Tokenizer]] = {}
 #: Names whose providing module registers them on import (loaded on first use).
-_PROVIDERS: dict[str, str] = {"world": "rlpt_plugin.world"}
+_PROVIDERS: dict[str, str] = {"world": "rlpt_plugin.world", "world-reasoning": "rlpt_plugin.world"}
 
 
 def register_tokenizer(name: str, factory: Callable[[], Tokenizer], *,

@@ -191,8 +191,8 @@ def train_phase(name: str, s: DemoSettings, out: Path, steps: int, overrides: li
     """One training phase through the real host; returns its evaluation (greedy continuations
     of the held-out prefixes and held-out NLL) and timings. Skipped when already done.
 
-    ``evaluation``: ``{"items": [{"text", "reference"}...], "max_new_tokens": n}`` instead of the
-    world's held-out prefixes and N tokens; ``include_common=False``: ``overrides`` name the
+    ``evaluation``: ``{"items": [{"text", "reference"}...], "max_new_tokens": n, "tokenizer": name}``
+    instead of the world's held-out prefixes, N tokens and the world's tokenizer; ``include_common=False``: ``overrides`` name the
     stores, seeds and sequence length themselves."""
     phase = out / name
     done = phase / "eval.json"
@@ -203,13 +203,15 @@ def train_phase(name: str, s: DemoSettings, out: Path, steps: int, overrides: li
         from rlpt_plugin.megatron import launch
         from rlpt_plugin.megatron.evaluate import ContinuationEval
         from rlpt_plugin.megatron.progress import StepTimer
+        from rlpt_plugin.data.tokenizer import load_tokenizer
         from rlpt_plugin.world.vocab import WorldTokenizer
 
     if evaluation is None:
         evaluation = {"items": [json.loads(line) for line in (out / "world" / "eval.jsonl").read_text().splitlines()],
                       "max_new_tokens": s.suffix_length}
     items = evaluation["items"]
-    evaluator = ContinuationEval(WorldTokenizer(), [it["text"] for it in items],
+    tokenizer = load_tokenizer(evaluation["tokenizer"]) if "tokenizer" in evaluation else WorldTokenizer()
+    evaluator = ContinuationEval(tokenizer, [it["text"] for it in items],
                                  [f"{it['text']} {it['reference']}" for it in items],
                                  max_new_tokens=evaluation["max_new_tokens"], out_path=phase / "eval.tmp.json")
     timer = StepTimer()

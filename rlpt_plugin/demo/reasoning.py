@@ -31,6 +31,7 @@ from rlpt_plugin.demo.settings import DemoSettings
 
 SEQ_LENGTH = 64  # a biography (~45 tokens) and its thought (14) fit one row
 CHUNK_LENGTH = 40  # think chunks: 40 corpus tokens, thoughts spliced in, within SEQ_LENGTH + 1
+TOKENIZER = "world-reasoning"  # the world's vocabulary with the reasoning words (rlpt_plugin/world/vocab.py)
 MODELS = ("base", "ntp_raw", "sft_think", "sft_think_rlmt", "sft_think_more")
 LABELS = {"base": "base", "ntp_raw": "NTP (raw)", "sft_think": "SFT(think)",
           "sft_think_rlmt": "SFT(think) + RLMT", "sft_think_more": "SFT(think), RLMT's steps more"}
@@ -75,7 +76,7 @@ def _rlpt(argv: list[str]) -> None:
 def stores(s: DemoSettings, out: Path) -> None:
     """The raw store (suffix windows of the even half) and the two think stores."""
     corpus = str(out / "world" / "corpus.jsonl")
-    world = ["--tokenizer", "world", "--teacher", "world", "--world-seed", str(s.world_seed),
+    world = ["--tokenizer", TOKENIZER, "--teacher", "world", "--world-seed", str(s.world_seed),
              "--world-entities", str(s.entities), "--seq-length", str(SEQ_LENGTH), "--no-progress"]
     if not (out / "store" / "manifest.json").exists():
         _rlpt(["rewrite", "--corpus", corpus, "--out", str(out / "store"), *world, "--shard", "0/2",
@@ -119,7 +120,11 @@ def rlmt_store(s: DemoSettings, out: Path) -> Path:
 
 
 def _common(s: DemoSettings, out: Path, store: Path) -> list[str]:
-    return [f"rlpt.data.stores=[{store}]", f"rlpt.judge.world_seed={s.world_seed}",
+    from rlpt_plugin.world.vocab import WorldTokenizer
+
+    vocab = WorldTokenizer(reasoning=True).vocab_size
+    return [f"rlpt.data.tokenizer={TOKENIZER}", f"model.vocab_size={vocab}", f"tokenizer.vocab_size={vocab}",
+            f"rlpt.data.stores=[{store}]", f"rlpt.judge.world_seed={s.world_seed}",
             f"rlpt.judge.world_entities={s.entities}", f"rlpt.data.groups_per_step={s.groups_per_step}",
             f"rng.seed={s.seed}", f"rlpt.data.seed={s.seed}", f"model.seq_length={SEQ_LENGTH}",
             "logger.log_interval=1000000"]
@@ -136,7 +141,9 @@ def _lm(s: DemoSettings, think_rows: int = 0) -> list[str]:
 def _rlmt(s: DemoSettings) -> list[str]:
     rows = s.groups_per_step * (s.rollouts + 1)
     return ["rlpt.loss.selection=grpo", "rlpt.loss.grpo.start=1", "rlpt.loss.dpo.start=0", "rlpt.loss.rf_nll.start=0",
-            "rlpt.loss.reference=rollout", f"rlpt.loss.lm.start={s.lm_weight}", "rlpt.candidates.original=false",
+            # RL only on the RL half, as the report: a next-token term on its text would teach the
+            # answers directly (memorised, no step needed) and RL would learn to skip the thought.
+            "rlpt.loss.reference=rollout", "rlpt.loss.lm.start=0", "rlpt.candidates.original=false",
             f"rlpt.candidates.num_rollouts={s.rollouts}", f"rlpt.candidates.thinking_budget={s.thinking_budget}",
             "rlpt.judge.similarity=1", "rlpt.judge.quality=0", "rlpt.judge.safety=0", "rlpt.judge.factuality=0",
             f"rlpt.judge.noise_rate={s.judge_noise}", f"train.micro_batch_size={rows}", f"train.global_batch_size={rows}"]
@@ -144,7 +151,7 @@ def _rlmt(s: DemoSettings) -> list[str]:
 
 def phases(s: DemoSettings, out: Path, show: Progress) -> dict[str, dict[str, Any]]:
     items = [json.loads(line) for line in (out / "world" / "reasoning_eval.jsonl").read_text().splitlines()]
-    evaluation = {"items": items, "max_new_tokens": s.thinking_budget + s.suffix_length}
+    evaluation = {"items": items, "max_new_tokens": s.thinking_budget + s.suffix_length, "tokenizer": TOKENIZER}
     think = out / "think_sft"
     raw = out / "store"
 

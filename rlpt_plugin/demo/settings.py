@@ -80,9 +80,10 @@ class DemoSettings:
     """torch intra-op threads (0: torch's default). The tiny model gains nothing from more than
     one, and on a shared 2-core machine two threads per process made every phase about 20x
     slower (a SIP step 25 s instead of 1.6 s; measured, see the README)."""
-    thinking_budget: int = 16
+    thinking_budget: int = 24
     """--task reasoning: thought tokens an RLMT rollout may write before its N-token answer (and
-    the evaluation's greedy continuations too)."""
+    the evaluation's greedy continuations too). The world's thoughts take 14 tokens; sampled at
+    temperature 1 they run longer, and a thought past the budget earns nothing."""
     control_factor: int = 3
     """Steps of the compute-matched next-token control, as a multiple of --steps. 3 matches the
     tokens SIP trains (three rows per prefix: the LM row, chosen and rejected), not its

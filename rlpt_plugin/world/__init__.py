@@ -19,6 +19,8 @@ from rlpt_plugin.world.vocab import WorldTokenizer
 
 if "world" not in registered_tokenizers():
     register_tokenizer("world", WorldTokenizer)
+if "world-reasoning" not in registered_tokenizers():
+    register_tokenizer("world-reasoning", lambda: WorldTokenizer(reasoning=True))
 
 __all__ = [
     "Entity", "KnowledgeBase", "WorldConfig", "WorldConfigError", "WorldTokenizer", "build_kb",

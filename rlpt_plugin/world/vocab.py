@@ -76,8 +76,9 @@ FILLER_WORDS: tuple[str, ...] = (
 
 
 # Reasoning (rlpt_plugin/world/reasoning.py): the sites where employers are based, the words of
-# the two-hop sentences, and the thought delimiters. Appended last, so every earlier word keeps
-# its id (and the padded embedding table of the world recipes keeps its size).
+# the two-hop sentences, and the thought delimiters. They are NOT in :data:`VOCAB`: the reasoning
+# world has its own tokenizer ("world-reasoning", :data:`REASONING_VOCAB` = VOCAB + these), so
+# the classic world's tokenizer, its models and its sampled rollouts stay exactly what they were.
 SITES: tuple[str, ...] = ("northgate", "eastbrook", "southmere", "westholm", "ambervale",
                           "coldridge", "ironport", "mistvale", "rookhaven", "sunhill", "tarnwood",
                           "whitecliff")
@@ -86,9 +87,11 @@ REASONING_WORDS: tuple[str, ...] = ("based", "has", "its", "office", "commutes",
                                     THINK_OPEN, THINK_CLOSE)
 
 
-def _build_vocab() -> tuple[str, ...]:
-    groups = (SPECIALS, PUNCT, TEMPLATE_WORDS, FILLER_WORDS, FIRST_NAMES, LAST_NAMES, YEARS,
-              CITIES, UNIVERSITIES, FIELDS, EMPLOYERS, INSULTS, THREATS, REASONING_WORDS, SITES)
+_CLASSIC_GROUPS = (SPECIALS, PUNCT, TEMPLATE_WORDS, FILLER_WORDS, FIRST_NAMES, LAST_NAMES, YEARS, CITIES,
+                   UNIVERSITIES, FIELDS, EMPLOYERS, INSULTS, THREATS)
+
+
+def _build_vocab(*groups: tuple[str, ...]) -> tuple[str, ...]:
     words = [w for group in groups for w in group]
     if len(set(words)) != len(words):
         dupes = sorted({w for w in words if words.count(w) > 1})
@@ -96,30 +99,33 @@ def _build_vocab() -> tuple[str, ...]:
     return tuple(words)
 
 
-VOCAB: tuple[str, ...] = _build_vocab()
+#: The classic world's vocabulary ("world").
+VOCAB: tuple[str, ...] = _build_vocab(*_CLASSIC_GROUPS)
+#: The reasoning world's ("world-reasoning"): VOCAB, then the reasoning words and the sites.
+REASONING_VOCAB: tuple[str, ...] = _build_vocab(*_CLASSIC_GROUPS, REASONING_WORDS, SITES)
 VALUE_ATTRIBUTE: dict[str, str] = {v: a for a, vals in ALL_VALUES.items() for v in vals}
 
 _SPLIT = re.compile(r"[.,]|[^\s.,]+")
 
 
 class WorldTokenizer:
-    """Word-level tokenizer over :data:`VOCAB` (implements :class:`rlpt_plugin.types.Tokenizer`).
+    """Word-level tokenizer over :data:`VOCAB` (implements :class:`rlpt_plugin.types.Tokenizer`);
+    ``reasoning=True``: over :data:`REASONING_VOCAB` (named "world-reasoning").
 
     Words are split on whitespace and "." / "," are tokens of their own; a word outside the
     vocabulary encodes to ``<unk>``. ``decode`` joins tokens with single spaces.
     """
 
-    name = "world"
-
-    def __init__(self) -> None:
-        self.vocab: tuple[str, ...] = VOCAB
-        self._ids: dict[str, int] = {w: i for i, w in enumerate(VOCAB)}
-        self.vocab_size: int = len(VOCAB)
+    def __init__(self, *, reasoning: bool = False) -> None:
+        self.name = "world-reasoning" if reasoning else "world"
+        self.vocab: tuple[str, ...] = REASONING_VOCAB if reasoning else VOCAB
+        self._ids: dict[str, int] = {w: i for i, w in enumerate(self.vocab)}
+        self.vocab_size: int = len(self.vocab)
         self.pad_id: int = self._ids[PAD]
         self.unk_id: int = self._ids[UNK]
         self.eod_id: int = self._ids[EOS]
         self.fingerprint: str = hashlib.sha256(
-            json.dumps(list(VOCAB), ensure_ascii=False).encode("utf-8")).hexdigest()
+            json.dumps(list(self.vocab), ensure_ascii=False).encode("utf-8")).hexdigest()
 
     def tokenize(self, text: str) -> list[str]:
         """The words of ``text`` (before the vocabulary lookup)."""
@@ -138,7 +144,7 @@ class WorldTokenizer:
         return " ".join(out)
 
     def __repr__(self) -> str:
-        return f"WorldTokenizer(vocab_size={self.vocab_size}, fingerprint={self.fingerprint[:12]}...)"
+        return f"WorldTokenizer(name={self.name!r}, vocab_size={self.vocab_size}, fingerprint={self.fingerprint[:12]}...)"
 
 
 def words(text: str) -> list[str]:

@@ -45,7 +45,7 @@ def test_the_phases_hand_each_other_the_right_data(run):
     from rlpt_plugin.megatron.think_store import ThinkStore
     from rlpt_plugin.world import WorldTokenizer, vocab
 
-    out, tok = run["out"], WorldTokenizer()
+    out, tok = run["out"], WorldTokenizer(reasoning=True)
     sft, rl = ThinkStore(out / "think_sft"), ThinkStore(out / "think_rl")
     assert len(sft) > 0 and len(rl) > 0
     assert not {sft[i].doc_index for i in range(len(sft))} & {rl[i].doc_index for i in range(len(rl))}  # halves

@@ -197,7 +197,10 @@ def test_openai_judge_calls_and_scores(session):
     differ = sum(r["trained"]["continuation"] != r["base"]["continuation"] for r in rows)
     assert differ > 0  # the two checkpoints disagree somewhere: the quality judge is exercised
     with_ref = sum("reference" in m for m in mixed)
-    want = {"quality": 2 * differ, "safety": 2 * len(rows), "factuality": 2 * with_ref + (len(rows) - with_ref)}
+    # Pointwise axes ask about each distinct text of a pool once: identical continuations cost one call.
+    asked = [1 if r["trained"]["continuation"] == r["base"]["continuation"] else 2 for r in rows]
+    want = {"quality": 2 * differ, "safety": sum(asked),
+            "factuality": sum(n if "reference" in m else 1 for n, m in zip(asked, mixed))}
     assert session["judge_calls"] == {k: v for k, v in want.items() if v}
     assert report["judge_metrics"]["calls"] == sum(want.values())
     for row, record in zip(rows, mixed):

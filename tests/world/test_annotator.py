@@ -19,7 +19,7 @@ def _rewrite(tmp_path, name: str, *extra: str) -> tuple[int, dict]:
     if not corpus.exists():
         write_jsonl(corpus, CORPUS)
     out = tmp_path / name
-    rc = main(["rewrite", "--task", "think", "--corpus", str(corpus), "--tokenizer", "world", "--teacher", "world",
+    rc = main(["rewrite", "--task", "think", "--corpus", str(corpus), "--tokenizer", "world-reasoning", "--teacher", "world",
                "--world-seed", "4", "--world-entities", "30", "--out", str(out), "--chunk-length", "96",
                "--min-chunk", "4", "--seq-length", "128", "--no-progress", *extra])
     manifest = json.loads((out / "manifest.json").read_text()) if rc == 0 else {}
@@ -34,7 +34,7 @@ def test_the_exact_annotator_explains_every_two_hop_sentence_and_changes_no_id(t
     hops = [d for d in CORPUS if d["two_hop"] is not None]
     assert manifest["outcomes"]["augmented"] == len(hops) > 0  # one chunk per document (chunk >= doc)
     assert manifest["outcomes"]["no_thoughts"] == len(CORPUS) - len(hops)
-    tok, sites = WorldTokenizer(), employer_sites(CFG)
+    tok, sites = WorldTokenizer(reasoning=True), employer_sites(CFG)
     store = ThinkStore(tmp_path / "exact", expect_tokenizer=tok.fingerprint)
     for i in range(len(store)):
         chunk = store[i]
@@ -53,7 +53,7 @@ def test_the_honest_annotator_misses_and_errs_at_its_rates_and_bad_flags_are_err
     rc, manifest = _rewrite(tmp_path, "missing", "--world-annotator-miss", "1")
     assert rc == 0 and manifest["outcomes"].get("augmented", 0) == 0
     rc, manifest = _rewrite(tmp_path, "wrong", "--world-annotator-miss", "0", "--world-annotator-error", "1")
-    store, tok = ThinkStore(tmp_path / "wrong"), WorldTokenizer()
+    store, tok = ThinkStore(tmp_path / "wrong"), WorldTokenizer(reasoning=True)
     for i in range(len(store)):
         doc = CORPUS[store[i].doc_index]
         thought = tok.decode(store[i].tokens[store[i].mask == 1].tolist()).split()

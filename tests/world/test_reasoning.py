@@ -20,12 +20,18 @@ def world():
     return kb, reasoning_corpus(CONFIG, REASONING, kb, generate_corpus(CONFIG, kb))
 
 
-def test_earlier_words_keep_their_ids():
-    """Reasoning words come last: a store or model of the world before them reads the same."""
-    earlier = (vocab.SPECIALS + vocab.PUNCT + vocab.TEMPLATE_WORDS + vocab.FILLER_WORDS
+def test_the_reasoning_vocabulary_extends_the_classic_one_which_is_unchanged():
+    """The classic world's tokenizer, models and sampled rollouts are untouched by reasoning."""
+    classic = (vocab.SPECIALS + vocab.PUNCT + vocab.TEMPLATE_WORDS + vocab.FILLER_WORDS
                + vocab.FIRST_NAMES + vocab.LAST_NAMES + vocab.YEARS + vocab.CITIES + vocab.UNIVERSITIES
                + vocab.FIELDS + vocab.EMPLOYERS + vocab.INSULTS + vocab.THREATS)
-    assert vocab.VOCAB[: len(earlier)] == earlier and len(vocab.VOCAB) <= 320  # the padded table
+    assert vocab.VOCAB == classic and len(classic) == 292
+    assert vocab.REASONING_VOCAB[: len(classic)] == classic
+    assert set(vocab.REASONING_VOCAB[len(classic):]) == set(vocab.REASONING_WORDS + vocab.SITES)
+    plain, reasoning = WorldTokenizer(), WorldTokenizer(reasoning=True)
+    assert plain.name == "world" and reasoning.name == "world-reasoning"
+    assert plain.fingerprint != reasoning.fingerprint
+    assert plain.encode("<think>") == [plain.unk_id] and reasoning.encode("<think>") != [reasoning.unk_id]
 
 
 def test_trained_people_carry_the_two_hop_sentence_and_held_out_people_never_do(world):
@@ -69,7 +75,7 @@ def test_the_default_world_is_unchanged_by_reasoning():
 
 def test_the_exact_annotator_inserts_the_right_step_and_changes_no_word(world):
     kb, corpus = world
-    tok = WorldTokenizer()
+    tok = WorldTokenizer(reasoning=True)
     sites = employer_sites(CONFIG)
     thoughts = 0
     for doc in corpus:
