@@ -88,7 +88,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
                                "wall_seconds": round(time.perf_counter() - began, 1)}
     report.write_results(out, results)
     plots = report.write_plots(out, runs)
-    labels = {"sip": report.LABELS["sip" if s.loss == "dpo" else "rf_nll"]}  # the sip column's rule
+    labels = {"sip": report.LABELS["sip" if s.loss == "dpo" else s.loss]}  # the sip column's rule
     show.say("\n" + report.tables(models, labels=labels))
     show.say("\nquality win rate: against the start model's continuation of the same prefix (both orders, "
              "a tie counts half); all rates judged by the exact oracle (the training teacher was not: "

@@ -123,11 +123,17 @@ def _one_micro_batch(rows: int) -> list[str]:
 def sip_overrides(s: DemoSettings, rule: str) -> list[str]:
     """Self-improving continuation: K rollouts (+ the original suffix), the oracle judge's reward
     over the chosen axes, online DPO (+ NLL on the chosen) or RF-NLL."""
-    loss = (["rlpt.loss.selection=dpo", "rlpt.loss.dpo.start=1", f"rlpt.loss.rf_nll.start={s.chosen_nll}",
-             f"rlpt.loss.beta={s.beta}", f"rlpt.loss.reference={s.reference}", *_one_micro_batch(3 * s.groups_per_step)]
-            if rule == "dpo" else
-            ["rlpt.loss.selection=rf_nll", "rlpt.loss.dpo.start=0", "rlpt.loss.rf_nll.start=1",
-             *_one_micro_batch(2 * s.groups_per_step)])
+    if rule == "dpo":
+        loss = ["rlpt.loss.selection=dpo", "rlpt.loss.dpo.start=1", f"rlpt.loss.rf_nll.start={s.chosen_nll}",
+                f"rlpt.loss.beta={s.beta}", f"rlpt.loss.reference={s.reference}",
+                *_one_micro_batch(3 * s.groups_per_step)]
+    elif rule == "grpo":  # against the policy that sampled the pool (the ratio's denominator)
+        loss = ["rlpt.loss.selection=grpo", "rlpt.loss.dpo.start=0", "rlpt.loss.rf_nll.start=0",
+                "rlpt.loss.grpo.start=1", "rlpt.loss.reference=rollout",
+                *_one_micro_batch((s.rollouts + 1) * s.groups_per_step)]
+    else:
+        loss = ["rlpt.loss.selection=rf_nll", "rlpt.loss.dpo.start=0", "rlpt.loss.rf_nll.start=1",
+                *_one_micro_batch(2 * s.groups_per_step)]
     axes = s.reward_axes()
     reward = [f"rlpt.judge.{a}={1.0 if a in axes else 0.0}" for a in ("quality", "safety", "factuality")]
     return [*loss, *continue_overrides(s), *reward, f"rlpt.loss.lm.start={s.lm_weight}",

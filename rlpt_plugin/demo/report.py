@@ -10,7 +10,7 @@ from typing import Any
 from rlpt_plugin.demo.svg import line_chart, moving_average
 
 LABELS = {"start": "start model", "baseline": "next-token (baseline)", "sip": "SIP, online DPO",
-          "rf_nll": "SIP, RF-NLL", "baseline_compute": "next-token, SIP's tokens",
+          "rf_nll": "SIP, RF-NLL", "grpo": "SIP, Dr. GRPO", "baseline_compute": "next-token, SIP's tokens",
           "sft_rewrites": "next-token on rewrites"}
 #: The slices every table reports: (key in a model's results or None for all, title).
 PARTS = ((None, "all held-out prefixes"),
@@ -19,7 +19,7 @@ PARTS = ((None, "all held-out prefixes"),
 AXES = ("quality_win_rate", "factuality", "safety")
 #: Per-step metrics kept in results.json and plotted.
 CURVES = ("rollout_chosen_rate", "lm_nll", "dpo_accuracy", "rf_nll", "score_safety_rollout",
-          "score_factuality_rollout", "score_quality_rollout")
+          "score_factuality_rollout", "score_quality_rollout", "grpo_loss")
 
 
 def table(models: Mapping[str, Mapping[str, Any]], part: str | None = None,
@@ -52,7 +52,7 @@ def rollout_rate_line(curve: Sequence[float], chance: float) -> str:
     """The rollout-chosen rate over the first and last tenth of the steps against chance."""
     values = [v for v in curve if v == v]
     if not values:
-        return "rollout-chosen rate: no pool had a pair"
+        return "rollout-chosen rate: none (no pool had a pair, or the update rule chooses no candidate)"
     tenth = max(1, len(values) // 10)
     first, last = sum(values[:tenth]) / tenth, sum(values[-tenth:]) / tenth
     return (f"rollout-chosen rate (share of pairs whose chosen is a rollout): {first:.2f} over the first "
@@ -73,11 +73,14 @@ def write_plots(out: Path, runs: Mapping[str, Mapping[str, list[float]]], window
         return list(enumerate(moving_average(values, window)))
 
     written = []
-    chosen = {LABELS.get(n, n): pts(c["rollout_chosen_rate"]) for n, c in runs.items()}
-    path = out / "rollout_chosen_rate.svg"
-    path.write_text(line_chart(chosen, title=f"rollout-chosen rate ({window}-step mean)", xlabel="step",
-                               ylabel="share of pools whose chosen candidate is a rollout", y_range=(0, 1)))
-    written.append(path)
+    # A run that chooses no candidate (Dr. GRPO) has no rollout-chosen rate: no curve for it.
+    chosen = {LABELS.get(n, n): pts(c["rollout_chosen_rate"]) for n, c in runs.items()
+              if any(v == v for v in c["rollout_chosen_rate"])}
+    if chosen:
+        path = out / "rollout_chosen_rate.svg"
+        path.write_text(line_chart(chosen, title=f"rollout-chosen rate ({window}-step mean)", xlabel="step",
+                                   ylabel="share of pools whose chosen candidate is a rollout", y_range=(0, 1)))
+        written.append(path)
     series = {}
     for name, c in runs.items():
         for key in CURVES[1:]:

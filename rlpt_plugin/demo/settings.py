@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 
 from rlpt_plugin.config import ConfigError
 
-LOSSES = ("dpo", "rf_nll")
+LOSSES = ("dpo", "rf_nll", "grpo")
 TASKS = ("sip", "reasoning")
 AXES = ("quality", "safety", "factuality")
 
@@ -41,7 +41,8 @@ class DemoSettings:
     rollouts: int = 8
     """K: rollouts per prefix in the SIP pool (plus the original suffix)."""
     loss: str = "dpo"
-    """SIP update rule: dpo (online DPO, chosen = best, rejected = worst) | rf_nll."""
+    """SIP update rule: dpo (online DPO, chosen = best, rejected = worst) | rf_nll | grpo (Dr. GRPO
+    on the rollouts, against the rollout-time policy; docs/METHOD.md)."""
     judge_noise: float = 0.1
     """Share of the training judge's judgments flipped (an LLM judge errs; evaluation is exact)."""
     teacher_knowledge: float = 0.8
