@@ -112,6 +112,7 @@ from typing import Any
 import torch
 
 from rlpt_plugin.config import RLPTConfig
+from rlpt_plugin.config_judge import JUDGE_AXES
 from rlpt_plugin.megatron.bridge_host import RLPTConfigContainer, RLPTDataProvider
 from rlpt_plugin.megatron.compat import llama_model_provider
 from rlpt_plugin.megatron.validation import transformer_engine_available
@@ -183,7 +184,8 @@ def paper_config(out_dir: str | Path, *, train_iters: int, lr: float, warmup: in
     c.temperature, c.top_p = 1.0, 1.0
     j = rlpt.judge
     j.backend, j.endpoints, j.model = "openai", list(JUDGE_ENDPOINTS), JUDGE_MODEL
-    j.quality, j.safety, j.factuality = (axes.get(a, 0.0) for a in ("quality", "safety", "factuality"))
+    for axis in JUDGE_AXES:
+        setattr(j, axis, axes.get(axis, 0.0))
     j.schedule, j.samples = "round_robin", 1
     loss = rlpt.loss
     loss.selection = selection

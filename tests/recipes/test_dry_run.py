@@ -16,6 +16,7 @@ RECIPES = {
     "rlpt_plugin.recipes.paper:paper_factuality": PLACEHOLDERS,
     "rlpt_plugin.recipes.paper:paper_safety": PLACEHOLDERS,
     "rlpt_plugin.recipes.paper:paper_from_scratch": PLACEHOLDERS,
+    "rlpt_plugin.recipes.thinking:thinking_rlmt": PLACEHOLDERS,
 }
 
 
@@ -54,3 +55,25 @@ def test_dry_run_names_bad_values(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "rlpt.loss.beta" in err and "rlpt.judge.schedule" in err and "bogus" in err
+
+
+def test_the_thinking_rlmt_plan(tmp_path, capsys):
+    """64 prefixes x 8 thinking rollouts of up to 1,024 thought + 128 answer tokens, one similarity
+    call per rollout, one GRPO row per rollout; the H100 estimate names the split."""
+    assert rlpt(["train", "--recipe", "rlpt_plugin.recipes.thinking:thinking_rlmt", "--out", str(tmp_path),
+                 "--dry-run", "--suffix-length", "128", "--gpus", "64", *PLACEHOLDERS]) == 0
+    out = capsys.readouterr().out
+    assert "512 x (128 + 1,024 thought) = 589,824 tokens" in out
+    assert "similarity 512" in out and "grpo: 0" not in out
+    assert "thinking_budget: 1024" in out and "selection: grpo" in out
+
+
+def test_the_thinking_sft_plan(tmp_path, capsys):
+    """Next-token only: 256 raw windows and 256 thought-augmented chunks per step, no judge."""
+    from tests.rewrite.think_cases import small_think_store
+
+    think, _ = small_think_store(tmp_path / "think")
+    assert rlpt(["train", "--recipe", "rlpt_plugin.recipes.thinking:thinking_sft", "--out", str(tmp_path / "run"),
+                 "--dry-run", *PLACEHOLDERS, f"rlpt.data.think_stores=[{think}]"]) == 0
+    out = capsys.readouterr().out
+    assert "think_sequences_per_step: 256" in out and "judge calls" in out and "rollouts                  none" in out
