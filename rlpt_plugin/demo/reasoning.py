@@ -46,7 +46,7 @@ def world_configs(s: DemoSettings):
 def build_world(s: DemoSettings, out: Path) -> dict[str, Any]:
     """The corpus with two-hop facts (JSON lines) and the held-out two-hop prefixes."""
     from rlpt_plugin.world import build_kb, generate_corpus, write_jsonl
-    from rlpt_plugin.world.reasoning import people_split, reasoning_corpus, reasoning_prefixes
+    from rlpt_plugin.world.reasoning import people_split, reasoning_corpus, reasoning_prefixes, recall_probes
 
     world = out / "world"
     if (world / "done.json").exists():
@@ -57,6 +57,7 @@ def build_world(s: DemoSettings, out: Path) -> dict[str, Any]:
     corpus = reasoning_corpus(config, reasoning, kb, generate_corpus(config, kb))
     write_jsonl(world / "corpus.jsonl", corpus)
     write_jsonl(world / "reasoning_eval.jsonl", reasoning_prefixes(config, reasoning, kb))
+    write_jsonl(world / "recall_probes.jsonl", recall_probes(config, reasoning, kb))
     split = people_split(config, reasoning, kb)
     info = {"documents": len(corpus), "entities": config.num_entities,
             **{f"{group}_people": len(ids) for group, ids in split.items()},
@@ -149,8 +150,17 @@ def _rlmt(s: DemoSettings) -> list[str]:
             f"rlpt.judge.noise_rate={s.judge_noise}", f"train.micro_batch_size={rows}", f"train.global_batch_size={rows}"]
 
 
+def _items(out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(held-out two-hop prefixes, one-hop recall probes); evaluated in one pass, in that order."""
+    def read(name: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in (out / "world" / name).read_text().splitlines()]
+
+    return read("reasoning_eval.jsonl"), read("recall_probes.jsonl")
+
+
 def phases(s: DemoSettings, out: Path, show: Progress) -> dict[str, dict[str, Any]]:
-    items = [json.loads(line) for line in (out / "world" / "reasoning_eval.jsonl").read_text().splitlines()]
+    two_hop, probes = _items(out)
+    items = two_hop + probes
     evaluation = {"items": items, "max_new_tokens": s.thinking_budget + s.suffix_length, "tokenizer": TOKENIZER}
     think = out / "think_sft"
     raw = out / "store"
@@ -172,28 +182,36 @@ def phases(s: DemoSettings, out: Path, show: Progress) -> dict[str, dict[str, An
 
 
 def grade(s: DemoSettings, out: Path, done: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Accuracy on the held-out two-hop prefixes, thought rates, mean thought length per model."""
-    from rlpt_plugin.world.reasoning import score_reasoning
+    """Accuracy on the held-out two-hop prefixes, thought rates, mean thought length, and the
+    one-hop recall the step needs (first word after any thought is the answer), per model."""
+    from rlpt_plugin.world.reasoning import score_reasoning, strip_thoughts
 
-    items = [json.loads(line) for line in (out / "world" / "reasoning_eval.jsonl").read_text().splitlines()]
+    two_hop, probes = _items(out)
     config, _ = world_configs(s)
     models = {}
     for name in MODELS:
-        scores = [score_reasoning(it, c, config) for it, c in zip(items, done[name]["continuations"])]
+        continuations = done[name]["continuations"]
+        scores = [score_reasoning(it, c, config) for it, c in zip(two_hop, continuations)]
         models[name] = {k: mean(sc[k] for sc in scores) for k in ("correct", "thought", "thought_correct",
                                                                    "thought_tokens")}
+        for kind in ("employer", "site"):
+            hits = [strip_thoughts(c).split()[:1] == [p["answer"]]
+                    for p, c in zip(probes, continuations[len(two_hop):]) if p["kind"] == kind]
+            models[name][f"recall_{kind}"] = mean(hits) if hits else float("nan")
         models[name]["heldout_nll"] = done[name]["heldout_nll"]
     return models
 
 
 def table(models: dict[str, dict[str, float]], n: int) -> str:
-    lines = [f"{'model':<34}{'accuracy':>10}{'thinks':>9}{'right step':>12}{'thought len':>13}",
-             "-" * 78]
+    lines = [f"{'model':<34}{'accuracy':>10}{'thinks':>9}{'right step':>12}{'thought len':>13}"
+             f"{'recall: employer':>18}{'site':>7}", "-" * 103]
     for name in MODELS:
         m = models[name]
         lines.append(f"{LABELS[name]:<34}{100 * m['correct']:>9.1f}%{100 * m['thought']:>8.1f}%"
-                     f"{100 * m['thought_correct']:>11.1f}%{m['thought_tokens']:>13.1f}")
+                     f"{100 * m['thought_correct']:>11.1f}%{m['thought_tokens']:>13.1f}"
+                     f"{100 * m['recall_employer']:>17.1f}%{100 * m['recall_site']:>6.1f}%")
     lines.append(f"(held-out two-hop prefixes: {n}; accuracy = the answer's site is right, thoughts removed; "
+                 "recall = the one-hop facts asked directly, of held-out people and of every employer; "
                  "graded by the exact oracle)")
     return "\n".join(lines)
 
@@ -219,7 +237,7 @@ def run_reasoning(s: DemoSettings, out: Path, show: Progress) -> dict[str, Any]:
     results = {"models": models, "world": world, "thinking_curve": curve,
                "seconds": {k: round(v.get("seconds", 0.0), 1) for k, v in done.items()}}
     (out / "reasoning_results.json").write_text(json.dumps(results, indent=1))
-    show.say("\n" + table(models, len(done["base"]["continuations"])))
+    show.say("\n" + table(models, len(_items(out)[0])))
     if curve:
         show.say(f"RLMT thinking length: {curve[0][1]:.1f} tokens at step {curve[0][0]} -> "
                  f"{curve[-1][1]:.1f} at step {curve[-1][0]} (closed within budget: "

@@ -289,6 +289,23 @@ def reasoning_prefixes(config: WorldConfig, reasoning: ReasoningConfig,
     return out
 
 
+def recall_probes(config: WorldConfig, reasoning: ReasoningConfig, kb: KnowledgeBase) -> list[dict[str, Any]]:
+    """The two one-hop facts a two-hop answer needs, asked directly: ``{"text", "kind",
+    "answer", "reference"}`` with kind ``employer`` ("<name> worked for", each held-out person)
+    or ``site`` ("<employer> is based in", each employer). A model that cannot recall these
+    cannot take the step, thought or no thought."""
+    out = []
+    for entity_id in sorted(people_split(config, reasoning, kb)["held_out"]):
+        entity = kb[entity_id]
+        employer = entity.attributes["employer"]
+        head = clean_sentence(entity, "employer", 1)[: -len(f" {employer} .")]
+        out.append({"text": head, "kind": "employer", "answer": employer, "reference": f"{employer} ."})
+    for employer, site in employer_sites(config).items():
+        out.append({"text": company_sentence(employer, site)[: -len(f" {site} .")], "kind": "site",
+                    "answer": site, "reference": f"{site} ."})
+    return out
+
+
 def first_sentence(text: str) -> str:
     """The first sentence of ``text`` after its thoughts are removed ("" when there is none)."""
     sentences = split_sentences(strip_thoughts(text))

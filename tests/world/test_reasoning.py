@@ -7,7 +7,7 @@ import pytest
 from rlpt_plugin.world import WorldConfig, WorldTokenizer, build_kb, generate_corpus, vocab
 from rlpt_plugin.world.reasoning import (ReasoningConfig, ReasoningConfigError, annotate, employer_sites,
                                          reasoning_corpus, reasoning_prefixes, same_content,
-                                         people_split, score_reasoning, strip_thoughts, thought_of,
+                                         people_split, recall_probes, score_reasoning, strip_thoughts, thought_of,
                                          trained_people)
 
 CONFIG = WorldConfig(seed=3, num_entities=40, docs_per_entity=3, eval_size=10)
@@ -124,6 +124,24 @@ def test_held_out_prefixes_ask_for_the_step_about_held_out_people_only(world):
         assert item["text"].endswith(("commutes to", "goes to work in"))
         assert item["reference"] == f"{employer_sites(CONFIG)[item['employer']]} ."
         assert not any(t.startswith(item["text"]) for t in texts)
+
+
+def test_the_recall_probes_ask_each_hop_directly(world):
+    kb, corpus = world
+    probes = recall_probes(CONFIG, REASONING, kb)
+    held_out = people_split(CONFIG, REASONING, kb)["held_out"]
+    sites = employer_sites(CONFIG)
+    people = [p for p in probes if p["kind"] == "employer"]
+    assert len(people) == len(held_out) and len(probes) == len(held_out) + len(sites)
+    for p in probes:
+        assert p["reference"] == f"{p['answer']} ."
+        if p["kind"] == "site":  # the fact is stated in the corpus (in one of its phrasings)
+            employer = p["text"].split()[0]
+            assert any(d.get("company") == employer and p["answer"] in d["text"].split() for d in corpus)
+    for p in people:
+        entity = kb.by_name(*p["text"].split()[:2])
+        assert entity.id in held_out and p["answer"] == entity.attributes["employer"]
+    assert {p["answer"] for p in probes if p["kind"] == "site"} <= set(sites.values())
 
 
 def test_the_grader_reads_the_answer_after_the_thought(world):
