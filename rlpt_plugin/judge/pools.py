@@ -1,5 +1,6 @@
 """What the judge takes and gives: :class:`JudgeConfig` (how to judge), :class:`JudgePool` (one
-prefix and its candidate texts), :class:`PoolVerdict` (its scores); the judge itself is
+prefix and its candidate texts), :class:`PoolVerdict` (its scores), :class:`Verdicts` (a batch's
+scores as the candidate stage's ``PoolJudge`` protocol returns them); the judge itself is
 :mod:`rlpt_plugin.judge.judge`."""
 
 from __future__ import annotations
@@ -159,3 +160,24 @@ class PoolVerdict:
     comparisons: int = 0
     errors: tuple[str, ...] = ()
     reasons: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Verdicts:
+    """A judge's answer for a batch of pools.
+
+    ``scores[g]``: reward per candidate of pool g, None when it could not be judged;
+    ``per_axis[g]``: axis -> score per candidate (empty when unavailable); ``calls`` and
+    ``failures``: judge requests and failed attempts per pool; ``cache_hit_rate``: so far;
+    ``errors[g]``: why pool g's failed judgments failed (with the judge's answer where it
+    could not be parsed).
+    """
+
+    scores: list[list[float] | None]
+    per_axis: list[dict[str, list[float]]] = field(default_factory=list)
+    calls: list[int] = field(default_factory=list)
+    failures: list[int] = field(default_factory=list)
+    cache_hit_rate: float = 0.0
+    errors: list[tuple[str, ...]] = field(default_factory=list)
+    reasons: dict[str, float] = field(default_factory=dict)
+    """Failed attempts of this batch by reason (keys of :data:`FAILURE_REASONS`)."""

@@ -32,7 +32,7 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
-from rlpt_plugin.judge.pools import JudgePool
+from rlpt_plugin.judge.pools import JudgePool, Verdicts
 from rlpt_plugin.megatron import parallel
 from rlpt_plugin.megatron.reference import score_continuations
 from rlpt_plugin.megatron.rollout import RolloutSpec, generate_rollouts
@@ -41,27 +41,6 @@ from rlpt_plugin.rl.pool import CandidateGroup, CandidateKind
 from rlpt_plugin.rl.thinking import ThinkingSpec, answer, cut, read
 
 Window = tuple[Sequence[int], Sequence[int], Sequence[int] | None]  # prefix, original, rewrite
-
-
-@dataclass
-class Verdicts:
-    """A judge's answer for a batch of pools.
-
-    ``scores[g]``: reward per candidate of pool g, None when it could not be judged;
-    ``per_axis[g]``: axis -> score per candidate (empty when unavailable); ``calls`` and
-    ``failures``: judge requests and failed attempts per pool; ``cache_hit_rate``: so far;
-    ``errors[g]``: why pool g's failed judgments failed (with the judge's answer where it
-    could not be parsed).
-    """
-
-    scores: list[list[float] | None]
-    per_axis: list[dict[str, list[float]]] = field(default_factory=list)
-    calls: list[int] = field(default_factory=list)
-    failures: list[int] = field(default_factory=list)
-    cache_hit_rate: float = 0.0
-    errors: list[tuple[str, ...]] = field(default_factory=list)
-    reasons: dict[str, float] = field(default_factory=dict)
-    """Failed attempts of this batch by reason (keys of :data:`FAILURE_REASONS`)."""
 
 
 # Failed attempts by reason, logged per step as judge_<reason>: HTTP attempts the client retried

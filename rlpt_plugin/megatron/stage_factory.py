@@ -18,9 +18,9 @@ from rlpt_plugin.config import ConfigError, RLPTConfig
 from rlpt_plugin.config_judge import JudgeSection
 from rlpt_plugin.data.tokenizer import load_tokenizer
 from rlpt_plugin.judge.judge import Judge
-from rlpt_plugin.judge.pools import JudgeConfig, JudgePool
+from rlpt_plugin.judge.pools import JudgeConfig, JudgePool, Verdicts
 from rlpt_plugin.megatron import parallel
-from rlpt_plugin.megatron.candidate_stage import FAILURE_REASONS, CandidateStage, Verdicts
+from rlpt_plugin.megatron.candidate_stage import FAILURE_REASONS, CandidateStage
 from rlpt_plugin.megatron.rewritten_store import RewrittenStore
 from rlpt_plugin.megatron.rollout import RolloutSpec
 from rlpt_plugin.megatron.suffix_dataset import SuffixDatasetConfig, build_suffix_datasets

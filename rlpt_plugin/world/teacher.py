@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rlpt_plugin.judge.axes import Axis, combine, parse_axis
-from rlpt_plugin.judge.pools import JudgePool
+from rlpt_plugin.judge.pools import JudgePool, Verdicts
 from rlpt_plugin.judge.schedules import PIVOT, SCHEDULES, drive, make_schedule
 from rlpt_plugin.teacher.rewriter import RewriteInput, RewriteOutput, check_batch, classify_text
 from rlpt_plugin.types import Tokenizer
@@ -145,8 +145,6 @@ class OracleJudge:
 
     async def judge(self, pools: Sequence[Any]) -> Any:
         """Verdicts for the pools, in order (see ``rlpt_plugin.megatron.candidate_stage``)."""
-        from rlpt_plugin.megatron.candidate_stage import Verdicts  # pulls torch: import lazily
-
         scores, per_axis, calls = self.judge_sync(pools)
         return Verdicts(scores=list(scores), per_axis=per_axis, calls=calls,
                         failures=[0] * len(pools), cache_hit_rate=0.0)

@@ -13,8 +13,8 @@ from megatron.core.num_microbatches_calculator import (
 )
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
-from rlpt_plugin.judge.pools import JudgePool
-from rlpt_plugin.megatron.candidate_stage import CandidateStage, Verdicts
+from rlpt_plugin.judge.pools import JudgePool, Verdicts
+from rlpt_plugin.megatron.candidate_stage import CandidateStage
 from rlpt_plugin.megatron.forward_step import RLPTForwardStep
 from rlpt_plugin.megatron.reference import ReferenceScorer
 from rlpt_plugin.megatron.rollout import RolloutSpec

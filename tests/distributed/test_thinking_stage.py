@@ -28,7 +28,7 @@ class RecordingJudge:
         self.pools: list[Any] = []
 
     async def judge(self, pools: Sequence[Any]):
-        from rlpt_plugin.megatron.candidate_stage import Verdicts
+        from rlpt_plugin.judge.pools import Verdicts
 
         await asyncio.sleep(0)
         self.pools.extend(pools)
