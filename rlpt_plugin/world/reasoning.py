@@ -62,7 +62,8 @@ class ReasoningConfig:
     trained_share: share of people whose even-half biographies carry the two-hop sentence.
     rl_share: share of people whose odd-half (RL half) biographies carry it (the rest are held
         out: the evaluation asks about them only).
-    company_docs: company documents per employer, each one company sentence.
+    company_docs: company directories: documents that state every employer's site once, in a
+        seeded order and phrasing (as long as a biography, so training windows hold them).
     eval_size: held-out two-hop prefixes.
     annotator_miss: share of two-hop places the world's annotator leaves without a thought.
     annotator_error: share of thoughts in which it names a wrong employer (and that employer's
@@ -146,7 +147,7 @@ def reasoning_corpus(config: WorldConfig, reasoning: ReasoningConfig, kb: Knowle
     the company documents.
 
     Biographies gain ``"two_hop": {"sentence", "template", "site"}`` (None for held-out people);
-    company documents have ``entity`` -1 and ``"company": employer``.
+    company directories have ``entity`` -1 and ``"companies"``: the employers in their order.
     """
     sites = employer_sites(config)
     split = people_split(config, reasoning, kb)
@@ -165,11 +166,12 @@ def reasoning_corpus(config: WorldConfig, reasoning: ReasoningConfig, kb: Knowle
             doc["text"] = " ".join(sentences)
             doc["two_hop"] = {"sentence": at, "template": t, "site": site}
         out.append(doc)
-    for employer, site in sites.items():
-        for _ in range(reasoning.company_docs):
-            t = rng.randrange(len(COMPANY_TEMPLATES))
-            out.append({"id": len(out), "text": company_sentence(employer, site, t), "entity": -1,
-                        "company": employer, "defects": [], "sentences": [], "two_hop": None})
+    for _ in range(reasoning.company_docs):
+        order = list(sites)
+        rng.shuffle(order)
+        text = " ".join(company_sentence(e, sites[e], rng.randrange(len(COMPANY_TEMPLATES))) for e in order)
+        out.append({"id": len(out), "text": text, "entity": -1, "companies": order, "defects": [],
+                    "sentences": [], "two_hop": None})
     for i, doc in enumerate(out):
         doc["id"] = i
     return out

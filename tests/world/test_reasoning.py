@@ -7,7 +7,8 @@ import pytest
 from rlpt_plugin.world import WorldConfig, WorldTokenizer, build_kb, generate_corpus, vocab
 from rlpt_plugin.world.reasoning import (ReasoningConfig, ReasoningConfigError, annotate, employer_sites,
                                          reasoning_corpus, reasoning_prefixes, same_content,
-                                         people_split, recall_probes, score_reasoning, strip_thoughts, thought_of,
+                                         people_split, recall_probes, score_reasoning, split_sentences, strip_thoughts,
+                                         thought_of,
                                          trained_people)
 
 CONFIG = WorldConfig(seed=3, num_entities=40, docs_per_entity=3, eval_size=10)
@@ -59,11 +60,13 @@ def test_trained_people_carry_the_two_hop_sentence_and_held_out_people_never_do(
             assert said == [] and doc["two_hop"] is None
         assert entity.name in names
     companies = [d for d in corpus if d["entity"] == -1]
-    assert len(companies) == len(sites) * REASONING.company_docs
-    for doc in companies:
-        words = doc["text"].split()
-        assert doc["company"] in words and sites[doc["company"]] in words
-        assert [w for w in words if w in vocab.SITES] == [sites[doc["company"]]]
+    assert len(companies) == REASONING.company_docs
+    for doc in companies:  # a directory: every employer once, with its own site
+        assert sorted(doc["companies"]) == sorted(sites)
+        for sentence in split_sentences(doc["text"]):
+            words = sentence.split()
+            employer = next(w for w in words if w in sites)
+            assert [w for w in words if w in vocab.SITES] == [sites[employer]]
     assert [d["id"] for d in corpus] == list(range(len(corpus)))
 
 
@@ -137,7 +140,8 @@ def test_the_recall_probes_ask_each_hop_directly(world):
         assert p["reference"] == f"{p['answer']} ."
         if p["kind"] == "site":  # the fact is stated in the corpus (in one of its phrasings)
             employer = p["text"].split()[0]
-            assert any(d.get("company") == employer and p["answer"] in d["text"].split() for d in corpus)
+            assert any(employer in s.split() and p["answer"] in s.split()
+                       for d in corpus if d["entity"] == -1 for s in split_sentences(d["text"]))
     for p in people:
         entity = kb.by_name(*p["text"].split()[:2])
         assert entity.id in held_out and p["answer"] == entity.attributes["employer"]
