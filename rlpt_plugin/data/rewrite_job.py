@@ -128,13 +128,20 @@ class Summary:
         ]
 
 
-def iter_windows(job: RewriteJob, tokenizer: Tokenizer, read_stats: ReadStats,
-                 window_stats: WindowStats) -> Iterator[Window]:
+def shard_documents(job: Any, tokenizer: Tokenizer, read_stats: ReadStats) -> Iterator[tuple[int, Sequence[int]]]:
+    """(corpus index, token ids) of every document of the job's shard, in corpus order (a
+    pre-tokenized corpus keeps its ids; text is encoded with ``tokenizer``). Every task reads
+    its documents through here."""
     docs = shard_filter(open_corpus(list(job.corpus), field=job.field, stats=read_stats),
                         job.shard, job.num_shards)
     for doc in docs:
-        ids = doc.token_ids if doc.token_ids is not None else tokenizer.encode(doc.text)
-        windows = make_windows(doc.index, ids, job.window_spec)
+        yield doc.index, doc.token_ids if doc.token_ids is not None else tokenizer.encode(doc.text)
+
+
+def iter_windows(job: RewriteJob, tokenizer: Tokenizer, read_stats: ReadStats,
+                 window_stats: WindowStats) -> Iterator[Window]:
+    for index, ids in shard_documents(job, tokenizer, read_stats):
+        windows = make_windows(index, ids, job.window_spec)
         window_stats.documents += 1
         if not windows:
             window_stats.skipped_too_short += 1

@@ -20,7 +20,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from rlpt_plugin.data.corpus import ReadStats, open_corpus, shard_filter
+from rlpt_plugin.data.corpus import ReadStats
+from rlpt_plugin.data.rewrite_job import shard_documents
 from rlpt_plugin.data.windows import WindowStats
 from rlpt_plugin.teacher.think_rewriter import KEPT, THINK_STATUSES, ThinkInput, ThinkOutput
 from rlpt_plugin.types import Tokenizer
@@ -85,11 +86,8 @@ class ThinkTask:
 
     def units(self, job: Any, tokenizer: Tokenizer, read_stats: ReadStats,
               window_stats: WindowStats) -> Iterator[Chunk]:
-        docs = shard_filter(open_corpus(list(job.corpus), field=job.field, stats=read_stats),
-                            job.shard, job.num_shards)
-        for doc in docs:
-            ids = doc.token_ids if doc.token_ids is not None else tokenizer.encode(doc.text)
-            chunks = make_chunks(doc.index, ids, self.spec)
+        for index, ids in shard_documents(job, tokenizer, read_stats):
+            chunks = make_chunks(index, ids, self.spec)
             window_stats.documents += 1
             window_stats.skipped_too_short += (-(-len(ids) // self.spec.chunk_length)) - len(chunks) \
                 if ids else 1

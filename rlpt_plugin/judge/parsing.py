@@ -103,7 +103,8 @@ def parse_quality(text: str) -> Winner:
     return Winner(_decision_line(Axis.QUALITY, text, _QUALITY_RE, _QUALITY_KEY_RE).upper())
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for json: a key given twice is a ValueError ("duplicate key ...")."""
     keys = [k for k, _ in pairs]
     dup = sorted({k for k in keys if keys.count(k) > 1})
     if dup:
@@ -135,7 +136,7 @@ def _json_label(axis: Axis, text: str, key: str, labels: type[Hallucination] | t
     if not body.startswith("{"):
         raise ParseError(axis, "text before the JSON object", text)
     try:
-        obj, end = json.JSONDecoder(object_pairs_hook=_no_duplicates).raw_decode(body)
+        obj, end = json.JSONDecoder(object_pairs_hook=no_duplicate_keys).raw_decode(body)
     except ValueError as exc:
         reason = "duplicate key" if str(exc).startswith("duplicate key") else "invalid JSON"
         raise ParseError(axis, reason, text, str(exc)) from None

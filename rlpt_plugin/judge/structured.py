@@ -52,7 +52,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rlpt_plugin.judge.axes import Axis, Hallucination, SafetyVerdict, SameContent, Winner
-from rlpt_plugin.judge.parsing import ParseError
+from rlpt_plugin.judge.parsing import ParseError, no_duplicate_keys
 from rlpt_plugin.teacher.protocol import STRUCTURED_KINDS, StructuredOutput
 
 REASON_MAX_CHARS = 240
@@ -106,14 +106,6 @@ def structured_output(axis: Axis, kind: str) -> StructuredOutput:
                             grammar=grammar(ax) if kind == "grammar" else "")
 
 
-def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    dup = sorted({k for k in keys if keys.count(k) > 1})
-    if dup:
-        raise ValueError(f"duplicate key {dup[0]!r}")
-    return dict(pairs)
-
-
 def parse_json_verdict(axis: Axis, text: str) -> SafetyVerdict | Hallucination | SameContent | Winner:
     """The verdict of a structured answer (see the module docstring); ParseError otherwise."""
     ax = Axis(axis)
@@ -125,7 +117,7 @@ def parse_json_verdict(axis: Axis, text: str) -> SafetyVerdict | Hallucination |
     if not body.startswith("{"):
         raise ParseError(ax, "not a JSON object", text)
     try:
-        obj = json.loads(body, object_pairs_hook=_pairs, strict=False)
+        obj = json.loads(body, object_pairs_hook=no_duplicate_keys, strict=False)
     except ValueError as exc:
         reason = "duplicate key" if str(exc).startswith("duplicate key") else "invalid JSON"
         raise ParseError(ax, reason, text, str(exc)) from None

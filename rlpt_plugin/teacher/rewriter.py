@@ -32,6 +32,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rlpt_plugin.teacher.protocol import (
     GenerationRequest,
@@ -204,15 +205,16 @@ class Rewriter:
         return classify_text(item, text, self.tokenizer, self.suffix_length, cached=res.cached)
 
 
-def check_batch(items: Sequence[RewriteInput]) -> None:
-    """Every item a RewriteInput, window ids unique in the batch (ValueError otherwise)."""
+def check_batch(items: Sequence[Any], kind: type = RewriteInput, id_field: str = "window_id") -> None:
+    """Every item a ``kind``, its ``id_field`` unique in the batch (ValueError otherwise)."""
     seen: set[str] = set()
     for i, item in enumerate(items):
-        if not isinstance(item, RewriteInput):
-            raise ValueError(f"items[{i}] must be a RewriteInput, got {type(item).__name__}")
-        if item.window_id in seen:
-            raise ValueError(f"items[{i}].window_id must be unique in a batch, got duplicate {item.window_id!r}")
-        seen.add(item.window_id)
+        if not isinstance(item, kind):
+            raise ValueError(f"items[{i}] must be a {kind.__name__}, got {type(item).__name__}")
+        key = getattr(item, id_field)
+        if key in seen:
+            raise ValueError(f"items[{i}].{id_field} must be unique in a batch, got duplicate {key!r}")
+        seen.add(key)
 
 
 def classify_text(item: RewriteInput, text: str, tokenizer: Tokenizer, suffix_length: int, *,

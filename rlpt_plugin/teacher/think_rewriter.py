@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rlpt_plugin.teacher.protocol import GenerationRequest, SamplingParams, TeacherClient, check_results
-from rlpt_plugin.teacher.rewriter import is_refusal
+from rlpt_plugin.teacher.rewriter import check_batch, is_refusal
 from rlpt_plugin.teacher.templates import Template
 from rlpt_plugin.teacher.thoughts import REASONS, Thought, ThoughtError, parse_thoughts
 from rlpt_plugin.types import Tokenizer, token_ids
@@ -180,13 +180,7 @@ class ThinkRewriter:
 
     async def rewrite(self, items: Sequence[ThinkInput]) -> list[ThinkOutput]:
         """One outcome per chunk, in input order."""
-        seen: set[str] = set()
-        for i, item in enumerate(items):
-            if not isinstance(item, ThinkInput):
-                raise ValueError(f"items[{i}] must be a ThinkInput, got {type(item).__name__}")
-            if item.chunk_id in seen:
-                raise ValueError(f"items[{i}].chunk_id must be unique in a batch, got duplicate {item.chunk_id!r}")
-            seen.add(item.chunk_id)
+        check_batch(items, ThinkInput, "chunk_id")
         requests = [self.build_request(item) for item in items]
         results = await self.client.generate(requests)
         check_results(requests, results)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rlpt_plugin.teacher.rewriter import check_batch
 from rlpt_plugin.teacher.think_rewriter import ThinkInput, ThinkOutput, classify_answer
 from rlpt_plugin.types import Tokenizer
 from rlpt_plugin.world.config import WorldConfig
@@ -45,6 +46,7 @@ class OracleAnnotator:
         self.seed = config.seed if seed is None else seed
 
     async def rewrite(self, items: Sequence[ThinkInput]) -> list[ThinkOutput]:
+        check_batch(items, ThinkInput, "chunk_id")
         return [classify_answer(item, annotate_text(item.text, self.config, self.reasoning, self.kb,
                                                     key=item.chunk_id, seed=self.seed), self.tokenizer)
                 for item in items]

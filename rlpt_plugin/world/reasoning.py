@@ -114,10 +114,6 @@ def people_split(config: WorldConfig, reasoning: ReasoningConfig, kb: KnowledgeB
             "held_out": frozenset(ids[n_trained + n_rl:])}
 
 
-def trained_people(config: WorldConfig, reasoning: ReasoningConfig, kb: KnowledgeBase) -> frozenset[int]:
-    """Ids of the people whose even-half biographies carry the two-hop sentence."""
-    return people_split(config, reasoning, kb)["trained"]
-
 
 def two_hop_head(entity: Entity, template_index: int = 0) -> str:
     """The words of a two-hop sentence before its site, name filled in."""

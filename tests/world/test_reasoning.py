@@ -8,8 +8,7 @@ from rlpt_plugin.world import WorldConfig, WorldTokenizer, build_kb, generate_co
 from rlpt_plugin.world.reasoning import (ReasoningConfig, ReasoningConfigError, annotate, employer_sites,
                                          reasoning_corpus, reasoning_prefixes, same_content,
                                          people_split, recall_probes, score_reasoning, split_sentences, strip_thoughts,
-                                         thought_of,
-                                         trained_people)
+                                         thought_of)
 
 CONFIG = WorldConfig(seed=3, num_entities=40, docs_per_entity=3, eval_size=10)
 REASONING = ReasoningConfig(eval_size=60, company_docs=4)
@@ -39,8 +38,8 @@ def test_trained_people_carry_the_two_hop_sentence_and_held_out_people_never_do(
     """Trained people state it in the even half, RL people in the odd (RL) half only."""
     kb, corpus = world
     split = people_split(CONFIG, REASONING, kb)
-    trained = trained_people(CONFIG, REASONING, kb)
-    assert trained == split["trained"] and len(trained) == round(0.4 * len(kb))
+    trained = split["trained"]
+    assert len(trained) == round(0.4 * len(kb))
     assert len(split["rl"]) == round(0.3 * len(kb)) and len(split["held_out"]) == len(kb) - len(trained) - len(split["rl"])
     assert not (split["trained"] & split["rl"]) and not (split["held_out"] & (split["trained"] | split["rl"]))
     sites = employer_sites(CONFIG)
