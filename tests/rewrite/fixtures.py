@@ -48,3 +48,25 @@ def make_tiny_teacher(path: Path) -> Path:
     torch.manual_seed(0)
     GPT2LMHeadModel(config).save_pretrained(str(path))
     return path
+
+
+def kill_after_parts(argv: list[str], out: Path, parts_wanted: int = 2) -> int:
+    """Run ``rlpt <argv>`` in a child process, SIGKILL it once ``parts_wanted`` part files of
+    ``out`` exist (it must still be running then), and return how many parts it had finished."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.Popen([sys.executable, "-m", "rlpt_plugin.cli", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = out.with_name(out.name + ".parts")
+    deadline = time.monotonic() + 120
+    while len(list(parts.glob("part-*.npz"))) < parts_wanted and time.monotonic() < deadline:
+        assert proc.poll() is None, "the run finished before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return len(list(parts.glob("part-*.npz")))

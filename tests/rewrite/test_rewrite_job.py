@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from rlpt_plugin.cli import main
 from rlpt_plugin.megatron.rewritten_store import RewrittenStore
-from tests.rewrite.fixtures import make_corpus, make_tokenizer_dir
+from tests.rewrite.fixtures import kill_after_parts, make_corpus, make_tokenizer_dir
 from tests.teacher.loopback_server import REFUSAL_TEXT, Fault, FaultKind, LoopbackServer, always
 
 N = 8
@@ -121,17 +116,7 @@ def test_kill_and_resume_gives_a_byte_identical_store(data, tmp_path):
         # Slow answers so the run is still going when it is killed.
         server.set_plan(always(Fault(FaultKind.SLOW, delay_s=0.05)))
         out = tmp_path / "killed"
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-        proc = subprocess.Popen([sys.executable, "-m", "rlpt_plugin.cli", *args(data, server, out)],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        parts = out.with_name(out.name + ".parts")
-        deadline = time.monotonic() + 120
-        while len(list(parts.glob("part-*.npz"))) < 2 and time.monotonic() < deadline:
-            assert proc.poll() is None, "the run finished before it could be killed"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        done_before_kill = len(list(parts.glob("part-*.npz")))
+        done_before_kill = kill_after_parts(args(data, server, out), out)
         assert 2 <= done_before_kill < 8 and not (out / "manifest.json").exists()
         server.set_plan(None)
         before_resume = server.total

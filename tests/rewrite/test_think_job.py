@@ -4,11 +4,6 @@ crafted answers cover every outcome (tests/rewrite/think_cases.py)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +13,7 @@ import pytest
 from rlpt_plugin.cli import main
 from rlpt_plugin.data.corpus import open_corpus
 from rlpt_plugin.megatron.think_store import ThinkStore, ThinkStoreError
-from tests.rewrite.fixtures import make_corpus, make_tokenizer_dir
+from tests.rewrite.fixtures import kill_after_parts, make_corpus, make_tokenizer_dir
 from tests.rewrite.think_cases import THINK_WORDS, expected_status, responder
 from tests.teacher.loopback_server import Fault, FaultKind, LoopbackServer, always
 
@@ -137,17 +132,7 @@ def test_kill_and_resume_gives_a_byte_identical_think_store(data, tmp_path):
         requests_straight = server.total
         server.set_plan(always(Fault(FaultKind.SLOW, delay_s=0.05)))
         out = tmp_path / "killed"
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-        proc = subprocess.Popen([sys.executable, "-m", "rlpt_plugin.cli", *args(data, server, out)],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        parts = out.with_name(out.name + ".parts")
-        deadline = time.monotonic() + 120
-        while len(list(parts.glob("part-*.npz"))) < 2 and time.monotonic() < deadline:
-            assert proc.poll() is None, "the run finished before it could be killed"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        done_before_kill = len(list(parts.glob("part-*.npz")))
+        done_before_kill = kill_after_parts(args(data, server, out), out)
         num_parts = -(-requests_straight // 16)
         assert 2 <= done_before_kill < num_parts and not (out / "manifest.json").exists()
         server.set_plan(None)
