@@ -29,8 +29,15 @@ def chat(i: int | str, content: str | None = None) -> GenerationRequest:
     return GenerationRequest(request_id=f"r{i}", params=PARAMS, messages=(("system", "be brief"), ("user", content or f"q{i}")))
 
 
+# A request that should succeed gets a timeout no loaded machine reaches; only the hang cases use
+# a short one, and their server hangs until it is stopped, so a timeout there cannot be a race.
+RELAXED_S = 10.0
+HANG_TIMEOUT_S = 0.5
+HANG = Fault(FaultKind.HANG, delay_s=60.0)  # woken early when the server stops
+
+
 def client(*servers: LoopbackServer, **kw: Any) -> OpenAIClient:
-    opts: dict[str, Any] = dict(timeout_s=0.3, backoff_s=0.01, backoff_max_s=0.05, max_attempts=4)
+    opts: dict[str, Any] = dict(timeout_s=RELAXED_S, backoff_s=0.01, backoff_max_s=0.05, max_attempts=4)
     opts.update(kw)
     return OpenAIClient([s.base_url for s in servers], "teacher-x", **opts)
 
@@ -86,7 +93,7 @@ TRANSIENT = [
     Fault(FaultKind.HTTP_500),
     Fault(FaultKind.HTTP_503),
     Fault(FaultKind.HTTP_429),
-    Fault(FaultKind.HANG, delay_s=1.0),
+    HANG,
     Fault(FaultKind.TRUNCATED_JSON),
     Fault(FaultKind.NO_CHOICES),
     Fault(FaultKind.RESET),
@@ -96,8 +103,9 @@ TRANSIENT = [
 @pytest.mark.parametrize("fault", TRANSIENT, ids=lambda f: f.kind.value)
 def test_transient_fault_is_retried_then_succeeds(fault: Fault) -> None:
     with LoopbackServer(plan=fail_first(2, fault)) as srv:
-        c = client(srv)
-        [res] = run(gen(c, [chat(1)]))
+        # the third attempt must answer within the hang case's short timeout: 1 s there
+        c = client(srv, timeout_s=1.0) if fault is HANG else client(srv)
+        [res] = run(gen(c, [chat(1)]), limit_s=30.0)
         assert res.ok and res.text == "reply to: q1"
         assert res.attempts == 3 and srv.counts[CHAT] == 3
         assert c.stats()["retries"] == 2 and c.stats()["failures"] == 0
@@ -108,7 +116,7 @@ def test_transient_fault_is_retried_then_succeeds(fault: Fault) -> None:
     [
         (Fault(FaultKind.HTTP_503), r"^HTTP 503 \(3 attempts\): injected 503$"),
         (Fault(FaultKind.HTTP_429), r"^HTTP 429 \(3 attempts\): injected 429$"),
-        (Fault(FaultKind.HANG, delay_s=1.0), r"^timeout after 0\.3s \(3 attempts\)"),
+        (HANG, r"^timeout after 0\.5s \(3 attempts\)"),
         (Fault(FaultKind.TRUNCATED_JSON), r"^malformed JSON response \(3 attempts\)"),
         (Fault(FaultKind.NO_CHOICES), r"^response without choices\[0\] \(3 attempts\)"),
         (Fault(FaultKind.RESET), r"^connection error \(3 attempts\)"),
@@ -117,8 +125,8 @@ def test_transient_fault_is_retried_then_succeeds(fault: Fault) -> None:
 )
 def test_persistent_fault_fails_with_explicit_record(fault: Fault, error: str) -> None:
     with LoopbackServer(plan=always(fault)) as srv:
-        c = client(srv, max_attempts=3)
-        [res] = run(gen(c, [chat(1)]))
+        c = client(srv, max_attempts=3, timeout_s=HANG_TIMEOUT_S if fault is HANG else RELAXED_S)
+        [res] = run(gen(c, [chat(1)]), limit_s=30.0)
         assert res.status is GenerationStatus.FAILED and res.text is None
         assert res.error is not None
         assert re.match(error, res.error), res.error
@@ -143,7 +151,7 @@ def test_refusal_and_empty_text_are_ok_results() -> None:
 
 def test_slow_but_successful_response_within_timeout() -> None:
     with LoopbackServer(plan=always(Fault(FaultKind.SLOW, delay_s=0.1))) as srv:
-        [res] = run(gen(client(srv, timeout_s=1.0), [chat(1)]))
+        [res] = run(gen(client(srv), [chat(1)]))
         assert res.ok and res.attempts == 1 and res.latency_s >= 0.1
 
 
@@ -151,7 +159,7 @@ def test_connection_refused_fails_after_attempts() -> None:
     with LoopbackServer() as srv:
         url = srv.base_url
     # The server is stopped: its port now refuses connections.
-    c = OpenAIClient([url], "m", timeout_s=0.3, backoff_s=0.01, max_attempts=2)
+    c = OpenAIClient([url], "m", timeout_s=RELAXED_S, backoff_s=0.01, max_attempts=2)
     [res] = run(gen(c, [chat(1)]))
     assert not res.ok and res.error is not None and res.error.startswith("connection error (2 attempts)")
 
@@ -159,7 +167,7 @@ def test_connection_refused_fails_after_attempts() -> None:
 def test_concurrency_bound_is_respected_and_reached() -> None:
     with LoopbackServer(base_delay_s=0.05) as srv:
         reqs = [chat(i) for i in range(12)]
-        results = run(gen(client(srv, max_concurrency=3, timeout_s=2.0), reqs))
+        results = run(gen(client(srv, max_concurrency=3), reqs))
         assert all(r.ok for r in results)
         assert srv.max_in_flight == 3  # never above the bound, and the bound is actually used
 
@@ -171,7 +179,7 @@ def test_results_keep_request_order() -> None:
         return Fault(FaultKind.SLOW, delay_s=0.01 * (10 - i))
 
     with LoopbackServer(plan=plan) as srv:
-        results = run(gen(client(srv, timeout_s=2.0), [chat(i) for i in range(10)]))
+        results = run(gen(client(srv), [chat(i) for i in range(10)]))
         assert [r.request_id for r in results] == [f"r{i}" for i in range(10)]
         assert [r.text for r in results] == [f"reply to: q{i}" for i in range(10)]
 
