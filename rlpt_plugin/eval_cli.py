@@ -1,4 +1,5 @@
-"""Command-line front of ``rlpt eval`` (argument parsing; the job is rlpt_plugin/megatron/eval_job.py).
+"""Command-line front of ``rlpt eval`` (argument parsing; the job is rlpt_plugin/megatron/eval_job.py,
+its scoring rlpt_plugin/eval_scoring.py).
 
     rlpt eval --recipe rlpt_plugin.recipes.world:world_config --trained runs/sip/ckpt \\
         --base runs/start/ckpt --prefixes world/eval.jsonl --tokenizer world --suffix-length 16 \\
