@@ -36,7 +36,7 @@ from rlpt_plugin.megatron.frozen_reference import frozen_reference
 from rlpt_plugin.megatron.reference import ReferenceScorer
 from rlpt_plugin.megatron.step_source import StepSource
 from rlpt_plugin.megatron.validation import host_errors, layout_errors
-from rlpt_plugin.plan import lm_rows_packed
+from rlpt_plugin.plan_config import lm_rows_packed
 from rlpt_plugin.rl.packing import PackSpec
 from rlpt_plugin.rl.step import StepMicroBatch
 from rlpt_plugin.rl.synthetic import SyntheticGroups

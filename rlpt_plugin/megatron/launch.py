@@ -92,7 +92,7 @@ def dry_run(recipe: str, out_dir: str | Path, overrides: list[str], *, suffix_le
     """The resolved config, the per-step workload plan and its estimated split on ``gpus``
     H100s, without initialising anything. ``suffix_length``: N when the stores do not exist yet
     (their manifest wins when they do; synthetic groups have their own)."""
-    from rlpt_plugin.plan import plan_from_config
+    from rlpt_plugin.plan_config import plan_from_config
     from rlpt_plugin.plan_report import format_plan
     from rlpt_plugin.step_estimate import ModelShape, estimate, format_estimate
 

@@ -175,7 +175,8 @@ def layout_errors(cfg: Any, world_size: int) -> list[str]:
     """What the data-parallel size implies, checked before any process group exists: the step's
     prefixes and job rows split evenly over the replicas, and the most rows one micro-batch can
     need fit ``train.micro_batch_size`` (otherwise the step that first needs them fails)."""
-    from rlpt_plugin.plan import max_rows_per_microbatch, plan_from_config
+    from rlpt_plugin.plan import max_rows_per_microbatch
+    from rlpt_plugin.plan_config import plan_from_config
 
     model, train, rlpt = cfg.model, cfg.train, cfg.rlpt
     mp = (getattr(model, "tensor_model_parallel_size", 1) * getattr(model, "pipeline_model_parallel_size", 1)

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from rlpt_plugin.config import RLPTConfig, TermWeight
-from rlpt_plugin.plan import WorkloadInputs, plan, plan_from_config
+from rlpt_plugin.plan import WorkloadInputs, plan
+from rlpt_plugin.plan_config import plan_from_config
 from rlpt_plugin.plan_report import format_plan
 
 S, N = 2048, 128
