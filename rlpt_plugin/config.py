@@ -297,10 +297,13 @@ class RLPTConfig:
                   + self.candidates.validate("rlpt.candidates")
                   + self.judge.validate("rlpt.judge", needed=in_loop))
         errors += self._silent_no_op_errors(in_loop)
-        if self.data.job_sequences_per_step and not (self.loss.lm.start or self.loss.lm.end):
-            errors.append(f"`rlpt.data.job_sequences_per_step` is {self.data.job_sequences_per_step}, but "
-                          "`rlpt.loss.lm` has weight 0 throughout: the job's own data would be packed "
-                          "and never trained on. Give rlpt.loss.lm a weight or set it to 0.")
+        for name, what in (("job_sequences_per_step", "the job's own data"),
+                           ("think_sequences_per_step", "the think stores' chunks")):
+            value = getattr(self.data, name)
+            if value and not (self.loss.lm.start or self.loss.lm.end):
+                errors.append(f"`rlpt.data.{name}` is {value}, but `rlpt.loss.lm` has weight 0 throughout: "
+                              f"{what} would be packed and never trained on. Give rlpt.loss.lm a weight or "
+                              f"set {name} to 0.")
         return errors
 
     def _silent_no_op_errors(self, in_loop: bool) -> list[str]:
@@ -318,14 +321,15 @@ class RLPTConfig:
                               "so it would do exactly what 'drop' does. Give rlpt.loss.rf_nll a weight "
                               "or use fallback=drop.")
         lm_weighted = bool(loss.lm.start or loss.lm.end)
-        lm_sources = data.lm_on_original or data.job_sequences_per_step > 0
+        extra_rows = data.job_sequences_per_step > 0 or data.think_sequences_per_step > 0
+        lm_sources = data.lm_on_original or extra_rows
         if data.source == "synthetic" and not data.synthetic.include_original:
-            lm_sources = data.job_sequences_per_step > 0
+            lm_sources = extra_rows
         if lm_weighted and not lm_sources:
             errors.append("`rlpt.loss.lm` has a non-zero weight, but nothing feeds the LM term: "
                           "`rlpt.data.lm_on_original` is False (or the synthetic groups have no "
-                          "original) and `rlpt.data.job_sequences_per_step` is 0. Set "
-                          "rlpt.loss.lm.start=0 or give it data.")
+                          "original) and `rlpt.data.job_sequences_per_step` and "
+                          "`rlpt.data.think_sequences_per_step` are 0. Set rlpt.loss.lm.start=0 or give it data.")
         if (loss.grpo.start or loss.grpo.end) and loss.selection == "grpo":
             rollouts, field_path = ((self.candidates.num_rollouts if self.candidates.rollouts else 0,
                                      "rlpt.candidates.num_rollouts") if data.source == "store" else

@@ -3,15 +3,23 @@
 The report's table shape on the world (docs/METHOD.md, "Thinking mid-training"), every phase
 the command a real run would use, each resumable like the SIP demo's:
 
-world (two-hop facts, rlpt_plugin/world/reasoning.py) -> raw store (``rlpt rewrite``, windows
-of the even half: the odd half, where the RL people's two-hop facts are, is never trained
-next-token) -> think stores (``rlpt rewrite --task think --teacher world`` on shard 0/2, the SFT half, and
-on shard 1/2, the RL half) -> RLMT store (the RL half cut where its annotator put a thought)
--> base (next-token pretraining on the raw store) -> from base, for the same steps:
-``ntp_raw`` (next-token on the raw store) and ``sft_think`` (the same plus thought-augmented
-chunks of the SFT half) -> from ``sft_think``, for the same steps: ``sft_think_rlmt`` (Dr.
-GRPO on thinking rollouts of the RL half's prefixes, the world's similarity judge as the
-binary reward) and ``sft_think_more`` (thinking SFT continued: the steps-matched control).
+world (two-hop facts, rlpt_plugin/world/reasoning.py) -> plain store (``rlpt rewrite``, windows
+of the even half with no two-hop sentence in it: the biographies and company directories that
+state each hop on its own; the odd half, where the RL people's two-hop facts are, is never
+trained next-token) -> think stores (``rlpt rewrite --task think --teacher world`` on shard 0/2,
+the SFT half, and on shard 1/2, the RL half) and the SFT half's raw twin (the same chunks with
+their thoughts removed) -> RLMT store (the RL half cut where its annotator put a thought) ->
+base (next-token pretraining on the plain store) -> from base, for the same steps and rows:
+``ntp_raw`` (plain rows plus the SFT half's chunks as the corpus has them) and ``sft_think``
+(plain rows plus the same chunks with their thoughts: the one difference between the two arms)
+-> from ``sft_think``, for the same steps: ``sft_think_rlmt`` (Dr. GRPO on thinking rollouts of
+the RL half's prefixes, the world's similarity judge as the binary reward, beside the thinking
+SFT rows) and
+``sft_think_more`` (thinking SFT continued: the steps-matched control).
+
+The two-hop sentences are kept out of the base's data so that neither arm starts from a model
+that already learnt the trained people's answers without a thought: in ``sft_think`` every
+two-hop sentence it sees has its thought, as in the report's augmented corpus.
 
 Every model is graded exactly on held-out two-hop prefixes (people whose two-hop fact the
 corpus never states): greedy continuations of up to budget + N tokens, thoughts read off, the
@@ -46,7 +54,8 @@ def world_configs(s: DemoSettings):
 def build_world(s: DemoSettings, out: Path) -> dict[str, Any]:
     """The corpus with two-hop facts (JSON lines) and the held-out two-hop prefixes."""
     from rlpt_plugin.world import build_kb, generate_corpus, write_jsonl
-    from rlpt_plugin.world.reasoning import people_split, reasoning_corpus, reasoning_prefixes, recall_probes
+    from rlpt_plugin.world.reasoning import (people_split, reasoning_corpus, reasoning_prefixes, recall_probes,
+                                             without_two_hop)
 
     world = out / "world"
     if (world / "done.json").exists():
@@ -56,6 +65,7 @@ def build_world(s: DemoSettings, out: Path) -> dict[str, Any]:
     kb = build_kb(config)
     corpus = reasoning_corpus(config, reasoning, kb, generate_corpus(config, kb))
     write_jsonl(world / "corpus.jsonl", corpus)
+    write_jsonl(world / "corpus_plain.jsonl", [without_two_hop(d) for d in corpus])
     write_jsonl(world / "reasoning_eval.jsonl", reasoning_prefixes(config, reasoning, kb))
     write_jsonl(world / "recall_probes.jsonl", recall_probes(config, reasoning, kb))
     split = people_split(config, reasoning, kb)
@@ -75,18 +85,44 @@ def _rlpt(argv: list[str]) -> None:
 
 
 def stores(s: DemoSettings, out: Path) -> None:
-    """The raw store (suffix windows of the even half) and the two think stores."""
+    """The plain store (suffix windows of the even half, two-hop sentences removed), the two
+    think stores and the SFT half's raw twin."""
     corpus = str(out / "world" / "corpus.jsonl")
     world = ["--tokenizer", TOKENIZER, "--teacher", "world", "--world-seed", str(s.world_seed),
              "--world-entities", str(s.entities), "--seq-length", str(SEQ_LENGTH), "--no-progress"]
     if not (out / "store" / "manifest.json").exists():
-        _rlpt(["rewrite", "--corpus", corpus, "--out", str(out / "store"), *world, "--shard", "0/2",
+        _rlpt(["rewrite", "--corpus", str(out / "world" / "corpus_plain.jsonl"), "--out", str(out / "store"),
+               *world, "--shard", "0/2",
                "--suffix-length", str(s.suffix_length), "--min-prefix", str(pipeline.MIN_PREFIX),
                "--windows-per-doc", str(pipeline.WINDOWS_PER_DOC), "--seed", str(s.world_seed)])
     for shard, name in ((0, "think_sft"), (1, "think_rl")):
         if not (out / name / "manifest.json").exists():
             _rlpt(["rewrite", "--task", "think", "--corpus", corpus, "--out", str(out / name), *world,
                    "--shard", f"{shard}/2", "--chunk-length", str(CHUNK_LENGTH), "--min-chunk", "8"])
+    raw_twin(out)
+
+
+def raw_twin(out: Path) -> Path:
+    """``OUT/think_sft_raw``: the SFT half's augmented chunks with their thoughts removed, so that
+    NTP (raw) trains on the same chunks, token for token, as SFT(think) less the thoughts."""
+    from rlpt_plugin.megatron.think_store import ThinkStore, write_think_store
+
+    dest = out / "think_sft_raw"
+    if (dest / "manifest.json").exists():
+        return dest
+    think = ThinkStore(out / "think_sft")
+
+    def records():
+        for i in range(len(think)):
+            chunk = think[i]
+            original = chunk.original.tolist()
+            yield chunk.doc_index, chunk.chunk_index, original, original, [0] * len(original)
+
+    derived = ("format", "num_chunks", "num_tokens", "num_thought_tokens", "checksums")
+    manifest = {k: v for k, v in think.manifest.items() if k not in derived}
+    manifest["derived"] = {"from": str(out / "think_sft"), "how": "thoughts removed"}
+    write_think_store(dest, records(), manifest)
+    return dest
 
 
 def rlmt_store(s: DemoSettings, out: Path) -> Path:
@@ -131,20 +167,30 @@ def _common(s: DemoSettings, out: Path, store: Path) -> list[str]:
             "logger.log_interval=1000000"]
 
 
-def _lm(s: DemoSettings, think_rows: int = 0) -> list[str]:
+def _lm(s: DemoSettings, think: Path | None = None) -> list[str]:
+    """Next-token rows: the step's groups of the plain store, plus as many chunks of ``think``."""
+    think_rows = s.groups_per_step if think is not None else 0
     rows = s.groups_per_step + think_rows
-    extra = (["rlpt.data.think_stores=[{think}]", f"rlpt.data.think_sequences_per_step={think_rows}"]
-             if think_rows else [])
+    extra = ([f"rlpt.data.think_stores=[{think}]", f"rlpt.data.think_sequences_per_step={think_rows}"]
+             if think is not None else [])
     return ["rlpt.loss.dpo.start=0", "rlpt.loss.rf_nll.start=0", f"train.micro_batch_size={rows}",
             f"train.global_batch_size={rows}", *extra]
 
 
-def _rlmt(s: DemoSettings) -> list[str]:
-    rows = s.groups_per_step * (s.rollouts + 1)
+def _rlmt(s: DemoSettings, think: Path) -> list[str]:
+    """Dr. GRPO on the RL half's prefixes beside the thinking SFT rows of ``think``.
+
+    No next-token term on the RL half (``lm_on_original=false``), as the report: it would teach
+    the answers directly and RL would learn to skip the thought. The thinking SFT rows (the SFT
+    half's, as many per step as in ``sft_think_more``, the steps-matched control) keep what SFT
+    taught while RL runs: without them RL on the RL half's few prefixes, each met dozens of times,
+    overwrote the one-hop facts (held-out employer recall 47% -> 27%, world 0, seed 1234, RL alone)
+    world 0, seed 1234) and with them the step the thoughts need."""
+    rows = s.groups_per_step * s.rollouts + s.groups_per_step
     return ["rlpt.loss.selection=grpo", "rlpt.loss.grpo.start=1", "rlpt.loss.dpo.start=0", "rlpt.loss.rf_nll.start=0",
-            # RL only on the RL half, as the report: a next-token term on its text would teach the
-            # answers directly (memorised, no step needed) and RL would learn to skip the thought.
-            "rlpt.loss.reference=rollout", "rlpt.loss.lm.start=0", "rlpt.candidates.original=false",
+            "rlpt.loss.reference=rollout", "rlpt.loss.lm.start=1", "rlpt.data.lm_on_original=false",
+            f"rlpt.data.think_stores=[{think}]", f"rlpt.data.think_sequences_per_step={s.groups_per_step}",
+            "rlpt.candidates.original=false",
             f"rlpt.candidates.num_rollouts={s.rollouts}", f"rlpt.candidates.thinking_budget={s.thinking_budget}",
             "rlpt.judge.similarity=1", "rlpt.judge.quality=0", "rlpt.judge.safety=0", "rlpt.judge.factuality=0",
             f"rlpt.judge.noise_rate={s.judge_noise}", f"train.micro_batch_size={rows}", f"train.global_batch_size={rows}"]
@@ -162,22 +208,21 @@ def phases(s: DemoSettings, out: Path, show: Progress) -> dict[str, dict[str, An
     two_hop, probes = _items(out)
     items = two_hop + probes
     evaluation = {"items": items, "max_new_tokens": s.thinking_budget + s.suffix_length, "tokenizer": TOKENIZER}
-    think = out / "think_sft"
-    raw = out / "store"
+    think, raw_chunks, plain = out / "think_sft", out / "think_sft_raw", out / "store"
 
-    def phase(name: str, steps: int, overrides: list[str], start: Path | None, store: Path = raw) -> dict[str, Any]:
-        args = [*_common(s, out, store), *[o.replace("{think}", str(think)) for o in overrides]]
-        return pipeline.train_phase(name, s, out, steps, args, start_from=start, progress=show,
-                                    evaluation=evaluation, include_common=False)
+    def phase(name: str, steps: int, overrides: list[str], start: Path | None, store: Path = plain) -> dict[str, Any]:
+        return pipeline.train_phase(name, s, out, steps, [*_common(s, out, store), *overrides], start_from=start,
+                                    progress=show, evaluation=evaluation, include_common=False)
 
     cont = pipeline.continue_overrides(s)
     done = {"base": phase("base", s.start_steps, [*_lm(s), *pipeline.start_optimizer(s)], None)}
     base = out / "base" / "ckpt"
-    done["ntp_raw"] = phase("ntp_raw", s.steps, [*_lm(s), *cont], base)
-    done["sft_think"] = phase("sft_think", s.steps, [*_lm(s, s.groups_per_step), *cont], base)
+    done["ntp_raw"] = phase("ntp_raw", s.steps, [*_lm(s, raw_chunks), *cont], base)
+    done["sft_think"] = phase("sft_think", s.steps, [*_lm(s, think), *cont], base)
     sft = out / "sft_think" / "ckpt"
-    done["sft_think_rlmt"] = phase("sft_think_rlmt", s.steps, [*_rlmt(s), *cont], sft, store=rlmt_store(s, out))
-    done["sft_think_more"] = phase("sft_think_more", s.steps, [*_lm(s, s.groups_per_step), *cont], sft)
+    done["sft_think_rlmt"] = phase("sft_think_rlmt", s.steps, [*_rlmt(s, think), *cont], sft,
+                                   store=rlmt_store(s, out))
+    done["sft_think_more"] = phase("sft_think_more", s.steps, [*_lm(s, think), *cont], sft)
     return done
 
 

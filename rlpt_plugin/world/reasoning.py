@@ -173,6 +173,17 @@ def reasoning_corpus(config: WorldConfig, reasoning: ReasoningConfig, kb: Knowle
     return out
 
 
+def without_two_hop(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` (of :func:`reasoning_corpus`) without its two-hop sentence: the world's text before
+    the step was written out (a copy; a document without one is returned as a copy unchanged)."""
+    doc = dict(doc)
+    if doc.get("two_hop") is not None:
+        sentences = split_sentences(doc["text"])
+        del sentences[doc["two_hop"]["sentence"]]
+        doc["text"], doc["two_hop"] = " ".join(sentences), None
+    return doc
+
+
 def split_sentences(text: str) -> list[str]:
     """The sentences of a world text (each ends with " .")."""
     out, current = [], []

@@ -51,6 +51,16 @@ def test_the_phases_hand_each_other_the_right_data(run):
     sft, rl = ThinkStore(out / "think_sft"), ThinkStore(out / "think_rl")
     assert len(sft) > 0 and len(rl) > 0
     assert not {sft[i].doc_index for i in range(len(sft))} & {rl[i].doc_index for i in range(len(rl))}  # halves
+    plain = RewrittenStore(out / "store")
+    assert len(plain) > 0
+    for i in range(len(plain)):  # the next-token data never states a two-hop fact
+        text = tok.decode(plain[i].prefix.tolist() + plain[i].original.tolist())
+        assert "commutes to" not in text and "goes to work in" not in text, text
+    twin = ThinkStore(out / "think_sft_raw")  # NTP (raw)'s chunks: SFT(think)'s, thoughts removed
+    assert len(twin) == len(sft)
+    for i in range(len(sft)):
+        assert twin[i].tokens.tolist() == sft[i].original.tolist() and twin[i].num_thought_tokens == 0
+        assert (twin[i].doc_index, twin[i].chunk_index) == (sft[i].doc_index, sft[i].chunk_index)
     rlmt = RewrittenStore(out / "store_rlmt")
     assert len(rlmt) > 0
     for i in range(len(rlmt)):  # cut right before the site the thought explained

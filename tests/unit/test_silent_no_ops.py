@@ -99,8 +99,19 @@ def test_an_lm_term_with_nothing_to_train_and_an_all_zero_loss_are_errors():
     cfg = in_loop()
     cfg.data.lm_on_original = False  # LM weight 1, no job data: the term would train 0 tokens
     assert any("nothing feeds the LM term" in e for e in cfg.errors())
+    cfg.data.think_stores, cfg.data.think_sequences_per_step = ["think"], 2  # thinking SFT rows feed it
+    assert not any("nothing feeds the LM term" in e for e in cfg.errors())
+    cfg.data.think_stores, cfg.data.think_sequences_per_step = [], 0
     cfg.loss.lm, cfg.loss.dpo = TermWeight(start=0.0), TermWeight(start=0.0)
     assert any("would train nothing" in e for e in cfg.errors())
+
+
+def test_extra_lm_rows_with_an_lm_weight_of_zero_are_errors():
+    cfg = in_loop()
+    cfg.loss.lm = TermWeight(start=0.0)
+    cfg.data.think_stores, cfg.data.think_sequences_per_step = ["think"], 2
+    assert any(e.startswith("`rlpt.data.think_sequences_per_step` is 2, but `rlpt.loss.lm` has weight 0")
+               for e in cfg.errors())
 
 
 def test_watchdog_and_timeout_settings_are_validated():

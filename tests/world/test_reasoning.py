@@ -8,7 +8,7 @@ from rlpt_plugin.world import WorldConfig, WorldTokenizer, build_kb, generate_co
 from rlpt_plugin.world.reasoning import (ReasoningConfig, ReasoningConfigError, annotate, employer_sites,
                                          reasoning_corpus, reasoning_prefixes, same_content,
                                          people_split, recall_probes, score_reasoning, split_sentences, strip_thoughts,
-                                         thought_of)
+                                         thought_of, without_two_hop)
 
 CONFIG = WorldConfig(seed=3, num_entities=40, docs_per_entity=3, eval_size=10)
 REASONING = ReasoningConfig(eval_size=60, company_docs=4)
@@ -67,6 +67,21 @@ def test_trained_people_carry_the_two_hop_sentence_and_held_out_people_never_do(
             employer = next(w for w in words if w in sites)
             assert [w for w in words if w in vocab.SITES] == [sites[employer]]
     assert [d["id"] for d in corpus] == list(range(len(corpus)))
+
+
+def test_without_two_hop_gives_the_biography_before_the_sentence_was_inserted(world):
+    kb, corpus = world
+    plain = {d["id"]: d["text"] for d in generate_corpus(CONFIG, kb)}
+    hops = 0
+    for doc in corpus:
+        stripped = without_two_hop(doc)
+        assert stripped["two_hop"] is None and stripped is not doc
+        if doc["entity"] >= 0:
+            assert stripped["text"] == plain[doc["id"]]  # the world's text, word for word
+            hops += doc["two_hop"] is not None
+        else:
+            assert stripped == doc
+    assert hops > 0
 
 
 def test_the_default_world_is_unchanged_by_reasoning():
