@@ -185,7 +185,7 @@ def _rlmt(s: DemoSettings, think: Path) -> list[str]:
     half's, as many per step as in ``sft_think_more``, the steps-matched control) keep what SFT
     taught while RL runs: without them RL on the RL half's few prefixes, each met dozens of times,
     overwrote the one-hop facts (held-out employer recall 47% -> 27%, world 0, seed 1234, RL alone)
-    world 0, seed 1234) and with them the step the thoughts need."""
+    and with them the step the thoughts need."""
     rows = s.groups_per_step * s.rollouts + s.groups_per_step
     return ["rlpt.loss.selection=grpo", "rlpt.loss.grpo.start=1", "rlpt.loss.dpo.start=0", "rlpt.loss.rf_nll.start=0",
             "rlpt.loss.reference=rollout", "rlpt.loss.lm.start=1", "rlpt.data.lm_on_original=false",
