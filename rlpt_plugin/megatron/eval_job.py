@@ -56,6 +56,7 @@ import torch.distributed as dist
 
 from rlpt_plugin.eval_scoring import (MODELS, EvalError, JudgeSpec, format_table, judge_openai, read_prefixes,
                                       score_world, summarize)
+from rlpt_plugin.rl.context import row_context
 from rlpt_plugin.teacher.redact import redact_url
 
 __all__ = ["EvalError", "EvalRequest", "JudgeSpec", "resolve_checkpoint", "run_eval"]
@@ -218,7 +219,7 @@ def run_eval(req: EvalRequest) -> dict[str, Any] | None:
         raise EvalError(f"tokenizer {req.tokenizer!r} has {tok.vocab_size} ids, more than the recipe's "
                         f"model.vocab_size ({cfg.model.vocab_size})")
     keep = seq + 1 - n  # the context training conditions a suffix of N tokens on
-    ids = [tok.encode(p.text)[-keep:] for p in prefixes]
+    ids = [list(row_context(tok.encode(p.text), n, seq)) for p in prefixes]
     empty = [i for i, x in enumerate(ids) if not x]
     if empty:
         raise EvalError(f"prefix {empty[0] + 1} of {req.prefixes} encodes to no tokens")

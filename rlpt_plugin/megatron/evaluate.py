@@ -19,6 +19,7 @@ from megatron.bridge.training.callbacks import Callback, CallbackContext
 from rlpt_plugin.megatron import parallel
 from rlpt_plugin.megatron.reference import score_continuations
 from rlpt_plugin.megatron.rollout import RolloutSpec, generate_rollouts
+from rlpt_plugin.rl.context import row_context
 from rlpt_plugin.types import Tokenizer
 
 
@@ -66,8 +67,8 @@ class ContinuationEval(Callback):
     def evaluate(self, model: torch.nn.Module, *, seq_length: int, micro_batch_size: int) -> dict:
         began = time.perf_counter()
         tok = self.tokenizer
-        keep = seq_length + 1 - self.max_new_tokens  # the context training gives a suffix of N
-        ids = greedy_continuations(model, [tok.encode(p)[-keep:] for p in self.prefixes],
+        contexts = [list(row_context(tok.encode(p), self.max_new_tokens, seq_length)) for p in self.prefixes]
+        ids = greedy_continuations(model, contexts,
                                    max_new_tokens=self.max_new_tokens, vocab_size=tok.vocab_size,
                                    eos_id=tok.eod_id)
         nll = mean_nll(model, [tok.encode(t) for t in self.nll_texts], seq_length=seq_length,

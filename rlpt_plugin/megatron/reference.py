@@ -26,6 +26,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from rlpt_plugin.megatron.forward_step import model_device
 from rlpt_plugin.megatron.shared_attention import MaskCache, forward_rows
+from rlpt_plugin.rl.context import row_context
 from rlpt_plugin.rl.packing import ROLE_RF, MicroBatch, PackSpec, Row, pack_rows
 
 class ReferenceScorer:
@@ -74,8 +75,7 @@ def score_continuations(model: torch.nn.Module, items: Sequence[tuple[Sequence[i
     real on the last pipeline stage; other stages get zeros of the right lengths."""
     rows = []
     for i, (context, continuation) in enumerate(items):
-        keep = min(len(context), seq_length + 1 - len(continuation))
-        rows.append(Row(group_id=i, tokens=tuple(context[len(context) - keep:]) + tuple(continuation),
+        rows.append(Row(group_id=i, tokens=row_context(context, len(continuation), seq_length) + tuple(continuation),
                         candidate_length=len(continuation), roles=frozenset({ROLE_RF})))
     if not rows:
         return []

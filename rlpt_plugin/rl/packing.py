@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rlpt_plugin.rl.context import row_context
 from rlpt_plugin.rl.microbatch import MicroBatch
 from rlpt_plugin.rl.pool import CandidateGroup, Selection
 
@@ -323,10 +324,10 @@ def _row_tokens(group: CandidateGroup, suffix: tuple[int, ...], spec: PackSpec, 
     gid = group.group_id
     if len(suffix) > spec.seq_length:
         raise ValueError(f"group {gid}: {what} has {len(suffix)} tokens, must be <= seq_length={spec.seq_length}")
-    keep = min(len(group.prefix), spec.seq_length + 1 - len(suffix))
-    if keep == 0:
+    context = row_context(group.prefix, len(suffix), spec.seq_length)
+    if not context:
         raise ValueError(f"group {gid}: prefix must keep >= 1 token before {what}, got an empty prefix")
-    return group.prefix[len(group.prefix) - keep :] + suffix
+    return context + suffix
 
 
 def block_bounds(num_groups: int, num_microbatches: int) -> list[tuple[int, int]]:

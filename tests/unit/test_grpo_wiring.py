@@ -133,7 +133,8 @@ def test_step_source_reports_tied_groups_and_sums_the_grpo_count(monkeypatch):
 
 
 def test_the_plan_counts_one_row_per_rollout_and_the_setup_check_uses_it():
-    from rlpt_plugin.plan import max_rows_per_microbatch, plan_from_config
+    from rlpt_plugin.plan import max_rows_per_microbatch
+    from rlpt_plugin.plan_config import plan_from_config
 
     cfg = grpo_config()
     cfg.candidates.num_rollouts = 3
