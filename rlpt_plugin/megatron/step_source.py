@@ -149,7 +149,7 @@ class StepSource(Iterator[StepMicroBatch]):
             raise JudgeFailure(stop_message(share, self.watchdog, step, self.stage.failure_examples()))
         self.last_stats = SelectionStats.from_selections(zip(groups, selections))
         self.last_denominators = denominators
-        metrics = self._step_metrics(groups, selections)
+        metrics = self._step_metrics(groups, selections, self.last_stats)
         if lm_rows:  # the share of the LM term's tokens that came from the job's own data
             metrics["job_lm_token_share"] = (_lm_tokens(lm_rows), local.num_lm_tokens)
         if think:  # ... and from the think stores (original and thought tokens)
@@ -182,20 +182,16 @@ class StepSource(Iterator[StepMicroBatch]):
         if self.stage is not None and state.get("stage") is not None:
             self.stage.load_state_dict(state["stage"])
 
-    def _step_metrics(self, groups: list, selections: list) -> dict[str, tuple[float, float]]:
+    def _step_metrics(self, groups: list, selections: list, stats: SelectionStats) -> dict[str, tuple[float, float]]:
         """This rank's share of the step's data metrics, as (sum, count)."""
-        # The chosen candidate (dpo) or the best one (rf_nll): what the update moves towards.
-        picked = [(g, s.chosen if s.chosen is not None else s.best) for g, s in zip(groups, selections)
-                  if not s.fallback]
-        picked = [(g, i) for g, i in picked if i is not None]
-        rollout_chosen = sum(g.kinds[i] == "rollout" for g, i in picked)
         metrics = {"unjudged_pool_rate": (float(sum(g.scores is None for g in groups)), float(len(groups)))}
         if self.rule == RULE_GRPO:  # no candidate is picked; the judged pools whose rollouts all tie
             judged = [s for g, s in zip(groups, selections) if g.scores is not None]
             metrics["grpo_tied_group_rate"] = (float(sum(s.skip_reason == SKIP_ALL_TIED for s in judged)),
                                                float(len(judged)))
         else:
-            metrics["rollout_chosen_rate"] = (float(rollout_chosen), float(len(picked)))
+            # the candidate the update moves towards (chosen, else best) is a rollout
+            metrics["rollout_chosen_rate"] = (float(stats.rollout_targets), float(stats.num_targets))
         if self.stage is not None:  # seconds the trainer waited for this step's verdicts
             metrics["judge_wait_s"] = (self.stage.stats.judge_wait_s[-1], 1.0)
             metrics["rollout_s"] = (self.stage.stats.rollout_s[-1], 1.0)  # the latest launch

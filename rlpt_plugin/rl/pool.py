@@ -309,6 +309,9 @@ class SelectionStats:
             chosen candidate is a ``"rollout"``; ``None`` if none had one
             (e.g. all rf_nll or all skipped) -- 0.0 would read as a signal.
         rollout_best_rate: the same over ``best``.
+        num_targets / rollout_targets: selections with a candidate the update moves towards (the
+            ``chosen``, else the ``best``), and how many of those are rollouts: the trainer's
+            logged ``rollout_chosen_rate`` metric is their ratio (rlpt_plugin/megatron/step_source.py).
         num_grpo_groups: selections with GRPO advantages (rule "grpo").
     """
 
@@ -321,6 +324,8 @@ class SelectionStats:
     best_kinds: dict[str, int] = field(default_factory=dict)
     rollout_chosen_rate: float | None = None
     rollout_best_rate: float | None = None
+    num_targets: int = 0
+    rollout_targets: int = 0
     num_grpo_groups: int = 0
 
     @classmethod
@@ -330,7 +335,7 @@ class SelectionStats:
         skipped: Counter[str] = Counter()
         chosen_kinds: Counter[str] = Counter()
         best_kinds: Counter[str] = Counter()
-        num_fallback = num_grpo = 0
+        num_fallback = num_grpo = num_targets = rollout_targets = 0
         for group, sel in items:
             sel.validate_for(group)
             n += 1
@@ -345,6 +350,10 @@ class SelectionStats:
                 chosen_kinds[group.kinds[sel.chosen].value] += 1
             if sel.best is not None:
                 best_kinds[group.kinds[sel.best].value] += 1
+            target = sel.chosen if sel.chosen is not None else sel.best
+            if target is not None:
+                num_targets += 1
+                rollout_targets += group.kinds[target] == CandidateKind.ROLLOUT
         num_pairs = sum(chosen_kinds.values())
         num_best = sum(best_kinds.values())
         rollout = CandidateKind.ROLLOUT.value
@@ -358,6 +367,8 @@ class SelectionStats:
             best_kinds=dict(best_kinds),
             rollout_chosen_rate=chosen_kinds[rollout] / num_pairs if num_pairs else None,
             rollout_best_rate=best_kinds[rollout] / num_best if num_best else None,
+            num_targets=num_targets,
+            rollout_targets=rollout_targets,
             num_grpo_groups=num_grpo,
         )
 

@@ -168,6 +168,7 @@ def test_stats_rollout_chosen_rate() -> None:
     assert stats.chosen_kinds == {"rollout": 2, "original": 1, "rewrite": 1}
     assert stats.rollout_chosen_rate == pytest.approx(0.5)
     assert stats.rollout_best_rate == pytest.approx(0.5)
+    assert (stats.num_targets, stats.rollout_targets) == (4, 2)  # the logged metric: chosen, else best
 
 
 def test_stats_rf_nll_has_no_chosen_rate() -> None:
@@ -176,6 +177,7 @@ def test_stats_rf_nll_has_no_chosen_rate() -> None:
     assert stats.num_pairs == 0
     assert stats.rollout_chosen_rate is None
     assert stats.rollout_best_rate == pytest.approx(2 / 3)
+    assert (stats.num_targets, stats.rollout_targets) == (3, 2)  # no pair: the best is the target
     assert stats.skipped == {}
 
 
