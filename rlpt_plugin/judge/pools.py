@@ -168,7 +168,8 @@ class Verdicts:
 
     ``scores[g]``: reward per candidate of pool g, None when it could not be judged;
     ``per_axis[g]``: axis -> score per candidate (empty when unavailable); ``calls`` and
-    ``failures``: judge requests and failed attempts per pool; ``cache_hit_rate``: so far;
+    ``failures``: judge requests and failed attempts per pool; ``cache_hit_rate``: of the whole
+    run so far (cumulative; logged as ``judge_cache_hit_rate_so_far``);
     ``errors[g]``: why pool g's failed judgments failed (with the judge's answer where it
     could not be parsed).
     """

@@ -321,7 +321,7 @@ class CandidateStage:
         metrics["judge_failures"] = (float(totals[2]), 1.0)
         for r, reason in enumerate(FAILURE_REASONS):
             metrics[f"judge_{reason}"] = (float(totals[5 + r]), 1.0)
-        metrics["judge_cache_hit_rate"] = (float(totals[3]), 1.0)
+        metrics["judge_cache_hit_rate_so_far"] = (float(totals[3]), 1.0)  # cumulative: the judge's whole run
         metrics["candidate_staleness"] = (float(self.staleness), 1.0)  # steps since sampled
         if self.thinking is not None:
             metrics.update(self._thought_metrics(inputs))
