@@ -47,8 +47,10 @@ from rlpt_plugin.world.kb import Entity, KnowledgeBase
 COMPANY_TEMPLATES: tuple[str, ...] = ("E is based in S .", "E has its office in S .",
                                       "the office of E is in S .")
 #: Two-hop sentences ("N" the person, "S" the site of the person's employer); the words before
-#: "S" are the head a held-out prefix ends with.
-TWO_HOP_TEMPLATES: tuple[str, ...] = ("N commutes to S .", "N goes to work in S .")
+#: "S" are the head a held-out prefix ends with. No biography phrase ends the way a head does
+#: (an earlier "N goes to work in S ." ended like "N is known for work in V .": models continued
+#: it with a field of study).
+TWO_HOP_TEMPLATES: tuple[str, ...] = ("N commutes to S .", "N travels to S .")
 
 
 class ReasoningConfigError(ValueError):
@@ -63,7 +65,10 @@ class ReasoningConfig:
     rl_share: share of people whose odd-half (RL half) biographies carry it (the rest are held
         out: the evaluation asks about them only).
     company_docs: company directories: documents that state every employer's site once, in a
-        seeded order and phrasing (as long as a biography, so training windows hold them).
+        seeded order and phrasing (as long as a biography, so training windows hold them). 80
+        (half of them in the trained half): with 20, 2% of the training windows were directories
+        and the start model's recall of an employer's site ranged from 17% to 92% over training
+        seeds, too little to take the step with.
     eval_size: held-out two-hop prefixes.
     annotator_miss: share of two-hop places the world's annotator leaves without a thought.
     annotator_error: share of thoughts in which it names a wrong employer (and that employer's
@@ -72,7 +77,7 @@ class ReasoningConfig:
 
     trained_share: float = 0.4
     rl_share: float = 0.3
-    company_docs: int = 20
+    company_docs: int = 80
     eval_size: int = 200
     annotator_miss: float = 0.0
     annotator_error: float = 0.0

@@ -83,7 +83,7 @@ SITES: tuple[str, ...] = ("northgate", "eastbrook", "southmere", "westholm", "am
                           "coldridge", "ironport", "mistvale", "rookhaven", "sunhill", "tarnwood",
                           "whitecliff")
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-REASONING_WORDS: tuple[str, ...] = ("based", "has", "its", "office", "commutes", "goes",
+REASONING_WORDS: tuple[str, ...] = ("based", "has", "its", "office", "commutes", "travels",
                                     THINK_OPEN, THINK_CLOSE)
 
 

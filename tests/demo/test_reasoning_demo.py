@@ -55,7 +55,7 @@ def test_the_phases_hand_each_other_the_right_data(run):
     assert len(plain) > 0
     for i in range(len(plain)):  # the next-token data never states a two-hop fact
         text = tok.decode(plain[i].prefix.tolist() + plain[i].original.tolist())
-        assert "commutes to" not in text and "goes to work in" not in text, text
+        assert "commutes to" not in text and "travels to" not in text, text
     twin = ThinkStore(out / "think_sft_raw")  # NTP (raw)'s chunks: SFT(think)'s, thoughts removed
     assert len(twin) == len(sft)
     for i in range(len(sft)):
@@ -65,7 +65,7 @@ def test_the_phases_hand_each_other_the_right_data(run):
     assert len(rlmt) > 0
     for i in range(len(rlmt)):  # cut right before the site the thought explained
         w = rlmt[i]
-        assert tok.decode(w.prefix.tolist()).endswith(("commutes to", "goes to work in"))
+        assert tok.decode(w.prefix.tolist()).endswith(("commutes to", "travels to"))
         assert tok.decode(w.original[:1].tolist()) in vocab.SITES
     metrics = [json.loads(line) for line in (out / "sft_think_rlmt" / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 20 and all("thought_tokens" in m and "grpo_loss" in m for m in metrics)

@@ -54,7 +54,7 @@ def test_trained_people_carry_the_two_hop_sentence_and_held_out_people_never_do(
         if entity.id in stating:
             site = sites[entity.attributes["employer"]]
             assert said == [site] and doc["two_hop"]["site"] == site
-            assert (" commutes to " in doc["text"]) != (" goes to work in " in doc["text"])
+            assert (" commutes to " in doc["text"]) != (" travels to " in doc["text"])
         else:
             assert said == [] and doc["two_hop"] is None
         assert entity.name in names
@@ -138,7 +138,7 @@ def test_held_out_prefixes_ask_for_the_step_about_held_out_people_only(world):
         entity = kb[item["entity"]]
         assert entity.id in held_out and item["employer"] == entity.attributes["employer"]
         assert item["employer"] not in item["text"].split()  # recalled, not read
-        assert item["text"].endswith(("commutes to", "goes to work in"))
+        assert item["text"].endswith(("commutes to", "travels to"))
         assert item["reference"] == f"{employer_sites(CONFIG)[item['employer']]} ."
         assert not any(t.startswith(item["text"]) for t in texts)
 
