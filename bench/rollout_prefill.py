@@ -26,7 +26,7 @@ def _run(rank: int, world: int, args: dict) -> dict:
     from megatron.core.models.gpt import GPTModel
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
-    from rlpt_plugin.megatron.rollout import RolloutSpec, generate_rollouts
+    from rlpt_plugin.megatron.candidates.rollout import RolloutSpec, generate_rollouts
     from tests.distributed.tiny_gpt import Layout, transformer_config
 
     torch.set_num_threads(2)

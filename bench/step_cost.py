@@ -124,7 +124,7 @@ def _store(geo: Geometry, root: Path) -> Path:
 
 def _train(geo: Geometry, store: Path, out: Path, sip: bool, steps: int, sharing: str) -> list[dict[str, float]]:
     from rlpt_plugin.demo import DemoSettings, pipeline
-    from rlpt_plugin.megatron import launch
+    from rlpt_plugin.megatron.host import launch
 
     s = DemoSettings(suffix_length=geo.suffix, groups_per_step=geo.groups, rollouts=geo.rollouts)
     common = [f"rlpt.data.stores=[{store}]", f"rlpt.judge.world_seed={s.world_seed}",

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             from rlpt_plugin.conf_groups import expand_args
-            from rlpt_plugin.megatron import launch
+            from rlpt_plugin.megatron.host import launch
 
             overrides = expand_args(args.overrides)
             if args.dry_run:

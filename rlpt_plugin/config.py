@@ -1,6 +1,6 @@
 """The ``rlpt`` config section: typed, documented, validated with every error reported at once.
 
-Attached to a Megatron-Bridge ``ConfigContainer`` (see rlpt_plugin/megatron/bridge_host.py) and
+Attached to a Megatron-Bridge ``ConfigContainer`` (see rlpt_plugin/megatron/host/bridge_host.py) and
 overridable with Bridge's Hydra syntax, e.g. ``rlpt.loss.beta=0.05 rlpt.loss.dpo.start=0.5``.
 No megatron imports: the cross-checks against the host config live in the host adapter.
 """
@@ -226,7 +226,7 @@ class DataSection:
     think_stores: list[str] = field(default_factory=list)
     """Think stores (``rlpt rewrite --task think``: thought-augmented chunks), blended by size, for
     thinking SFT: ``think_sequences_per_step`` of their chunks per step are trained by the LM term
-    on every token, original and thought (rlpt_plugin/megatron/think_dataset.py). Blends with the
+    on every token, original and thought (rlpt_plugin/megatron/data/think_dataset.py). Blends with the
     groups of ``source`` and the job's own data. When ``tokenizer`` is set, the stores must have
     been written with it."""
     think_sequences_per_step: int = 0

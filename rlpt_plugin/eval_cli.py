@@ -1,4 +1,4 @@
-"""Command-line front of ``rlpt eval`` (argument parsing; the job is rlpt_plugin/megatron/eval_job.py,
+"""Command-line front of ``rlpt eval`` (argument parsing; the job is rlpt_plugin/megatron/eval/eval_job.py,
 its scoring rlpt_plugin/eval_scoring.py).
 
     rlpt eval --recipe rlpt_plugin.recipes.world:world_config --trained runs/sip/ckpt \\
@@ -58,7 +58,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rlpt_plugin.config import ConfigError
-    from rlpt_plugin.megatron.eval_job import EvalRequest, JudgeSpec, run_eval
+    from rlpt_plugin.megatron.eval.eval_job import EvalRequest, JudgeSpec, run_eval
 
     try:
         from rlpt_plugin.conf_groups import expand_args

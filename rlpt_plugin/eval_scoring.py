@@ -1,4 +1,4 @@
-"""Scoring and reporting of ``rlpt eval`` (rlpt_plugin/megatron/eval_job.py generates): the
+"""Scoring and reporting of ``rlpt eval`` (rlpt_plugin/megatron/eval/eval_job.py generates): the
 prefix file, the judge's settings, the world oracle's and an OpenAI-protocol teacher's scores
 per prefix and model, their summary and the printed table. Nothing here imports megatron.
 """

@@ -43,7 +43,7 @@ def plan_from_config(rlpt: RLPTConfig, *, seq_length: int, suffix_length: int | 
     """
     loss, data, cand, judge = rlpt.loss, rlpt.data, rlpt.candidates, rlpt.judge
     rl = loss.has_rl_terms()
-    dpo = rl and loss.selection == "dpo"  # as rlpt_plugin.megatron.bridge_host.pack_spec_flags
+    dpo = rl and loss.selection == "dpo"  # as rlpt_plugin.megatron.host.bridge_host.pack_spec_flags
     rf_nll = rl and bool(loss.rf_nll.start or loss.rf_nll.end)
     grpo = rl and loss.selection == "grpo"
     store = data.source == "store"

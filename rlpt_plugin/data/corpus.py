@@ -274,7 +274,7 @@ def _check_indexed(prefix: Path) -> None:
 
 
 def _indexed_records(prefix: Path, stats: ReadStats) -> Iterator[tuple[str, tuple[int, ...]]]:
-    from rlpt_plugin.megatron.indexed_corpus import indexed_documents  # heavy: import lazily
+    from rlpt_plugin.megatron.data.indexed_corpus import indexed_documents  # heavy: import lazily
 
     try:
         documents = indexed_documents(prefix)

@@ -4,7 +4,7 @@ Windows of this shard are processed in fixed-size chunks, in a deterministic ord
 finished chunk is saved atomically as a part file (``<store>.parts/part-000042.npz``); a rerun
 of the same command skips finished parts, and the teacher-response cache makes the chunk that
 was in flight at a kill cost nothing the second time. When every chunk is done, the parts are
-merged, in order, into the store (rlpt_plugin/megatron/rewritten_store.py), and the parts are
+merged, in order, into the store (rlpt_plugin/megatron/data/rewritten_store.py), and the parts are
 deleted. Nothing written depends on wall time or on where the run was interrupted, so a killed
 and resumed run ends with a store byte-identical to an uninterrupted one.
 
@@ -355,7 +355,7 @@ def run_rewrite(job: RewriteJob, tokenizer: Tokenizer, rewriter: Any, teacher: d
 
 def _finalize(job: RewriteJob, tokenizer: Tokenizer, teacher: dict[str, Any],
               parts: list[dict[str, Any]], summary: Summary) -> None:
-    from rlpt_plugin.megatron.rewritten_store import write_store
+    from rlpt_plugin.megatron.data.rewritten_store import write_store
 
     def records() -> Iterator[tuple]:
         for part in parts:

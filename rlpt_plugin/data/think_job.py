@@ -9,7 +9,7 @@ only, so shards and resumes cut the same ones.
 The teacher inserts thoughts into each chunk (rlpt_plugin/teacher/think_rewriter.py); the job
 machinery (parts, resume, cache, failure accounting, summary) is rewrite_job.py's. Every chunk
 that is not ``augmented`` is dropped from the store and counted in the failure tally with its
-reason; the store (rlpt_plugin/megatron/think_store.py) holds the kept chunks only.
+reason; the store (rlpt_plugin/megatron/data/think_store.py) holds the kept chunks only.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class ThinkTask:
 
     def finalize(self, job: Any, tokenizer: Tokenizer, teacher: dict[str, Any],
                  parts: list[dict[str, Any]], summary: Any) -> None:
-        from rlpt_plugin.megatron.think_store import write_think_store
+        from rlpt_plugin.megatron.data.think_store import write_think_store
 
         def records() -> Iterator[tuple]:
             for part in parts:

@@ -159,7 +159,7 @@ def sft_store(out: Path) -> Path:
     """``OUT/store_sft``: the store's windows with the teacher's rewrite as the suffix (where it
     gave a usable one of full length; elsewhere the original): next-token training on it is the
     paper's "SFT on rewrites" control, on exactly the prefixes the other runs see."""
-    from rlpt_plugin.megatron.rewritten_store import RewrittenStore, write_store
+    from rlpt_plugin.megatron.data.rewritten_store import RewrittenStore, write_store
 
     dest = out / "store_sft"
     if (dest / "manifest.json").exists():
@@ -206,9 +206,9 @@ def train_phase(name: str, s: DemoSettings, out: Path, steps: int, overrides: li
         progress.skip(name)
         return json.loads(done.read_text())
     with phase_output(phase / "log.txt"):  # megatron's import-time warnings go to the log too
-        from rlpt_plugin.megatron import launch
-        from rlpt_plugin.megatron.evaluate import ContinuationEval
-        from rlpt_plugin.megatron.progress import StepTimer
+        from rlpt_plugin.megatron.host import launch
+        from rlpt_plugin.megatron.eval.evaluate import ContinuationEval
+        from rlpt_plugin.megatron.host.progress import StepTimer
         from rlpt_plugin.data.tokenizer import load_tokenizer
         from rlpt_plugin.world.vocab import WorldTokenizer
 

@@ -29,7 +29,7 @@ class Progress:
         """A Bridge callback that advances this phase's bar."""
         from tqdm import tqdm
 
-        from rlpt_plugin.megatron.progress import BarCallback
+        from rlpt_plugin.megatron.host.progress import BarCallback
 
         bar = tqdm(total=steps, desc=f"[demo] {name}", unit="step", file=self.stream, disable=not self.enabled,
                    dynamic_ncols=True, mininterval=1.0)

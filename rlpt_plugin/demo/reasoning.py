@@ -105,7 +105,7 @@ def stores(s: DemoSettings, out: Path) -> None:
 def raw_twin(out: Path) -> Path:
     """``OUT/think_sft_raw``: the SFT half's augmented chunks with their thoughts removed, so that
     NTP (raw) trains on the same chunks, token for token, as SFT(think) less the thoughts."""
-    from rlpt_plugin.megatron.think_store import ThinkStore, write_think_store
+    from rlpt_plugin.megatron.data.think_store import ThinkStore, write_think_store
 
     dest = out / "think_sft_raw"
     if (dest / "manifest.json").exists():
@@ -129,8 +129,8 @@ def rlmt_store(s: DemoSettings, out: Path) -> Path:
     """``OUT/store_rlmt``: the RL half's chunks cut where the annotator put a thought: the prefix
     is the original text before it, the suffix the next N original tokens (RLMT's prefix and
     true suffix). Places with fewer than N tokens after them are left out."""
-    from rlpt_plugin.megatron.rewritten_store import RewrittenStore, write_store
-    from rlpt_plugin.megatron.think_store import ThinkStore
+    from rlpt_plugin.megatron.data.rewritten_store import RewrittenStore, write_store
+    from rlpt_plugin.megatron.data.think_store import ThinkStore
 
     dest = out / "store_rlmt"
     if (dest / "manifest.json").exists():

@@ -5,6 +5,6 @@ Megatron-Bridge's modules load without Transformer Engine (see bridge_cpu.py); w
 does nothing.
 """
 
-from rlpt_plugin.megatron.bridge_cpu import install_import_guard
+from rlpt_plugin.megatron.host.bridge_cpu import install_import_guard
 
 install_import_guard()

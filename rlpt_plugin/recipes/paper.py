@@ -113,9 +113,9 @@ import torch
 
 from rlpt_plugin.config import RLPTConfig
 from rlpt_plugin.config_judge import JUDGE_AXES
-from rlpt_plugin.megatron.bridge_host import RLPTConfigContainer, RLPTDataProvider
-from rlpt_plugin.megatron.compat import llama_model_provider
-from rlpt_plugin.megatron.validation import transformer_engine_available
+from rlpt_plugin.megatron.host.bridge_host import RLPTConfigContainer, RLPTDataProvider
+from rlpt_plugin.megatron.host.compat import llama_model_provider
+from rlpt_plugin.megatron.host.validation import transformer_engine_available
 
 from megatron.bridge.models.gpt_provider import local_layer_spec, transformer_engine_layer_spec
 from megatron.bridge.training.config import (

@@ -47,9 +47,9 @@ from pathlib import Path
 
 import torch
 
-from rlpt_plugin.megatron.bridge_host import RLPTConfigContainer
-from rlpt_plugin.megatron.compat import llama_model_provider
-from rlpt_plugin.megatron.validation import transformer_engine_available
+from rlpt_plugin.megatron.host.bridge_host import RLPTConfigContainer
+from rlpt_plugin.megatron.host.compat import llama_model_provider
+from rlpt_plugin.megatron.host.validation import transformer_engine_available
 from rlpt_plugin.recipes.paper import FP8_MIXED_PRECISION, JUDGE_ENDPOINTS, JUDGE_MODEL, paper_config
 
 from megatron.bridge.models.gpt_provider import local_layer_spec, transformer_engine_layer_spec

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from rlpt_plugin.megatron.bridge_host import RLPTConfigContainer, RLPTDataProvider
+from rlpt_plugin.megatron.host.bridge_host import RLPTConfigContainer, RLPTDataProvider
 
 from megatron.bridge.models import GPTModelProvider
 from megatron.bridge.models.gpt_provider import local_layer_spec

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlpt_plugin.megatron.bridge_host import RLPTConfigContainer
+from rlpt_plugin.megatron.host.bridge_host import RLPTConfigContainer
 from rlpt_plugin.recipes.tiny import cpu_gpt_config
 from rlpt_plugin.world.vocab import WorldTokenizer
 

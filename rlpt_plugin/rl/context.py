@@ -3,8 +3,8 @@
 A row of ``seq_length + 1`` tokens holds ``context + continuation``; the context is the END of
 the prefix (the tokens nearest the continuation), cut from the left to what fits. Training rows
 (rlpt_plugin/rl/packing.py), the frozen reference's and the rollout policy's log-prob passes
-(rlpt_plugin/megatron/reference.py) and greedy evaluation (rlpt_plugin/megatron/evaluate.py,
-rlpt_plugin/megatron/eval_job.py) all cut with :func:`row_context`, so a continuation is scored
+(rlpt_plugin/megatron/candidates/reference.py) and greedy evaluation (rlpt_plugin/megatron/eval/evaluate.py,
+rlpt_plugin/megatron/eval/eval_job.py) all cut with :func:`row_context`, so a continuation is scored
 and generated on exactly the context it is trained on. Pure Python.
 """
 

@@ -311,7 +311,7 @@ class SelectionStats:
         rollout_best_rate: the same over ``best``.
         num_targets / rollout_targets: selections with a candidate the update moves towards (the
             ``chosen``, else the ``best``), and how many of those are rollouts: the trainer's
-            logged ``rollout_chosen_rate`` metric is their ratio (rlpt_plugin/megatron/step_source.py).
+            logged ``rollout_chosen_rate`` metric is their ratio (rlpt_plugin/megatron/step/step_source.py).
         num_grpo_groups: selections with GRPO advantages (rule "grpo").
     """
 

@@ -19,7 +19,7 @@ carry one label only. A query of segment j >= 1 attends to segment 0 (the shared
 the causal part of its own segment only; segment 0 and padding attend causally. Positions are the
 ones each token has in its own unpacked row, so the hidden state of every candidate position,
 and hence its log-prob, equals the unpacked row's (RoPE must follow the position ids: see
-rlpt_plugin/megatron/shared_attention.py). The context's labels carry the LM row's loss on the
+rlpt_plugin/megatron/step/shared_attention.py). The context's labels carry the LM row's loss on the
 prefix, exactly where the unpacked LM row has it.
 
 A pool is shared only when every one of its rows keeps the same context (the truncation depends

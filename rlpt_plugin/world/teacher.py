@@ -144,7 +144,7 @@ class OracleJudge:
         self.model_id = MODEL_ID
 
     async def judge(self, pools: Sequence[Any]) -> Any:
-        """Verdicts for the pools, in order (see ``rlpt_plugin.megatron.candidate_stage``)."""
+        """Verdicts for the pools, in order (see ``rlpt_plugin.megatron.candidates.candidate_stage``)."""
         scores, per_axis, calls = self.judge_sync(pools)
         return Verdicts(scores=list(scores), per_axis=per_axis, calls=calls,
                         failures=[0] * len(pools), cache_hit_rate=0.0)

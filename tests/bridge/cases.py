@@ -24,7 +24,7 @@ class _FinalWeights:
 
 def _train(out: Path, overrides: list[str],
            recipe: str = RECIPE) -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:
-    from rlpt_plugin.megatron import launch  # first: installs the CPU import guard
+    from rlpt_plugin.megatron.host import launch  # first: installs the CPU import guard
     from megatron.bridge.training.callbacks import Callback
 
     capture = type("Capture", (_FinalWeights, Callback), {})()
@@ -73,7 +73,7 @@ def stopped_case(rank: int, world_size: int, root: str, overrides: list[str]) ->
     """A run expected to stop: how it stopped, on this rank, and whether a judge thread survived."""
     import threading
 
-    from rlpt_plugin.megatron.candidate_stage import JudgeFailure
+    from rlpt_plugin.megatron.candidates.candidate_stage import JudgeFailure
 
     try:
         records, _ = _train(Path(root) / "run", overrides)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rlpt_plugin.config import ConfigError
-from rlpt_plugin.megatron import launch
+from rlpt_plugin.megatron.host import launch
 from tests.bridge.cases import resume_case, train_case
 from tests.bridge.job_recipe import EOD
 from tests.distributed.harness import run_distributed
@@ -26,7 +26,7 @@ BLEND = ["rlpt.data.source=synthetic", "rlpt.data.job_sequences_per_step=4", "tr
 def test_a_plain_bridge_job_is_wrapped_and_keeps_its_own_data(tmp_path):
     from megatron.bridge.training.config import GPTDatasetConfig
 
-    from rlpt_plugin.megatron.bridge_host import RLPTConfigContainer, RLPTDataProvider
+    from rlpt_plugin.megatron.host.bridge_host import RLPTConfigContainer, RLPTDataProvider
 
     cfg = launch.build_config(JOB, tmp_path, [*BLEND, "dataset.job_data.random_seed=5", "optimizer.lr=1e-3"])
     assert isinstance(cfg, RLPTConfigContainer) and isinstance(cfg.dataset, RLPTDataProvider)
@@ -60,7 +60,7 @@ def test_job_rows_are_the_jobs_own_gpt_samples(tmp_path):
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
     from megatron.core.datasets.gpt_dataset import GPTDataset
 
-    from rlpt_plugin.megatron.job_data import job_rows
+    from rlpt_plugin.megatron.data.job_data import job_rows
 
     cfg = launch.build_config(JOB, tmp_path, BLEND)
     cfg.dataset.job_data.finalize()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from rlpt_plugin.megatron import compat
+from rlpt_plugin.megatron.host import compat
 
 pytestmark = pytest.mark.bridge
 RECIPE = "megatron.bridge.recipes.llama.llama3:llama32_1b_pretrain_config"

@@ -1,5 +1,5 @@
 """Thinking SFT through Bridge: think stores (``rlpt rewrite --task think``) as LM rows of the
-step, blended with the groups and the job's own data (rlpt_plugin/megatron/think_dataset.py)."""
+step, blended with the groups and the job's own data (rlpt_plugin/megatron/data/think_dataset.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rlpt_plugin.config import ConfigError
-from rlpt_plugin.megatron import launch
+from rlpt_plugin.megatron.host import launch
 from tests.bridge.cases import resume_case
 from tests.distributed.harness import run_distributed
 from tests.rewrite.think_cases import small_think_store
@@ -33,8 +33,8 @@ def think(tmp_path_factory):
 
 
 def test_think_rows_are_the_stored_augmented_chunks_trained_on_every_token(think, tmp_path):
-    from rlpt_plugin.megatron.think_dataset import think_rows
-    from rlpt_plugin.megatron.think_store import ThinkStore
+    from rlpt_plugin.megatron.data.think_dataset import think_rows
+    from rlpt_plugin.megatron.data.think_store import ThinkStore
 
     store_a, tok, store_b = think
     cfg = launch.build_config(JOB, tmp_path, [*sft(store_a, tok)[:4], "rlpt.data.think_stores="

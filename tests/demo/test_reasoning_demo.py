@@ -43,8 +43,8 @@ def test_every_model_is_graded_and_the_table_printed(run):
 
 
 def test_the_phases_hand_each_other_the_right_data(run):
-    from rlpt_plugin.megatron.rewritten_store import RewrittenStore
-    from rlpt_plugin.megatron.think_store import ThinkStore
+    from rlpt_plugin.megatron.data.rewritten_store import RewrittenStore
+    from rlpt_plugin.megatron.data.think_store import ThinkStore
     from rlpt_plugin.world import WorldTokenizer, vocab
 
     out, tok = run["out"], WorldTokenizer(reasoning=True)

@@ -13,9 +13,9 @@ from megatron.core.num_microbatches_calculator import (
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.utils import get_model_config
 
-from rlpt_plugin.megatron.forward_step import RLPTForwardStep
-from rlpt_plugin.megatron.reference import ReferenceScorer
-from rlpt_plugin.megatron.step_source import StepSource
+from rlpt_plugin.megatron.step.forward_step import RLPTForwardStep
+from rlpt_plugin.megatron.candidates.reference import ReferenceScorer
+from rlpt_plugin.megatron.step.step_source import StepSource
 from rlpt_plugin.rl.losses import LossConfig
 from rlpt_plugin.rl.packing import PackSpec, Row, pack_step
 from rlpt_plugin.rl.synthetic import SyntheticGroups
@@ -86,8 +86,8 @@ def shared_logps_case(rank: int, world_size: int) -> dict[str, float]:
     """Per-token log-probs of one step's shared rows against its unpacked rows, on the same
     weights: with the block mask and RoPE positions, without the mask, and without RoPE positions
     (the last two must differ, or the test that uses this case could not fail)."""
-    from rlpt_plugin.megatron import shared_attention
-    from rlpt_plugin.megatron.shared_attention import MaskCache, forward_rows
+    from rlpt_plugin.megatron.step import shared_attention
+    from rlpt_plugin.megatron.step.shared_attention import MaskCache, forward_rows
     from rlpt_plugin.rl.pool import select_all
 
     Layout(1, 1).init()
@@ -131,7 +131,7 @@ def shared_logps_case(rank: int, world_size: int) -> dict[str, float]:
 def attention_path_case(rank: int, world_size: int) -> dict[str, list[str]]:
     """shared_rows_errors of the tiny model as built, and with settings that would ignore the
     shared rows' mask or positions."""
-    from rlpt_plugin.megatron.shared_attention import shared_rows_errors
+    from rlpt_plugin.megatron.step.shared_attention import shared_rows_errors
     from megatron.core.models.gpt import GPTModel
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
     from tests.distributed.tiny_gpt import transformer_config

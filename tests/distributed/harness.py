@@ -26,7 +26,7 @@ import torch.multiprocessing as mp
 
 
 #: Imported once by the fork server (import errors there are ignored: the worker imports again).
-PRELOAD = ["torch", "megatron.core", "rlpt_plugin.megatron.bridge_host", "rlpt_plugin.megatron.cpu_backend"]
+PRELOAD = ["torch", "megatron.core", "rlpt_plugin.megatron.host.bridge_host", "rlpt_plugin.megatron.host.cpu_backend"]
 mp.set_forkserver_preload(PRELOAD)
 
 
@@ -43,7 +43,7 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str, fn: Callable[..
     torch.set_num_threads(1)
     result: dict[str, Any]
     try:
-        from rlpt_plugin.megatron.cpu_backend import enable_cpu_backend
+        from rlpt_plugin.megatron.host.cpu_backend import enable_cpu_backend
 
         enable_cpu_backend()
         torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)

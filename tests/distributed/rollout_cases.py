@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from rlpt_plugin.megatron.rollout import RolloutSpec, generate_rollouts
+from rlpt_plugin.megatron.candidates.rollout import RolloutSpec, generate_rollouts
 from tests.distributed.tiny_gpt import VOCAB, Layout, build_model
 
 PREFIXES = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [20, 21, 22, 23, 24], [30, 31, 32]]  # one length bucket
@@ -33,7 +33,7 @@ def run_rollout_cases(rank: int, world_size: int, cases: list[dict[str, Any]]) -
 def training_logps(rank: int, world_size: int, tokens: list[list[list[int]]],
                    prefixes: list[list[int]] = PREFIXES) -> list[list[list[float]]]:
     """Per-token log-probs of prefix + rollout from an ordinary training-style forward."""
-    from rlpt_plugin.megatron.forward_step import causal_attention_mask
+    from rlpt_plugin.megatron.step.forward_step import causal_attention_mask
 
     Layout(1, 1).init()
     model = build_model(weight_seed=0, wrap_ddp=False).eval()

@@ -14,11 +14,11 @@ from megatron.core.num_microbatches_calculator import (
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from rlpt_plugin.judge.pools import JudgePool, Verdicts
-from rlpt_plugin.megatron.candidate_stage import CandidateStage
-from rlpt_plugin.megatron.forward_step import RLPTForwardStep
-from rlpt_plugin.megatron.reference import ReferenceScorer
-from rlpt_plugin.megatron.rollout import RolloutSpec
-from rlpt_plugin.megatron.step_source import StepSource
+from rlpt_plugin.megatron.candidates.candidate_stage import CandidateStage
+from rlpt_plugin.megatron.step.forward_step import RLPTForwardStep
+from rlpt_plugin.megatron.candidates.reference import ReferenceScorer
+from rlpt_plugin.megatron.candidates.rollout import RolloutSpec
+from rlpt_plugin.megatron.step.step_source import StepSource
 from rlpt_plugin.rl.candidates import PoolSpec
 from rlpt_plugin.rl.losses import LossConfig
 from rlpt_plugin.rl.packing import PackSpec
@@ -128,7 +128,7 @@ class BrokenJudge:
 def failing_steps(case: dict[str, Any]) -> dict[str, Any]:
     """Runs steps against a broken judge; returns how (and at which step) this rank stopped."""
     from rlpt_plugin.judge.watchdog import UnjudgedWatchdog
-    from rlpt_plugin.megatron.candidate_stage import JudgeFailure
+    from rlpt_plugin.megatron.candidates.candidate_stage import JudgeFailure
 
     Layout(case["tp"], case["pp"]).init()
     dp = ps.get_data_parallel_world_size()

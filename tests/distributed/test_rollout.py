@@ -63,7 +63,7 @@ def test_recorded_logps_equal_the_training_forward(single, tmp_path):
 
 
 def test_length_buckets():
-    from rlpt_plugin.megatron.rollout import length_buckets
+    from rlpt_plugin.megatron.candidates.rollout import length_buckets
 
     assert length_buckets([3, 14, 4, 20], 6) == [[0, 2], [1], [3]]
     assert length_buckets([6, 3, 5, 3], 6) == [[0, 1, 2, 3]]  # one batch, original order

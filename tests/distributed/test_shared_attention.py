@@ -28,8 +28,9 @@ def _cfg(mode: str) -> SimpleNamespace:
 
 
 def test_shared_refuses_auto_falls_back_loudly_unpacked_never_asks(monkeypatch):
-    from rlpt_plugin.megatron import bridge_host, shared_attention
+    from rlpt_plugin.megatron.host import bridge_host
 
+    from rlpt_plugin.megatron.step import shared_attention
     monkeypatch.setattr(shared_attention, "shared_rows_errors", lambda model: ["the attention is X"])
     with pytest.raises(ConfigError, match="`rlpt.data.prefix_sharing` is 'shared', but the attention is X"):
         bridge_host.resolve_shared_rows(_cfg("shared"), [])

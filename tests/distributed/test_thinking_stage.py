@@ -40,9 +40,9 @@ class RecordingJudge:
 def thinking_case(rank: int, world_size: int) -> dict[str, Any]:
     import torch
 
-    from rlpt_plugin.megatron import candidate_stage
-    from rlpt_plugin.megatron.candidate_stage import CandidateStage
-    from rlpt_plugin.megatron.rollout import Rollouts, RolloutSpec
+    from rlpt_plugin.megatron.candidates import candidate_stage
+    from rlpt_plugin.megatron.candidates.candidate_stage import CandidateStage
+    from rlpt_plugin.megatron.candidates.rollout import Rollouts, RolloutSpec
     from rlpt_plugin.rl.candidates import PoolSpec
     from rlpt_plugin.rl.thinking import ThinkingSpec
     from tests.distributed.tiny_gpt import VOCAB, Layout, build_model

@@ -91,8 +91,8 @@ def _eval_args(root: Path, trained: Path, base: Path, out: str, prefixes: str = 
 
 def session_case(rank: int, world_size: int, root_str: str, judge_url: str) -> dict[str, Any]:
     """Train 2 steps (checkpoints 1 and 2), then run every evaluation the tests check."""
-    from rlpt_plugin.megatron import launch  # first: installs the CPU import guard
-    from rlpt_plugin.megatron.evaluate import ContinuationEval
+    from rlpt_plugin.megatron.host import launch  # first: installs the CPU import guard
+    from rlpt_plugin.megatron.eval.evaluate import ContinuationEval
 
     root = Path(root_str)
     items = [json.loads(line) for line in (root / "eval.jsonl").read_text().splitlines()]

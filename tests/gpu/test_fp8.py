@@ -62,7 +62,7 @@ FP8 = {  # Bridge mixed-precision recipe -> the model's fp8_recipe it must produ
 def _runs(root: str, precisions: list[str]) -> dict[str, dict[str, Any]]:
     """In the spawned process: one pretrain() per precision; the loss per step and what the
     built model really is."""
-    from rlpt_plugin.megatron import launch
+    from rlpt_plugin.megatron.host import launch
     from megatron.bridge.training.callbacks import Callback
     from megatron.core.utils import get_model_config
     from transformer_engine.pytorch.module.base import TransformerEngineBaseModule

@@ -269,7 +269,7 @@ def test_an_empty_answer_that_stopped_normally_is_just_empty():
 @pytest.mark.parametrize(("mode", "kind", "first"), [("auto", "chat", "json_schema"), ("off", "chat", None),
                                                      ("grammar", "completions", "grammar")])
 def test_the_config_setting_reaches_the_judge(mode, kind, first):
-    from rlpt_plugin.megatron.stage_factory import judge_from_config
+    from rlpt_plugin.megatron.candidates.stage_factory import judge_from_config
 
     rlpt = rlpt_config.RLPTConfig()
     rlpt.judge.endpoints, rlpt.judge.model = ["http://127.0.0.1:9/v1"], "m"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from rlpt_plugin.config import ConfigError
-from rlpt_plugin.megatron import launch, validation
+from rlpt_plugin.megatron.host import launch, validation
 from tests.bridge.test_in_loop import quality_judge, rewritten_store
 from tests.distributed.harness import run_distributed
 from tests.teacher.loopback_server import LoopbackServer
@@ -184,7 +184,7 @@ def axis_of(body: dict) -> str:
 
 def tiny_runs_case(rank: int, world_size: int, root: str,
                    runs: dict[str, list[str]]) -> dict[str, list[dict[str, float]]]:
-    from rlpt_plugin.megatron import launch as host  # first: installs the CPU import guard
+    from rlpt_plugin.megatron.host import launch as host  # first: installs the CPU import guard
 
     out = {}
     for name, overrides in runs.items():

@@ -28,7 +28,7 @@ def manifest(fingerprint: str = "f" * 64) -> dict[str, Any]:
 
 
 def dataset_case(rank: int, world_size: int, store_a: str, store_b: str) -> dict[str, Any]:
-    from rlpt_plugin.megatron.suffix_dataset import SuffixDatasetConfig, blend_with_gpt, build_suffix_datasets
+    from rlpt_plugin.megatron.data.suffix_dataset import SuffixDatasetConfig, blend_with_gpt, build_suffix_datasets
 
     def config(seed: int, blend: tuple) -> SuffixDatasetConfig:
         return SuffixDatasetConfig(random_seed=seed, sequence_length=16, blend=blend, split="100,0,0",
@@ -54,7 +54,7 @@ def dataset_case(rank: int, world_size: int, store_a: str, store_b: str) -> dict
 
 
 def store_dir(tmp: Path, name: str, num: int, seed: int = 0) -> Path:
-    from rlpt_plugin.megatron.rewritten_store import write_store
+    from rlpt_plugin.megatron.data.rewritten_store import write_store
 
     write_store(tmp / name, records(num, seed), manifest())
     return tmp / name

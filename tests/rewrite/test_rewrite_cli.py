@@ -10,7 +10,7 @@ import pytest
 
 from rlpt_plugin.cli import main
 from rlpt_plugin.data.tokenizer import load_tokenizer
-from rlpt_plugin.megatron.rewritten_store import RewrittenStore
+from rlpt_plugin.megatron.data.rewritten_store import RewrittenStore
 from rlpt_plugin.teacher.rewriter import default_max_tokens
 from tests.rewrite.fixtures import make_corpus, make_tokenizer_dir
 from tests.teacher.loopback_server import Fault, FaultKind, LoopbackServer

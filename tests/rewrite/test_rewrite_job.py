@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rlpt_plugin.cli import main
-from rlpt_plugin.megatron.rewritten_store import RewrittenStore
+from rlpt_plugin.megatron.data.rewritten_store import RewrittenStore
 from tests.rewrite.fixtures import kill_after_parts, make_corpus, make_tokenizer_dir
 from tests.teacher.loopback_server import REFUSAL_TEXT, Fault, FaultKind, LoopbackServer, always
 

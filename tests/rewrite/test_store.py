@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlpt_plugin.megatron.rewritten_store import RewrittenStore, StoreMismatchError, write_store
+from rlpt_plugin.megatron.data.rewritten_store import RewrittenStore, StoreMismatchError, write_store
 from tests.distributed.harness import run_distributed
 from tests.rewrite.store_cases import N, dataset_case, manifest, records, store_dir
 

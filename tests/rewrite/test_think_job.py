@@ -12,7 +12,7 @@ import pytest
 
 from rlpt_plugin.cli import main
 from rlpt_plugin.data.corpus import open_corpus
-from rlpt_plugin.megatron.think_store import ThinkStore, ThinkStoreError
+from rlpt_plugin.megatron.data.think_store import ThinkStore, ThinkStoreError
 from tests.rewrite.fixtures import kill_after_parts, make_corpus, make_tokenizer_dir
 from tests.rewrite.think_cases import THINK_WORDS, expected_status, responder
 from tests.teacher.loopback_server import Fault, FaultKind, LoopbackServer, always
@@ -84,7 +84,7 @@ def test_think_rewrite_keeps_the_good_chunks_and_counts_every_bad_one(data, tmp_
 
 
 def test_a_store_whose_thoughts_do_not_strip_to_the_original_is_refused(data, tmp_path):
-    from rlpt_plugin.megatron.think_store import write_think_store
+    from rlpt_plugin.megatron.data.think_store import write_think_store
 
     manifest = {"tokenizer": {"name": "t", "fingerprint": "f", "vocab_size": 9}}
     with pytest.raises(ThinkStoreError, match="chunk 0:0: removing the thought tokens"):

@@ -18,7 +18,7 @@ import pytest
 from rlpt_plugin.cli import main
 from rlpt_plugin.judge import Judge, JudgeConfig, JudgePool
 from rlpt_plugin.judge.axes import Axis
-from rlpt_plugin.megatron.rewritten_store import RewrittenStore
+from rlpt_plugin.megatron.data.rewritten_store import RewrittenStore
 from rlpt_plugin.teacher.openai_client import OpenAIClient
 from rlpt_plugin.teacher.protocol import GenerationRequest, SamplingParams
 from tests.rewrite.fixtures import make_corpus, make_tokenizer_dir

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rlpt_plugin.cli import main
-from rlpt_plugin.megatron.think_store import ThinkStore
+from rlpt_plugin.megatron.data.think_store import ThinkStore
 from rlpt_plugin.teacher.think_rewriter import THINK_STATUSES
 from tests.rewrite.fixtures import make_corpus, make_tokenizer_dir
 from tests.rewrite.think_cases import THINK_WORDS

@@ -1,7 +1,7 @@
 """Canary: fails loudly when the installed megatron-core / Megatron-Bridge is not a tested stack,
 or when a symbol, guard or patch target that the plugin relies on moved.
 
-The tested stacks and what differs between them live in rlpt_plugin/megatron/compat.py; the CPU
+The tested stacks and what differs between them live in rlpt_plugin/megatron/host/compat.py; the CPU
 shims and patches name the upstream versions they were verified against. A version bump must
 re-run tests/distributed and tests/bridge, then update compat.STACKS, SYMBOLS and IMPORT_GUARDS.
 """
@@ -16,7 +16,7 @@ import re
 
 import pytest
 
-from rlpt_plugin.megatron import bridge_cpu, compat, cpu_backend
+from rlpt_plugin.megatron.host import bridge_cpu, compat, cpu_backend
 from rlpt_plugin.patches import compile_helpers
 
 STACK = compat.installed_stack() if compat.installed_versions() in compat.STACKS.values() else None
@@ -122,7 +122,7 @@ def test_bridge_sets_the_dataset_tokenizer_as_compat_says():
 def test_bridge_restores_loader_state_only_through_restore_state():
     """0.6.2 restores loader state by calling restore_state, which the plugin's step feed must
     not define (the rlpt callback restores it after attaching the step source)."""
-    from rlpt_plugin.megatron.bridge_host import StepFeed
+    from rlpt_plugin.megatron.host.bridge_host import StepFeed
 
     assert not hasattr(StepFeed, "restore_state")
     if _stack() == "0.19":

@@ -235,7 +235,7 @@ def test_the_module_imports_neither_torch_nor_megatron():
 
 
 def test_bridge_applies_the_composed_overrides(tmp_path):
-    from rlpt_plugin.megatron import launch  # the real launcher path (Bridge's override processing)
+    from rlpt_plugin.megatron.host import launch  # the real launcher path (Bridge's override processing)
 
     cfg = launch.build_config("rlpt_plugin.recipes.world:world_config", tmp_path, expand_args(
         ["world=demo", "judge=safety", "loss=rf_nll", "candidates=k16_original", "rlpt.loss.beta=0.05"]))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rlpt_plugin.config import RLPTConfig, TermWeight
-from rlpt_plugin.megatron.step_source import StepSource
+from rlpt_plugin.megatron.step.step_source import StepSource
 from rlpt_plugin.rl.losses import Denominators, LossConfig, LossWeights, mixed_loss
 from rlpt_plugin.rl.packing import PackSpec, pack_step
 from rlpt_plugin.rl.pool import CandidateGroup, CandidateKind, select_all

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from rlpt_plugin.config import ConfigError
-from rlpt_plugin.megatron import launch, validation
+from rlpt_plugin.megatron.host import launch, validation
 
 RECIPE = "rlpt_plugin.recipes.tiny:tiny_config"
 
@@ -61,7 +61,7 @@ def test_unknown_recipe_is_a_clear_error(tmp_path):
 def test_with_rlpt_keeps_every_setting_of_an_existing_job(tmp_path):
     from megatron.bridge.training.config import ConfigContainer
 
-    from rlpt_plugin.megatron.bridge_host import RLPTConfigContainer, RLPTDataProvider, with_rlpt
+    from rlpt_plugin.megatron.host.bridge_host import RLPTConfigContainer, RLPTDataProvider, with_rlpt
 
     job = launch.build_config(RECIPE, tmp_path, ["optimizer.lr=7e-4", "model.num_layers=3"])
     plain = ConfigContainer(**{k: getattr(job, k) for k in ("model", "train", "optimizer", "scheduler",
@@ -78,7 +78,7 @@ def test_with_rlpt_points_an_existing_job_at_rewritten_stores(tmp_path):
     the job stays, the rlpt section validates, only the data changes."""
     from megatron.bridge.training.config import ConfigContainer, GPTDatasetConfig
 
-    from rlpt_plugin.megatron.bridge_host import RLPTDataProvider, with_rlpt
+    from rlpt_plugin.megatron.host.bridge_host import RLPTDataProvider, with_rlpt
 
     job = launch.build_config(RECIPE, tmp_path, ["optimizer.lr=7e-4"])
     gpt_data = GPTDatasetConfig(random_seed=1, sequence_length=job.model.seq_length,

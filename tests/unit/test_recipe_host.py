@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from rlpt_plugin.config import ConfigError
-from rlpt_plugin.megatron import recipe_host
+from rlpt_plugin.megatron.host import recipe_host
 
 
 def test_a_recipe_without_arguments_writes_under_out(tmp_path):

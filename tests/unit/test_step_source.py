@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlpt_plugin.megatron.step_source import StepSource
+from rlpt_plugin.megatron.step.step_source import StepSource
 from rlpt_plugin.rl.packing import PackSpec, pack_step
 from rlpt_plugin.rl.pool import select_all
 from rlpt_plugin.rl.synthetic import SyntheticGroups
@@ -23,7 +23,7 @@ def test_token_ids_outside_the_model_vocabulary_name_the_group():
 
 
 def test_think_rows_are_packed_after_the_groups_and_counted_in_the_lm_term(monkeypatch):
-    from rlpt_plugin.megatron import step_source
+    from rlpt_plugin.megatron.step import step_source
     from rlpt_plugin.rl.packing import Row
 
     # one data-parallel rank, no process group: the step's share is all of it, sums are local

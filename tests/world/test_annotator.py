@@ -27,7 +27,7 @@ def _rewrite(tmp_path, name: str, *extra: str) -> tuple[int, dict]:
 
 
 def test_the_exact_annotator_explains_every_two_hop_sentence_and_changes_no_id(tmp_path):
-    from rlpt_plugin.megatron.think_store import ThinkStore
+    from rlpt_plugin.megatron.data.think_store import ThinkStore
 
     rc, manifest = _rewrite(tmp_path, "exact", "--world-annotator-miss", "0", "--world-annotator-error", "0")
     assert rc == 0 and manifest["teacher"]["model_id"] == "world-oracle"
@@ -48,7 +48,7 @@ def test_the_exact_annotator_explains_every_two_hop_sentence_and_changes_no_id(t
 
 
 def test_the_honest_annotator_misses_and_errs_at_its_rates_and_bad_flags_are_errors(tmp_path, capsys):
-    from rlpt_plugin.megatron.think_store import ThinkStore
+    from rlpt_plugin.megatron.data.think_store import ThinkStore
 
     rc, manifest = _rewrite(tmp_path, "missing", "--world-annotator-miss", "1")
     assert rc == 0 and manifest["outcomes"].get("augmented", 0) == 0

@@ -118,7 +118,7 @@ def test_equal_quality_is_a_tie_in_evaluation_and_in_the_pool_judge():
 
 def test_the_judge_from_config_is_the_honest_teacher_by_default():
     from rlpt_plugin.config import ConfigError, RLPTConfig
-    from rlpt_plugin.megatron.stage_factory import world_judge_from_config
+    from rlpt_plugin.megatron.candidates.stage_factory import world_judge_from_config
 
     cfg = RLPTConfig()
     cfg.data.source, cfg.data.stores, cfg.data.tokenizer = "store", ["/s"], "world"

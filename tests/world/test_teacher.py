@@ -22,7 +22,7 @@ KB = build_kb(CFG)
 
 def test_rewrite_cli_with_world_teacher(tmp_path):
     from rlpt_plugin.cli import main
-    from rlpt_plugin.megatron.rewritten_store import RewrittenStore
+    from rlpt_plugin.megatron.data.rewritten_store import RewrittenStore
 
     corpus = tmp_path / "corpus.jsonl"
     write_jsonl(corpus, generate_corpus(CFG, KB))
@@ -195,7 +195,7 @@ def test_config_world_backend_needs_no_endpoints():
     cfg.judge.safety = 0.5
     cfg.validate()
 
-    from rlpt_plugin.megatron.stage_factory import world_judge_from_config
+    from rlpt_plugin.megatron.candidates.stage_factory import world_judge_from_config
 
     judge = world_judge_from_config(cfg)
     assert isinstance(judge, OracleJudge)

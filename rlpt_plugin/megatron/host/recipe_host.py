@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rlpt_plugin.config import ConfigError
-from rlpt_plugin.megatron.validation import transformer_engine_available
+from rlpt_plugin.megatron.host.validation import transformer_engine_available
 
 # Bridge's layer-spec functions that build Transformer Engine modules (both tested versions)
 TE_SPECS = ("default_layer_spec", "transformer_engine_layer_spec", "transformer_engine_full_layer_spec")

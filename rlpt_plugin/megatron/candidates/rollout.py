@@ -31,7 +31,7 @@ from megatron.core.inference.contexts import StaticInferenceContext
 from megatron.core.utils import get_attr_wrapped_model
 
 from rlpt_plugin.megatron import parallel
-from rlpt_plugin.megatron.forward_step import causal_attention_mask, model_device
+from rlpt_plugin.megatron.step.forward_step import causal_attention_mask, model_device
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,7 +7,7 @@ no-ops, and (3) installs a torch-function mode that maps every `device="cuda"` a
 `.cuda()` and `.pin_memory()` to the CPU. Each patch is a :class:`Patch` with the upstream symbol
 it replaces and why; ``tests/unit/test_canary.py`` fails loudly when a symbol moves.
 
-Megatron-Bridge's CPU-only runtime patches live in :mod:`rlpt_plugin.megatron.bridge_cpu`; the
+Megatron-Bridge's CPU-only runtime patches live in :mod:`rlpt_plugin.megatron.host.bridge_cpu`; the
 one patch that GPU installs of the pinned versions need too lives in ``patches/``.
 """
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
 
-from rlpt_plugin.megatron.rewritten_store import StoreMismatchError, _sha256
+from rlpt_plugin.megatron.data.rewritten_store import StoreMismatchError, _sha256
 
 FORMAT = "rlpt-think-store-v1"
 PARTS = ("tokens", "mask", "original")

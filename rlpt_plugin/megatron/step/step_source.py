@@ -22,8 +22,8 @@ import torch
 
 from rlpt_plugin.megatron import parallel
 from rlpt_plugin.judge.watchdog import UnjudgedWatchdog, stop_message
-from rlpt_plugin.megatron.candidate_stage import CandidateStage, JudgeFailure
-from rlpt_plugin.megatron.reference import ReferenceScorer
+from rlpt_plugin.megatron.candidates.candidate_stage import CandidateStage, JudgeFailure
+from rlpt_plugin.megatron.candidates.reference import ReferenceScorer
 from rlpt_plugin.rl.packing import PackSpec, Row, pack_step
 from rlpt_plugin.rl.pool import RULE_GRPO, SKIP_ALL_TIED, CandidateGroup, SelectionStats, select_all
 from rlpt_plugin.rl.losses import Denominators
@@ -41,7 +41,7 @@ class StepSource(Iterator[StepMicroBatch]):
     data), ``lm_rows(i)`` for the GLOBAL sequence index i; step s trains sequences
     ``[s * lm_rows_per_step, (s + 1) * lm_rows_per_step)``, shared over DP like the groups.
     think_rows / think_rows_per_step: the same for the think stores' rows (thinking SFT,
-    rlpt_plugin/megatron/think_dataset.py), packed after the job's rows.
+    rlpt_plugin/megatron/data/think_dataset.py), packed after the job's rows.
     """
 
     def __init__(self, group_fn: GroupFn | None = None, *, groups_per_step: int, spec: PackSpec,

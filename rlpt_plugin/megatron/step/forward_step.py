@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import torch
 
 from rlpt_plugin.megatron import parallel
-from rlpt_plugin.megatron.shared_attention import MaskCache, forward_rows
+from rlpt_plugin.megatron.step.shared_attention import MaskCache, forward_rows
 from rlpt_plugin.rl.losses import LossConfig, mixed_loss
 from rlpt_plugin.rl.packing import MicroBatch
 from rlpt_plugin.rl.step import StepMicroBatch, batch_segments

@@ -12,7 +12,7 @@ first ``sequence_length + 1``.
 
 :func:`think_rows` turns sample ``i`` into one LM-only row with loss on every token, original
 and thought (the report's thinking SFT): ``rlpt.data.think_sequences_per_step`` of them per
-step, next to the groups' rows and the job's own data (rlpt_plugin/megatron/job_data.py).
+step, next to the groups' rows and the job's own data (rlpt_plugin/megatron/data/job_data.py).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from megatron.core.datasets.blended_megatron_dataset_config import BlendedMegatr
 from megatron.core.datasets.megatron_dataset import MegatronDataset
 from megatron.core.datasets.utils import Split
 
-from rlpt_plugin.megatron.think_store import ThinkStore
+from rlpt_plugin.megatron.data.think_store import ThinkStore
 from rlpt_plugin.rl.packing import Row
 
 

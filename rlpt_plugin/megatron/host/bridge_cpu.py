@@ -2,7 +2,7 @@
 0.6.2; compat.py lists what differs).
 
 Applied by :func:`enable_bridge_cpu` only when CUDA is absent, after the megatron-core CPU
-backend (:mod:`rlpt_plugin.megatron.cpu_backend`). Each shim, and why:
+backend (:mod:`rlpt_plugin.megatron.host.cpu_backend`). Each shim, and why:
 
 1. Unguarded imports. ``megatron/bridge/peft/lora_layers.py`` and ``peft/lora.py`` import
    ``transformer_engine.pytorch`` at module level (lora_layers subclasses ``te.Linear``), and
@@ -29,7 +29,7 @@ import importlib
 import types
 from typing import Any
 
-from rlpt_plugin.megatron import compat, cpu_backend
+from rlpt_plugin.megatron.host import compat, cpu_backend
 from rlpt_plugin import patches
 
 # Modules allowed to receive the placeholder, and the top-level packages they may ask for: the

@@ -67,7 +67,7 @@ def installed_stack() -> str:
     raise UnknownStackError(
         f"megatron-core {found['megatron-core']} + megatron-bridge {found['megatron-bridge']} is not a "
         f"tested stack ({tested}): run tests/unit/test_canary.py, tests/distributed and tests/bridge "
-        "on it, then add it to rlpt_plugin/megatron/compat.py STACKS and SYMBOLS")
+        "on it, then add it to rlpt_plugin/megatron/host/compat.py STACKS and SYMBOLS")
 
 
 # ---------------------------------------------------------------------------------------------

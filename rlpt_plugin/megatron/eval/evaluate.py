@@ -17,8 +17,8 @@ import torch
 from megatron.bridge.training.callbacks import Callback, CallbackContext
 
 from rlpt_plugin.megatron import parallel
-from rlpt_plugin.megatron.reference import score_continuations
-from rlpt_plugin.megatron.rollout import RolloutSpec, generate_rollouts
+from rlpt_plugin.megatron.candidates.reference import score_continuations
+from rlpt_plugin.megatron.candidates.rollout import RolloutSpec, generate_rollouts
 from rlpt_plugin.rl.context import row_context
 from rlpt_plugin.types import Tokenizer
 

@@ -34,8 +34,8 @@ import torch
 
 from rlpt_plugin.judge.pools import JudgePool, Verdicts
 from rlpt_plugin.megatron import parallel
-from rlpt_plugin.megatron.reference import score_continuations
-from rlpt_plugin.megatron.rollout import RolloutSpec, generate_rollouts
+from rlpt_plugin.megatron.candidates.reference import score_continuations
+from rlpt_plugin.megatron.candidates.rollout import RolloutSpec, generate_rollouts
 from rlpt_plugin.rl.candidates import PoolInput, PoolSpec, build_group, pool_candidates
 from rlpt_plugin.rl.pool import CandidateGroup, CandidateKind
 from rlpt_plugin.rl.thinking import ThinkingSpec, answer, cut, read

@@ -21,11 +21,11 @@ from megatron.bridge.training.utils.omegaconf_utils import OverridesError, proce
 from omegaconf.errors import OmegaConfBaseException
 
 from rlpt_plugin.config import ConfigError
-from rlpt_plugin.megatron.compat import safe_yaml_representers
-from rlpt_plugin.megatron.recipe_host import call_recipe, cpu_layer_spec
-from rlpt_plugin.megatron.bridge_host import RLPTConfigContainer, rlpt_pretrain, with_rlpt
-from rlpt_plugin.megatron.metrics_log import MetricsLog
-from rlpt_plugin.megatron.validation import host_errors
+from rlpt_plugin.megatron.host.compat import safe_yaml_representers
+from rlpt_plugin.megatron.host.recipe_host import call_recipe, cpu_layer_spec
+from rlpt_plugin.megatron.host.bridge_host import RLPTConfigContainer, rlpt_pretrain, with_rlpt
+from rlpt_plugin.megatron.host.metrics_log import MetricsLog
+from rlpt_plugin.megatron.host.validation import host_errors
 
 
 def load_recipe(path: str) -> Callable[..., Any]:

@@ -27,7 +27,7 @@ from megatron.core.datasets.blended_megatron_dataset_config import BlendedMegatr
 from megatron.core.datasets.megatron_dataset import MegatronDataset
 from megatron.core.datasets.utils import Split
 
-from rlpt_plugin.megatron.rewritten_store import RewrittenStore
+from rlpt_plugin.megatron.data.rewritten_store import RewrittenStore
 
 
 @dataclass

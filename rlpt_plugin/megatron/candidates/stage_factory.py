@@ -20,10 +20,10 @@ from rlpt_plugin.data.tokenizer import load_tokenizer
 from rlpt_plugin.judge.judge import Judge
 from rlpt_plugin.judge.pools import JudgeConfig, JudgePool, Verdicts
 from rlpt_plugin.megatron import parallel
-from rlpt_plugin.megatron.candidate_stage import FAILURE_REASONS, CandidateStage
-from rlpt_plugin.megatron.rewritten_store import RewrittenStore
-from rlpt_plugin.megatron.rollout import RolloutSpec
-from rlpt_plugin.megatron.suffix_dataset import SuffixDatasetConfig, build_suffix_datasets
+from rlpt_plugin.megatron.candidates.candidate_stage import FAILURE_REASONS, CandidateStage
+from rlpt_plugin.megatron.data.rewritten_store import RewrittenStore
+from rlpt_plugin.megatron.candidates.rollout import RolloutSpec
+from rlpt_plugin.megatron.data.suffix_dataset import SuffixDatasetConfig, build_suffix_datasets
 from rlpt_plugin.rl.candidates import PoolInput, PoolSpec, build_group
 from rlpt_plugin.rl.pool import CandidateGroup
 from rlpt_plugin.rl.thinking import ThinkingSpec

@@ -30,12 +30,12 @@ from megatron.bridge.training.config import ConfigContainer, DatasetBuildContext
 from rlpt_plugin.config import ConfigError, RLPTConfig
 from rlpt_plugin.judge.watchdog import UnjudgedWatchdog
 from rlpt_plugin.megatron import parallel
-from rlpt_plugin.megatron.compat import NO_LOADER_STATE, keep_build_tokenizer
-from rlpt_plugin.megatron.forward_step import RLPTForwardStep
-from rlpt_plugin.megatron.frozen_reference import frozen_reference
-from rlpt_plugin.megatron.reference import ReferenceScorer
-from rlpt_plugin.megatron.step_source import StepSource
-from rlpt_plugin.megatron.validation import host_errors, layout_errors
+from rlpt_plugin.megatron.host.compat import NO_LOADER_STATE, keep_build_tokenizer
+from rlpt_plugin.megatron.step.forward_step import RLPTForwardStep
+from rlpt_plugin.megatron.candidates.frozen_reference import frozen_reference
+from rlpt_plugin.megatron.candidates.reference import ReferenceScorer
+from rlpt_plugin.megatron.step.step_source import StepSource
+from rlpt_plugin.megatron.host.validation import host_errors, layout_errors
 from rlpt_plugin.plan_config import lm_rows_packed
 from rlpt_plugin.rl.packing import PackSpec
 from rlpt_plugin.rl.step import StepMicroBatch
@@ -100,7 +100,7 @@ class StepFeed(Iterator[StepMicroBatch]):
     def __next__(self) -> StepMicroBatch:
         if self.source is None:
             raise RuntimeError("the rlpt step source is not attached: pass the callbacks from "
-                               "rlpt_plugin.megatron.bridge_host.rlpt_pretrain to pretrain()")
+                               "rlpt_plugin.megatron.host.bridge_host.rlpt_pretrain to pretrain()")
         return next(self.source)
 
 
@@ -117,7 +117,7 @@ class RLPTDataProvider(DatasetProvider):
     on both Bridge versions: see compat.py)."""
     job_data: Any = None
     """The job's own dataset config (kept by with_rlpt): the source of
-    ``rlpt.data.job_sequences_per_step`` (rlpt_plugin/megatron/job_data.py)."""
+    ``rlpt.data.job_sequences_per_step`` (rlpt_plugin/megatron/data/job_data.py)."""
 
     def build_datasets(self, context: DatasetBuildContext) -> tuple[Any, Any, Any]:
         keep_build_tokenizer(self, context)
@@ -170,7 +170,7 @@ def resolve_shared_rows(cfg: RLPTConfigContainer, model: list[torch.nn.Module]) 
     to unpacked rows with a warning, when the attention path would not apply the mask."""
     if not wants_shared_rows(cfg):
         return False
-    from rlpt_plugin.megatron.shared_attention import shared_rows_errors
+    from rlpt_plugin.megatron.step.shared_attention import shared_rows_errors
 
     errors = shared_rows_errors(model)
     if getattr(cfg.model, "pipeline_model_parallel_size", 1) > 1 and not getattr(cfg.model, "variable_seq_lengths", False):
@@ -214,23 +214,23 @@ class RLPTCallback(Callback):
                 context.model, step=step, save_root=cfg.checkpoint.save, load_root=cfg.checkpoint.load))
         stage = None
         if in_loop(cfg):
-            from rlpt_plugin.megatron.stage_factory import build_stage
+            from rlpt_plugin.megatron.candidates.stage_factory import build_stage
 
             stage, groups = build_stage(cfg, context.model), None
         elif cfg.rlpt.data.source == "store":  # next-token training on the store's windows
-            from rlpt_plugin.megatron.stage_factory import original_groups
+            from rlpt_plugin.megatron.candidates.stage_factory import original_groups
 
             groups = original_groups(cfg)
         else:
             stage, groups = None, group_source(cfg).group
         lm_rows = None
         if cfg.rlpt.data.job_sequences_per_step:
-            from rlpt_plugin.megatron.job_data import job_rows
+            from rlpt_plugin.megatron.data.job_data import job_rows
 
             lm_rows = job_rows(cfg)
         think = None
         if cfg.rlpt.data.think_sequences_per_step:
-            from rlpt_plugin.megatron.think_dataset import think_rows
+            from rlpt_plugin.megatron.data.think_dataset import think_rows
 
             think = think_rows(cfg)
         self.source = StepSource(groups, groups_per_step=cfg.rlpt.data.groups_per_step,
@@ -286,7 +286,7 @@ def forward_step(cfg: RLPTConfigContainer) -> RLPTForwardStep:
 
 def rlpt_pretrain(cfg: RLPTConfigContainer, extra_callbacks: list[Callback] | None = None) -> None:
     """Run Bridge's ``pretrain()`` with the plugin's forward step, data and callbacks."""
-    from rlpt_plugin.megatron.bridge_cpu import enable_bridge_cpu
+    from rlpt_plugin.megatron.host.bridge_cpu import enable_bridge_cpu
 
     enable_bridge_cpu()  # no-op with CUDA present (then only rlpt_plugin.patches apply)
     from megatron.bridge.training.pretrain import pretrain

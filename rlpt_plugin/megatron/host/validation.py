@@ -73,7 +73,7 @@ def job_data_errors(cfg: Any) -> list[str]:
 
 def think_store_errors(cfg: Any) -> list[str]:
     """Every ``rlpt.data.think_stores`` entry a think store with chunks (read from its manifest)."""
-    from rlpt_plugin.megatron.think_store import FORMAT
+    from rlpt_plugin.megatron.data.think_store import FORMAT
 
     errors = []
     for i, store in enumerate(getattr(cfg.rlpt.data, "think_stores", [])):
@@ -107,7 +107,7 @@ def host_errors(cfg: Any) -> list[str]:
     if getattr(model, "calculate_per_token_loss", False):
         errors.append("`model.calculate_per_token_loss` must be False: the rlpt loss normalises "
                       "each term by its own global count and undoes the schedule's averaging "
-                      "(rlpt_plugin/megatron/forward_step.py), but it is True.")
+                      "(rlpt_plugin/megatron/step/forward_step.py), but it is True.")
     if getattr(model, "context_parallel_size", 1) != 1:
         errors.append("`model.context_parallel_size` must be 1 (context parallelism is not "
                       f"supported by the rlpt loss yet), but is {model.context_parallel_size}.")
@@ -119,7 +119,7 @@ def host_errors(cfg: Any) -> list[str]:
                       "error), but it is True.")
     dataset = getattr(cfg, "dataset", None)
     if type(dataset).__name__ != "RLPTDataProvider":
-        errors.append("`dataset` must be an RLPTDataProvider (rlpt_plugin.megatron.bridge_host), "
+        errors.append("`dataset` must be an RLPTDataProvider (rlpt_plugin.megatron.host.bridge_host), "
                       f"but is {type(dataset).__name__}.")
     vocab = getattr(cfg.tokenizer, "vocab_size", None)
     model_vocab = getattr(model, "vocab_size", None)
@@ -134,7 +134,7 @@ def host_errors(cfg: Any) -> list[str]:
 
 
 def dropout_errors(cfg: Any) -> list[str]:
-    """A reference scored in eval mode (rollout-time or frozen, rlpt_plugin/megatron/reference.py
+    """A reference scored in eval mode (rollout-time or frozen, rlpt_plugin/megatron/candidates/reference.py
     and rollout.py) against a policy trained with dropout: the DPO log-ratio would carry the
     dropout noise and be biased even where policy and reference are the same weights."""
     rlpt, model = cfg.rlpt, cfg.model

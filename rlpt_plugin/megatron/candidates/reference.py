@@ -24,8 +24,8 @@ from typing import Iterator, Sequence
 import torch
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
-from rlpt_plugin.megatron.forward_step import model_device
-from rlpt_plugin.megatron.shared_attention import MaskCache, forward_rows
+from rlpt_plugin.megatron.step.forward_step import model_device
+from rlpt_plugin.megatron.step.shared_attention import MaskCache, forward_rows
 from rlpt_plugin.rl.context import row_context
 from rlpt_plugin.rl.packing import ROLE_RF, MicroBatch, PackSpec, Row, pack_rows
 

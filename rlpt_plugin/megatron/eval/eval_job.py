@@ -105,7 +105,7 @@ class EvalRequest:
 # ---------------------------------------------------------------------------------------------
 def _init_parallel(cfg: Any) -> bool:
     """torch.distributed + megatron parallel state for ``cfg``; True if we created the group."""
-    from rlpt_plugin.megatron.launch import _single_process_env
+    from rlpt_plugin.megatron.host.launch import _single_process_env
 
     created = False
     if not dist.is_initialized():
@@ -155,7 +155,7 @@ def continue_prefixes(cfg: Any, checkpoints: Mapping[str, Path], prefixes: Seque
     from megatron.bridge.training.initialize import destroy_global_state
 
     from rlpt_plugin.megatron import parallel
-    from rlpt_plugin.megatron.evaluate import greedy_continuations
+    from rlpt_plugin.megatron.eval.evaluate import greedy_continuations
 
     cfg.model.virtual_pipeline_model_parallel_size = None
     cfg.model.perform_initialization = False
@@ -202,10 +202,10 @@ def run_eval(req: EvalRequest) -> dict[str, Any] | None:
     from rlpt_plugin.data.tokenizer import load_tokenizer
 
     tok = load_tokenizer(req.tokenizer)  # TokenizerError is a ValueError
-    from rlpt_plugin.megatron.bridge_cpu import enable_bridge_cpu
+    from rlpt_plugin.megatron.host.bridge_cpu import enable_bridge_cpu
 
     enable_bridge_cpu()  # before Bridge's modules load (no-op with CUDA present)
-    from rlpt_plugin.megatron.launch import build_config
+    from rlpt_plugin.megatron.host.launch import build_config
 
     cfg = build_config(req.recipe, req.out_dir, list(req.overrides))
     seq, n = cfg.model.seq_length, req.suffix_length
