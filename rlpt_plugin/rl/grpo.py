@@ -29,6 +29,12 @@ from torch import Tensor
 from rlpt_plugin.rl.items import _check_rows, _masked, item_masks
 
 
+#: Bound on |logp - old_logp| before exp(): exp(20) ~ 4.9e8 is finite in fp32, where a rollout
+#: token the policy now finds e^89 times likelier would overflow to inf (and the loss with it).
+#: Beyond the bound the token gets no gradient, as a clipped one; within it nothing changes.
+MAX_LOG_RATIO = 20.0
+
+
 def check_clip_eps(clip_eps: float, owner: str = "clip_eps") -> None:
     if isinstance(clip_eps, bool) or not isinstance(clip_eps, (int, float)) \
             or not math.isfinite(clip_eps) or not 0 < clip_eps < 1:
@@ -60,7 +66,7 @@ def clipped_surrogate_sum(token_logps_GS: Tensor, old_logps_GS: Tensor, mask_GS:
     used_GS = mask_GS != 0
     # Outside the mask the log-ratio is 0 (ratio 1): garbage there never reaches exp().
     log_ratio_GS = _masked(token_logps_GS - old_logps_GS.detach(), used_GS)
-    ratio_GS = torch.exp(log_ratio_GS)
+    ratio_GS = torch.exp(torch.clamp(log_ratio_GS, -MAX_LOG_RATIO, MAX_LOG_RATIO))
     adv_G1 = advantages_G.to(ratio_GS.dtype)[:, None]
     unclipped_GS = ratio_GS * adv_G1
     clipped_GS = torch.clamp(ratio_GS, 1.0 - clip_eps, 1.0 + clip_eps) * adv_G1

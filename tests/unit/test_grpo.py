@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from rlpt_plugin.rl.grpo import clipped_surrogate_sum
+from rlpt_plugin.rl.grpo import MAX_LOG_RATIO, clipped_surrogate_sum
 from rlpt_plugin.rl.losses import Denominators, LossConfig, LossWeights, Segments, count_local, mixed_loss
 from rlpt_plugin.rl.pool import CandidateGroup, CandidateKind, SelectionStats, rollout_advantages, select
 
@@ -107,6 +107,17 @@ def test_surrogate_by_hand():
     assert logps.grad.tolist()[0] == pytest.approx([-2.0, 0.0, -2 * math.exp(-0.5)])
     loss, clipped = clipped_surrogate_sum(logps.detach(), old, mask, torch.tensor([-1.0], dtype=torch.float64), 0.2)
     assert loss.item() == pytest.approx(1.0 + math.exp(0.5) + 0.8) and int(clipped) == 1
+
+
+def test_a_huge_log_ratio_stays_finite_in_fp32():
+    # a token sampled at log-prob -100 that the policy now gives -1: e^99 overflows fp32
+    logps = torch.tensor([[-1.0, 0.0]], dtype=torch.float32, requires_grad=True)
+    old = torch.tensor([[-100.0, 0.0]], dtype=torch.float32)
+    loss, _ = clipped_surrogate_sum(logps, old, torch.ones(1, 2), torch.tensor([-1.0]), 0.2)
+    assert math.isfinite(loss.item()) and loss.item() == pytest.approx(math.exp(MAX_LOG_RATIO) + 1.0, rel=1e-5)
+    loss.backward()
+    assert logps.grad.tolist()[0] == pytest.approx([0.0, 1.0])  # beyond the bound: no gradient
+    assert torch.isfinite(logps.grad).all()
 
 
 def test_loss_and_gradients_match_the_per_sequence_loop():
