@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from rlpt_plugin.megatron.data.rewritten_store import RewrittenStore, StoreMismatchError, write_store
@@ -23,6 +25,19 @@ def test_roundtrip_alignment_and_statuses(tmp_path):
         if w.rewrite is not None:
             assert w.rewrite.tolist() == rewrite
     store.verify()
+
+
+def test_a_window_outlives_its_store(tmp_path):
+    """Windows hold their own ids: a view into the store's mmap would read freed memory (a
+    segfault, seen with the think store) once the store object is collected."""
+    recs = records(5)
+    write_store(tmp_path / "s", recs, manifest())
+    store = RewrittenStore(tmp_path / "s")
+    windows = [store[i] for i in range(len(store))]
+    assert all(w.prefix.base is None and w.original.base is None for w in windows)  # owned, not views
+    del store
+    gc.collect()
+    assert [w.prefix.tolist() for w in windows] == [r[2] for r in recs]
 
 
 def test_same_input_gives_byte_identical_files(tmp_path):

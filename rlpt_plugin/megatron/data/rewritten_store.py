@@ -150,7 +150,8 @@ class RewrittenStore:
 
     def __getitem__(self, i: int) -> StoredWindow:
         status = STATUSES[int(self.status[i])]
-        rewrite = self.parts["rewrite"][i] if status in USABLE else None
+        # Copies: a view into the mmap would outlive the store (a segfault once it is collected).
+        rewrite = np.array(self.parts["rewrite"][i]) if status in USABLE else None
         return StoredWindow(index=i, doc_index=int(self.doc_index[i]),
-                            window_index=int(self.window_index[i]), prefix=self.parts["prefix"][i],
-                            original=self.parts["original"][i], rewrite=rewrite, status=status)
+                            window_index=int(self.window_index[i]), prefix=np.array(self.parts["prefix"][i]),
+                            original=np.array(self.parts["original"][i]), rewrite=rewrite, status=status)
