@@ -47,12 +47,23 @@ def run_cell(out: Path, world_seed: int, seed: int, sets: list[str]) -> dict[str
         if done.returncode != 0:
             raise SystemExit(f"cell {out.name} failed (exit {done.returncode}): see {out.parent / out.name}.log")
         print(f"[sweep] {out.name} done in {time.perf_counter() - began:.0f} s", flush=True)
-    return json.loads(results.read_text())
+    cell = json.loads(results.read_text())
+    cell.setdefault("majority_site_share", majority(out))  # runs before the demo recorded it
+    return cell
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
     sd = stdev(values) if len(values) > 1 else 0.0
     return {"mean": mean(values), "sd": sd, "values": values}
+
+
+def majority(out: Path) -> float:
+    """The cell's most-frequent-site level (rlpt_plugin/demo/reasoning.py: majority_share)."""
+    sys.path.insert(0, str(ROOT))
+    from rlpt_plugin.demo.reasoning import majority_share
+
+    lines = (out / "world" / "reasoning_eval.jsonl").read_text().splitlines()
+    return majority_share([json.loads(line) for line in lines])
 
 
 def summarize(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -62,7 +73,8 @@ def summarize(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
         stats = _stats([c["models"][a]["correct"] - c["models"][b]["correct"] for c in cells.values()])
         stats["clears_2sd"] = stats["mean"] > 2 * stats["sd"] and len(cells) > 1
         margins[f"{a} - {b}"] = stats
-    return {"cells": sorted(cells), "arms": arms, "margins": margins}
+    return {"cells": sorted(cells), "arms": arms, "margins": margins,
+            "majority_site_share": _stats([c["majority_site_share"] for c in cells.values()])}
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -74,6 +86,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         cells = [f"{100 * row[k]['mean']:6.1f} +- {100 * row[k]['sd']:4.1f}" for k in NUMBERS[:3]]
         cells.append(f"{row['thought_tokens']['mean']:6.1f} +- {row['thought_tokens']['sd']:4.1f}")
         print(f"{arm:<18}" + "".join(f"{c:>16}" for c in cells))
+    m = summary["majority_site_share"]
+    print(f"{'most frequent site':<18}{100 * m['mean']:6.1f} +- {100 * m['sd']:4.1f}"
+          + "   (always answering it; per world)")
     print("\npaired accuracy margins (points):")
     for name, m in summary["margins"].items():
         flag = "> 2 sd" if m["clears_2sd"] else "not > 2 sd"

@@ -247,7 +247,16 @@ def grade(s: DemoSettings, out: Path, done: dict[str, dict[str, Any]]) -> dict[s
     return models
 
 
-def table(models: dict[str, dict[str, float]], n: int) -> str:
+def majority_share(two_hop: list[dict[str, Any]]) -> float:
+    """The accuracy of always answering the most frequent site of the held-out prefixes: the
+    level a model that learnt the sites' frequencies and nothing about the person reaches (a few
+    employers share a site, so this is well above one over the number of sites)."""
+    from collections import Counter
+
+    return Counter(item["site"] for item in two_hop).most_common(1)[0][1] / len(two_hop) if two_hop else 0.0
+
+
+def table(models: dict[str, dict[str, float]], n: int, majority: float | None = None) -> str:
     lines = [f"{'model':<34}{'accuracy':>10}{'thinks':>9}{'right step':>12}{'thought len':>13}"
              f"{'recall: employer':>18}{'site':>7}", "-" * 103]
     for name in MODELS:
@@ -258,6 +267,8 @@ def table(models: dict[str, dict[str, float]], n: int) -> str:
     lines.append(f"(held-out two-hop prefixes: {n}; accuracy = the answer's site is right, thoughts removed; "
                  "recall = the one-hop facts asked directly, of held-out people and of every employer; "
                  "graded by the exact oracle)")
+    if majority is not None:
+        lines.append(f"(always answering the most frequent site of these prefixes: {100 * majority:.1f}%)")
     return "\n".join(lines)
 
 
@@ -279,10 +290,11 @@ def run_reasoning(s: DemoSettings, out: Path, show: Progress) -> dict[str, Any]:
     done = phases(s, out, show)
     models = grade(s, out, done)
     curve = thinking_curve(out)
-    results = {"models": models, "world": world, "thinking_curve": curve,
+    majority = majority_share(_items(out)[0])
+    results = {"models": models, "world": world, "thinking_curve": curve, "majority_site_share": majority,
                "seconds": {k: round(v.get("seconds", 0.0), 1) for k, v in done.items()}}
     (out / "reasoning_results.json").write_text(json.dumps(results, indent=1))
-    show.say("\n" + table(models, len(_items(out)[0])))
+    show.say("\n" + table(models, len(_items(out)[0]), majority))
     if curve:
         show.say(f"RLMT thinking length: {curve[0][1]:.1f} tokens at step {curve[0][0]} -> "
                  f"{curve[-1][1]:.1f} at step {curve[-1][0]} (closed within budget: "

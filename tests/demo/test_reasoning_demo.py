@@ -37,8 +37,9 @@ def test_every_model_is_graded_and_the_table_printed(run):
     for m in models.values():
         assert 0.0 <= m["correct"] <= 1.0 and 0.0 <= m["thought"] <= 1.0 and m["heldout_nll"] > 0
         assert 0.0 <= m["recall_employer"] <= 1.0 and 0.0 <= m["recall_site"] <= 1.0
+    assert 0.0 < run["results"]["majority_site_share"] <= 1.0
     for label in ("NTP (raw)", "SFT(think) + RLMT", "held-out two-hop prefixes: 80", "recall: employer",
-                  "RLMT thinking length"):
+                  "RLMT thinking length", "always answering the most frequent site of these prefixes"):
         assert label in run["stdout"], label
 
 
