@@ -9,6 +9,7 @@ across a document boundary).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +34,17 @@ def write_corpus(prefix: Path) -> Path:
 
     if Path(f"{prefix}.idx").exists():
         return prefix
+    # Every rank of a job runs the recipe: each writes its own copy under a private name and
+    # moves it into place (.bin first, .idx last, both atomic), so no rank ever sees another's
+    # half-written file (two ranks sharing one temp name once raced; the copies are identical).
+    private = prefix.parent / f".{prefix.name}.{os.getpid()}"
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=np.int32)
+    builder = IndexedDatasetBuilder(f"{private}.bin", dtype=np.int32)
     for doc in job_documents():
         builder.add_document(np.array(doc, dtype=np.int64), [len(doc)])
-    builder.finalize(f"{prefix}.idx")
+    builder.finalize(f"{private}.idx")
+    os.replace(f"{private}.bin", f"{prefix}.bin")
+    os.replace(f"{private}.idx", f"{prefix}.idx")
     return prefix
 
 
