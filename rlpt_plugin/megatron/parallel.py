@@ -22,7 +22,6 @@ class Layout:
     tp_size: int
     pp_size: int
     dp_size: int
-    cp_size: int
     tp_rank: int
     pp_rank: int
     dp_rank: int
@@ -42,7 +41,6 @@ def layout() -> Layout:
         tp_size=ps.get_tensor_model_parallel_world_size(),
         pp_size=ps.get_pipeline_model_parallel_world_size(),
         dp_size=ps.get_data_parallel_world_size(),
-        cp_size=ps.get_context_parallel_world_size(),
         tp_rank=ps.get_tensor_model_parallel_rank(),
         pp_rank=ps.get_pipeline_model_parallel_rank(),
         dp_rank=ps.get_data_parallel_rank(),
