@@ -134,40 +134,13 @@ def _client(args: argparse.Namespace, api_key: str | None) -> Any:
 
 def _world_rewriter(args: argparse.Namespace, tokenizer: Any) -> tuple[Any, dict[str, Any]]:
     """The oracle rewriter (or, ``--task think``, annotator) of the world that ``--world-seed`` /
-    ``--world-entities`` describe."""
-    from rlpt_plugin.world import WorldConfig, build_kb
-    from rlpt_plugin.world import annotator as wa
-    from rlpt_plugin.world import teacher as wt
+    ``--world-entities`` describe (rlpt_plugin/data/world_rewrite.py)."""
+    from rlpt_plugin.data.world_rewrite import WorldTeacherSpec, world_teacher
 
-    fields: dict[str, Any] = {"seed": args.world_seed}
-    if args.world_entities is not None:
-        fields["num_entities"] = args.world_entities
-    config = WorldConfig(**fields)  # WorldConfigError is a ValueError: reported like the others
-
-    def given(value: float | None, default: float) -> float:
-        return default if value is None else value
-
-    world = {"seed": config.seed, "num_entities": config.num_entities}
-    suffix_flags = ("world_knowledge", "world_rewrite_miss", "world_rewrite_error")
-    think_flags = ("world_annotator_miss", "world_annotator_error")
-    other = suffix_flags if args.task == "think" else think_flags
-    given_other = [f"--{n.replace('_', '-')}" for n in other if getattr(args, n) is not None]
-    if given_other:
-        raise ValueError(f"{', '.join(given_other)}: not an option of --task {args.task} with --teacher world")
-    if args.task == "think":
-        honest = {"miss_rate": given(args.world_annotator_miss, wa.DEFAULT_ANNOTATOR_MISS),
-                  "error_rate": given(args.world_annotator_error, wa.DEFAULT_ANNOTATOR_ERROR)}
-        annotator = wa.OracleAnnotator(config, tokenizer, **honest)
-        return annotator, {"model_id": annotator.model_id, "template_version": annotator.template_version,
-                           "world": world, "world_annotator": honest}
-
-    honest = {"knowledge": given(args.world_knowledge, wt.DEFAULT_KNOWLEDGE),
-              "miss_rate": given(args.world_rewrite_miss, wt.DEFAULT_REWRITE_MISS),
-              "error_rate": given(args.world_rewrite_error, wt.DEFAULT_REWRITE_ERROR)}
-    rewriter = wt.OracleRewriter(build_kb(config), tokenizer, args.suffix_length, seed=config.seed, **honest)
-    teacher = {"model_id": rewriter.model_id, "template_version": rewriter.template_version,
-               "world": world, "world_teacher": honest}
-    return rewriter, teacher
+    spec = WorldTeacherSpec(seed=args.world_seed, entities=args.world_entities, knowledge=args.world_knowledge,
+                            rewrite_miss=args.world_rewrite_miss, rewrite_error=args.world_rewrite_error,
+                            annotator_miss=args.world_annotator_miss, annotator_error=args.world_annotator_error)
+    return world_teacher(args.task, tokenizer, spec, args.suffix_length)
 
 
 _SUFFIX_ONLY = ("suffix_length", "min_prefix", "windows_per_doc", "seed")
@@ -195,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
     from rlpt_plugin.data.rewrite_job import RewriteJob, run_rewrite, summary_json
     from rlpt_plugin.data.tokenizer import load_tokenizer
     from rlpt_plugin.data.windows import WindowSpec
+    from rlpt_plugin.data.world_rewrite import summary_path_for
     from rlpt_plugin.teacher.cache import CachedClient, ResponseCache
     from rlpt_plugin.teacher.protocol import SamplingParams
     from rlpt_plugin.teacher.rewriter import Rewriter, default_max_tokens
@@ -247,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
             if args.teacher == "openai":  # where the answers came from; URLs redacted, no key
                 teacher.update({k: inner.describe()[k] for k in ("endpoints", "endpoint_kind")})
         summary = run_rewrite(job, tokenizer, rewriter, teacher, show_progress=not args.no_progress)
-        summary_path = Path(args.summary_json or out.with_name(out.name + ".summary.json"))
+        summary_path = Path(args.summary_json) if args.summary_json else summary_path_for(out)
         summary_path.parent.mkdir(parents=True, exist_ok=True)
         summary_path.write_text(summary_json(summary) + "\n")
     except ValueError as err:  # user mistakes: a clear message, no traceback

@@ -69,20 +69,21 @@ def build_world(s: DemoSettings, out: Path) -> dict[str, Any]:
 
 
 def rewrite(s: DemoSettings, out: Path) -> None:
-    """``rlpt rewrite`` of the raw corpus with the oracle rewriter into ``OUT/store``."""
-    from rlpt_plugin.cli import main as rlpt
+    """``rlpt rewrite --teacher world`` of the raw corpus into ``OUT/store``, as a function call
+    (rlpt_plugin/data/world_rewrite.py): the honest oracle rewriter of the demo's settings."""
+    from rlpt_plugin.data.rewrite_job import RewriteJob
+    from rlpt_plugin.data.windows import WindowSpec
+    from rlpt_plugin.data.world_rewrite import WorldTeacherSpec, rewrite_with_world
 
     if (out / "store" / "manifest.json").exists():
         return
-    code = rlpt(["rewrite", "--corpus", str(out / "world" / "corpus.jsonl"), "--tokenizer", "world",
-                 "--out", str(out / "store"), "--teacher", "world", "--world-seed", str(s.world_seed),
-                 "--world-entities", str(s.entities), "--suffix-length", str(s.suffix_length),
-                 "--seq-length", str(SEQ_LENGTH), "--min-prefix", str(MIN_PREFIX),
-                 "--windows-per-doc", str(WINDOWS_PER_DOC), "--seed", str(s.world_seed),
-                 "--world-knowledge", str(s.teacher_knowledge), "--world-rewrite-miss", str(s.rewrite_miss),
-                 "--world-rewrite-error", str(s.rewrite_error)])
-    if code != 0:
-        raise RuntimeError(f"rlpt rewrite failed with exit code {code}")
+    job = RewriteJob(corpus=(str(out / "world" / "corpus.jsonl"),), out_dir=out / "store",
+                     window_spec=WindowSpec(suffix_length=s.suffix_length, seq_length=SEQ_LENGTH,
+                                            min_prefix_tokens=MIN_PREFIX, windows_per_doc=WINDOWS_PER_DOC,
+                                            seed=s.world_seed))
+    teacher = WorldTeacherSpec(seed=s.world_seed, entities=s.entities, knowledge=s.teacher_knowledge,
+                               rewrite_miss=s.rewrite_miss, rewrite_error=s.rewrite_error)
+    print("\n".join(rewrite_with_world(job, "world", teacher).lines()))
 
 
 def common_overrides(s: DemoSettings, out: Path) -> list[str]:

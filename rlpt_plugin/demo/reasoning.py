@@ -76,29 +76,29 @@ def build_world(s: DemoSettings, out: Path) -> dict[str, Any]:
     return info
 
 
-def _rlpt(argv: list[str]) -> None:
-    from rlpt_plugin.cli import main as rlpt
-
-    code = rlpt(argv)
-    if code != 0:
-        raise RuntimeError(f"rlpt {' '.join(argv[:3])} ... failed with exit code {code}")
-
-
 def stores(s: DemoSettings, out: Path) -> None:
     """The plain store (suffix windows of the even half, two-hop sentences removed), the two
-    think stores and the SFT half's raw twin."""
-    corpus = str(out / "world" / "corpus.jsonl")
-    world = ["--tokenizer", TOKENIZER, "--teacher", "world", "--world-seed", str(s.world_seed),
-             "--world-entities", str(s.entities), "--seq-length", str(SEQ_LENGTH), "--no-progress"]
+    think stores and the SFT half's raw twin: ``rlpt rewrite --teacher world`` as function calls
+    (rlpt_plugin/data/world_rewrite.py), the world's honest rewriter and annotator."""
+    from rlpt_plugin.data.rewrite_job import RewriteJob
+    from rlpt_plugin.data.think_job import ThinkSpec
+    from rlpt_plugin.data.windows import WindowSpec
+    from rlpt_plugin.data.world_rewrite import WorldTeacherSpec, rewrite_with_world
+
+    world = out / "world"
+    teacher = WorldTeacherSpec(seed=s.world_seed, entities=s.entities)
     if not (out / "store" / "manifest.json").exists():
-        _rlpt(["rewrite", "--corpus", str(out / "world" / "corpus_plain.jsonl"), "--out", str(out / "store"),
-               *world, "--shard", "0/2",
-               "--suffix-length", str(s.suffix_length), "--min-prefix", str(pipeline.MIN_PREFIX),
-               "--windows-per-doc", str(pipeline.WINDOWS_PER_DOC), "--seed", str(s.world_seed)])
+        windows = WindowSpec(suffix_length=s.suffix_length, seq_length=SEQ_LENGTH,
+                             min_prefix_tokens=pipeline.MIN_PREFIX, windows_per_doc=pipeline.WINDOWS_PER_DOC,
+                             seed=s.world_seed)
+        job = RewriteJob(corpus=(str(world / "corpus_plain.jsonl"),), out_dir=out / "store", shard=0, num_shards=2,
+                         window_spec=windows)
+        print("\n".join(rewrite_with_world(job, TOKENIZER, teacher, show_progress=False).lines()))
     for shard, name in ((0, "think_sft"), (1, "think_rl")):
         if not (out / name / "manifest.json").exists():
-            _rlpt(["rewrite", "--task", "think", "--corpus", corpus, "--out", str(out / name), *world,
-                   "--shard", f"{shard}/2", "--chunk-length", str(CHUNK_LENGTH), "--min-chunk", "8"])
+            job = RewriteJob(corpus=(str(world / "corpus.jsonl"),), out_dir=out / name, shard=shard, num_shards=2,
+                             think_spec=ThinkSpec(chunk_length=CHUNK_LENGTH, min_chunk_tokens=8))
+            print("\n".join(rewrite_with_world(job, TOKENIZER, teacher, show_progress=False).lines()))
     raw_twin(out)
 
 

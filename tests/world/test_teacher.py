@@ -64,6 +64,32 @@ def test_rewrite_cli_with_world_teacher(tmp_path):
     assert corrected > 0
 
 
+def test_the_function_writes_the_store_the_cli_writes(tmp_path):
+    """The demos call rlpt_plugin.data.world_rewrite.rewrite_with_world instead of the command
+    line: same job, same store byte for byte, same summary."""
+    from rlpt_plugin.cli import main
+    from rlpt_plugin.data.rewrite_job import RewriteJob
+    from rlpt_plugin.data.windows import WindowSpec
+    from rlpt_plugin.data.world_rewrite import WorldTeacherSpec, rewrite_with_world
+
+    corpus = tmp_path / "corpus.jsonl"
+    write_jsonl(corpus, generate_corpus(CFG, KB))
+    assert main(["rewrite", "--corpus", str(corpus), "--tokenizer", "world", "--teacher", "world",
+                 "--world-seed", "5", "--world-entities", "30", "--out", str(tmp_path / "cli"),
+                 "--suffix-length", "8", "--min-prefix", "8", "--seq-length", "64", "--seed", "3",
+                 "--windows-per-doc", "2", "--world-rewrite-miss", "0.2", "--no-progress"]) == 0
+    job = RewriteJob(corpus=(str(corpus),), out_dir=tmp_path / "fn",
+                     window_spec=WindowSpec(suffix_length=8, seq_length=64, min_prefix_tokens=8,
+                                            windows_per_doc=2, seed=3))
+    rewrite_with_world(job, "world", WorldTeacherSpec(seed=5, entities=30, rewrite_miss=0.2), show_progress=False)
+    cli, fn = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("cli", "fn"))
+    assert fn["checksums"] == cli["checksums"] and fn["teacher"] == cli["teacher"]
+    cli_sum, fn_sum = (json.loads((tmp_path / f"{d}.summary.json").read_text()) for d in ("cli", "fn"))
+    assert {k: v for k, v in fn_sum.items() if k != "seconds"} == {k: v for k, v in cli_sum.items() if k != "seconds"}
+    with pytest.raises(ValueError, match=r"--world-annotator-miss: not an option of --task suffix"):
+        rewrite_with_world(job, "world", WorldTeacherSpec(seed=5, annotator_miss=0.1), show_progress=False)
+
+
 def test_oracle_rewriter_contract():
     tok, e = WorldTokenizer(), KB[0]
     wrong = next(c for c in KB.value_sets["city"] if c != e.attributes["city"])
