@@ -8,11 +8,14 @@ No megatron imports: the cross-checks against the host config live in the host a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from rlpt_plugin.config_checks import _choice, _number
 from rlpt_plugin.config_judge import JudgeSection
+from rlpt_plugin.rl.candidates import PoolSpec
 from rlpt_plugin.rl.losses import LossConfig
 from rlpt_plugin.rl.pool import RULES
+from rlpt_plugin.rl.thinking import ThinkingSpec
 from rlpt_plugin.rl.weights import MixedWeights, WeightSchedule
 
 REFERENCE_MODES = ("rollout", "frozen", "none")
@@ -178,6 +181,23 @@ class CandidateSection:
     """Text that opens a thought (encoded with the store's tokenizer)."""
     think_close: str = "</think>"
     """Text that closes a thought."""
+
+    def pool_spec(self) -> PoolSpec:
+        """Which candidates a pool holds (rlpt_plugin/rl/candidates.py)."""
+        return PoolSpec(original=self.original, rewrite=self.rewrite, rollouts=self.rollouts and self.num_rollouts > 0)
+
+    def thinking_spec(self, tokenizer: Any, suffix_length: int) -> ThinkingSpec | None:
+        """The thinking rollouts (rlpt_plugin/rl/thinking.py), the delimiters encoded with
+        ``tokenizer``; None when ``thinking_budget`` is 0."""
+        if not self.thinking_budget:
+            return None
+        try:
+            return ThinkingSpec(open_ids=tuple(tokenizer.encode(self.think_open)),
+                                close_ids=tuple(tokenizer.encode(self.think_close)),
+                                budget=self.thinking_budget, answer_length=suffix_length)
+        except ValueError as err:
+            raise ConfigError([f"`rlpt.candidates.thinking_budget` / think_open / think_close: {err} "
+                               f"(tokenizer {getattr(tokenizer, 'name', tokenizer)!r})"]) from None
 
     def validate(self, path: str) -> list[str]:
         errors: list[str] = []

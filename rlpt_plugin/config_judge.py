@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rlpt_plugin.config_checks import _choice, _number
@@ -118,6 +119,60 @@ class JudgeSection:
     unjudged_window: int = 20
     """Steps over which ``max_unjudged_share`` is measured (all data-parallel ranks together);
     long enough that a transient outage that retries and failover absorb does not trip it."""
+
+    def build(self, *, seed: int, cache_path: Path | None = None) -> Any:
+        """The in-loop stage's pool judge this section configures: the world's oracle
+        (``backend: world``) or the teacher judge behind its endpoints, adapted to the stage
+        (``openai``; verdicts cached at ``cache_path``). ``seed``: the run's data seed (judge
+        noise and position order are pure functions of it)."""
+        if self.backend == "world":
+            return self.build_world_judge(seed=seed)
+        from rlpt_plugin.judge.adapter import JudgeAdapter
+
+        return JudgeAdapter(self.build_teacher_judge(seed=seed, cache_path=cache_path))
+
+    def build_teacher_judge(self, *, seed: int, cache_path: Path | None = None) -> Any:
+        """The LLM judge (:class:`rlpt_plugin.judge.judge.Judge`) over an OpenAI-protocol client."""
+        from rlpt_plugin.judge.judge import Judge
+        from rlpt_plugin.judge.pools import JudgeConfig
+        from rlpt_plugin.teacher.cache import ResponseCache
+        from rlpt_plugin.teacher.openai_client import OpenAIClient
+        from rlpt_plugin.teacher.protocol import SamplingParams
+
+        weights = self.axis_weights()
+        client = OpenAIClient(self.endpoints, self.model, api_key=self.api_key(), endpoint_kind=self.endpoint_kind,
+                              max_concurrency=self.concurrency, timeout_s=self.request_timeout_s,
+                              max_attempts=self.max_attempts)
+        cache = ResponseCache(str(cache_path)) if cache_path is not None else None
+        params = SamplingParams(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
+        return Judge(client, JudgeConfig(axes=tuple(weights), weights=weights, schedule=self.schedule,
+                                         position=self.position, samples_per_judgment=self.samples, params=params,
+                                         fallback=self.fallback, seed=seed,
+                                         structured_output=self.structured_output), cache=cache)
+
+    def build_world_judge(self, *, seed: int) -> Any:
+        """The synthetic world's judge (:class:`rlpt_plugin.world.teacher.OracleJudge`): knows a
+        ``world_knowledge`` share of the facts and flips a ``noise_rate`` of its judgments."""
+        from rlpt_plugin.world import WorldConfig, build_kb
+        from rlpt_plugin.world.teacher import OracleJudge
+
+        weights = self.axis_weights()
+        return OracleJudge(build_kb(WorldConfig(seed=self.world_seed, num_entities=self.world_entities)),
+                           axes=tuple(weights), weights=weights, schedule=self.schedule,
+                           noise_rate=self.noise_rate, seed=seed,
+                           knowledge=self.world_knowledge, knowledge_seed=self.world_seed)
+
+    def api_key(self) -> str | None:
+        """The endpoints' key from the environment variable ``api_key_env`` names (never the config)."""
+        if not self.api_key_env:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            from rlpt_plugin.config import ConfigError
+
+            raise ConfigError([f"`rlpt.judge.api_key_env` names the environment variable "
+                               f"{self.api_key_env!r}, which is not set (or empty) in this process."])
+        return key
 
     def axis_weights(self, *, keep_zero: bool = False) -> dict[str, float]:
         """Axis -> weight of the enabled axes (weight > 0), in :data:`JUDGE_AXES` order."""

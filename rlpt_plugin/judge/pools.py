@@ -18,6 +18,11 @@ from rlpt_plugin.teacher.protocol import SamplingParams
 
 FALLBACK_DROP = "drop"
 FALLBACK_NLL_ORIGINAL = "nll_original"
+#: Failed judge attempts by reason, the keys of :attr:`Verdicts.reasons`, logged per step as
+#: judge_<reason>: HTTP attempts the client retried (5xx, timeouts, resets, bad JSON: absorbed by
+#: retries and failover), judgments whose HTTP attempts all failed, and answers the strict parser
+#: rejected (each retried with a fresh seed).
+FAILURE_REASONS = ("client_retries", "http_failures", "parse_failures")
 FALLBACKS: tuple[str, ...] = (FALLBACK_DROP, FALLBACK_NLL_ORIGINAL)
 POSITIONS: tuple[str, ...] = ("random", "both")
 

@@ -269,11 +269,9 @@ def test_an_empty_answer_that_stopped_normally_is_just_empty():
 @pytest.mark.parametrize(("mode", "kind", "first"), [("auto", "chat", "json_schema"), ("off", "chat", None),
                                                      ("grammar", "completions", "grammar")])
 def test_the_config_setting_reaches_the_judge(mode, kind, first):
-    from rlpt_plugin.megatron.candidates.stage_factory import judge_from_config
-
     rlpt = rlpt_config.RLPTConfig()
     rlpt.judge.endpoints, rlpt.judge.model = ["http://127.0.0.1:9/v1"], "m"
     rlpt.judge.structured_output, rlpt.judge.endpoint_kind = mode, kind
-    judge = judge_from_config(rlpt, None)
+    judge = rlpt.judge.build_teacher_judge(seed=rlpt.data.seed)
     assert judge.config.structured_output == mode and judge.structured_kind == first
     assert config_judge.JudgeSection().structured_output == "auto"

@@ -118,13 +118,12 @@ def test_equal_quality_is_a_tie_in_evaluation_and_in_the_pool_judge():
 
 def test_the_judge_from_config_is_the_honest_teacher_by_default():
     from rlpt_plugin.config import ConfigError, RLPTConfig
-    from rlpt_plugin.megatron.candidates.stage_factory import world_judge_from_config
 
     cfg = RLPTConfig()
     cfg.data.source, cfg.data.stores, cfg.data.tokenizer = "store", ["/s"], "world"
     cfg.judge.backend, cfg.judge.world_entities, cfg.judge.world_seed = "world", 60, 3
     cfg.validate()
-    judge = world_judge_from_config(cfg)
+    judge = cfg.judge.build(seed=cfg.data.seed)
     assert judge.noise_rate == 0.1 and judge.knowledge == 0.8
     facts = [(e.id, a) for e in KB.entities for a in vocab.ATTRIBUTES]
     assert [judge.kb.knows(*f) for f in facts] == [TEACHER.knows(*f) for f in facts]  # the rewriter's view

@@ -221,9 +221,7 @@ def test_config_world_backend_needs_no_endpoints():
     cfg.judge.safety = 0.5
     cfg.validate()
 
-    from rlpt_plugin.megatron.candidates.stage_factory import world_judge_from_config
-
-    judge = world_judge_from_config(cfg)
+    judge = cfg.judge.build(seed=cfg.data.seed)
     assert isinstance(judge, OracleJudge)
     assert judge.axes == ("quality", "safety") and judge.noise_rate == 0.1
 

@@ -32,7 +32,7 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
-from rlpt_plugin.judge.pools import JudgePool, Verdicts
+from rlpt_plugin.judge.pools import FAILURE_REASONS, JudgePool, Verdicts
 from rlpt_plugin.megatron import parallel
 from rlpt_plugin.megatron.candidates.reference import score_continuations
 from rlpt_plugin.megatron.candidates.rollout import RolloutSpec, generate_rollouts
@@ -41,12 +41,6 @@ from rlpt_plugin.rl.pool import CandidateGroup, CandidateKind
 from rlpt_plugin.rl.thinking import ThinkingSpec, answer, cut, read
 
 Window = tuple[Sequence[int], Sequence[int], Sequence[int] | None]  # prefix, original, rewrite
-
-
-# Failed attempts by reason, logged per step as judge_<reason>: HTTP attempts the client retried
-# (5xx, timeouts, resets, bad JSON: absorbed by retries and failover), judgments whose HTTP
-# attempts all failed, and answers the strict parser rejected (each retried with a fresh seed).
-FAILURE_REASONS = ("client_retries", "http_failures", "parse_failures")
 
 
 class JudgeFailure(RuntimeError):
