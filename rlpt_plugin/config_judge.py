@@ -170,9 +170,12 @@ class JudgeSection:
         if not key:
             from rlpt_plugin.config import ConfigError
 
-            raise ConfigError([f"`rlpt.judge.api_key_env` names the environment variable "
-                               f"{self.api_key_env!r}, which is not set (or empty) in this process."])
+            raise ConfigError([self._unset_key("rlpt.judge")])
         return key
+
+    def _unset_key(self, path: str) -> str:
+        return (f"`{path}.api_key_env` names the environment variable {self.api_key_env!r}, "
+                "which is not set (or empty) in this process.")
 
     def axis_weights(self, *, keep_zero: bool = False) -> dict[str, float]:
         """Axis -> weight of the enabled axes (weight > 0), in :data:`JUDGE_AXES` order."""
@@ -233,8 +236,7 @@ class JudgeSection:
             errors.append(f"`{path}.api_key_env` must be the NAME of an environment variable, "
                           f"but is a {type(self.api_key_env).__name__}.")
         elif needed and self.api_key_env and not os.environ.get(self.api_key_env):
-            errors.append(f"`{path}.api_key_env` names the environment variable "
-                          f"{self.api_key_env!r}, which is not set (or empty) in this process.")
+            errors.append(self._unset_key(path))
         _number(errors, f"{path}.verdict_timeout_s", self.verdict_timeout_s, minimum=0, strictly=True)
         before = len(errors)
         _number(errors, f"{path}.max_unjudged_share", self.max_unjudged_share, minimum=0)

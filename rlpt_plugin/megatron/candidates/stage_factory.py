@@ -93,7 +93,8 @@ def build_stage(cfg: Any, model: list[torch.nn.Module]) -> CandidateStage:
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
     judge = rlpt.judge.build(seed=rlpt.data.seed, cache_path=cache)
-    return CandidateStage(window_fn=window, model=model[0], rollout=rollout, pool=c.pool_spec(), judge=judge, decode=tokenizer.decode,
+    return CandidateStage(window_fn=window, model=model[0], rollout=rollout, pool=c.pool_spec(), judge=judge,
+                          decode=tokenizer.decode,
                           groups_per_step=rlpt.data.groups_per_step, staleness=c.staleness,
                           judge_timeout_s=rlpt.judge.verdict_timeout_s,
                           score_shape=(cfg.model.seq_length, cfg.train.micro_batch_size)
