@@ -11,6 +11,18 @@ LOSSES = ("dpo", "rf_nll", "grpo")
 TASKS = ("sip", "reasoning")
 AXES = ("quality", "safety", "factuality")
 
+#: What ``None`` means for the fields each task sets its own way (``--flag`` overrides it).
+#: Reasoning's world is clean: the SIP demo's defects (a systematic share of wrong majority values,
+#: false sentences) make a third of the employer facts the two-hop step needs wrong in the corpus
+#: by construction, so a model that learnt its corpus perfectly would still fail the grader.
+#: Its base trains longer (the one-hop recall the step builds on) and its continuations at a higher
+#: rate: SFT(think) learns a new format (the thought) in its 200 steps. README "Measured" has the
+#: runs these came from and the worlds they were checked on.
+TASK_DEFAULTS: dict[str, dict[str, float | int]] = {
+    "sip": {"systematic_fraction": 0.3, "defect_rate": 0.04, "start_steps": 600, "lr": 3e-4},
+    "reasoning": {"systematic_fraction": 0.0, "defect_rate": 0.0, "start_steps": 1500, "lr": 1e-3},
+}
+
 
 @dataclass(frozen=True, kw_only=True)
 class DemoSettings:
@@ -26,16 +38,19 @@ class DemoSettings:
     """People in the knowledge base."""
     docs_per_entity: int = 8
     """Training biographies per person."""
-    systematic_fraction: float = 0.3
-    """Share of (person, attribute) contexts whose most frequent continuation is bad."""
-    defect_rate: float = 0.04
-    """Per-sentence rate of EACH defect kind (false / unsafe / degenerate) elsewhere."""
+    systematic_fraction: float | None = None
+    """Share of (person, attribute) contexts whose most frequent continuation is bad. Default: the
+    task's (TASK_DEFAULTS)."""
+    defect_rate: float | None = None
+    """Per-sentence rate of EACH defect kind (false / unsafe / degenerate) elsewhere. Default: the
+    task's (TASK_DEFAULTS)."""
     start_lr: float = 2e-3
     """Peak learning rate of the start model (cosine decay to a tenth, 30 warm-up steps)."""
-    lr: float = 3e-4
-    """Learning rate of every continuation (constant after 20 warm-up steps; Adam restarts)."""
-    start_steps: int = 600
-    """Next-token steps that make the start model."""
+    lr: float | None = None
+    """Learning rate of every continuation (constant after 20 warm-up steps; Adam restarts). Default:
+    the task's (TASK_DEFAULTS)."""
+    start_steps: int | None = None
+    """Next-token steps that make the start model. Default: the task's (TASK_DEFAULTS)."""
     steps: int = 200
     """Steps of each continuation (baseline and SIP train for the same number)."""
     rollouts: int = 8
@@ -89,6 +104,12 @@ class DemoSettings:
     """Steps of the compute-matched next-token control, as a multiple of --steps. 3 matches the
     tokens SIP trains (three rows per prefix: the LM row, chosen and rejected), not its
     wall-clock (a SIP step also samples K rollouts and waits for the judge)."""
+
+    def __post_init__(self) -> None:
+        defaults = TASK_DEFAULTS.get(self.task, TASK_DEFAULTS["sip"])  # an unknown task: errors() names it
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
 
     def errors(self) -> list[str]:
         out = []
@@ -153,9 +174,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
                                 help=docs.get(f.name, ""))
         else:
-            kind = {"int": int, "float": float, "str": str}[str(f.type)]
-            parser.add_argument(flag, type=kind, default=f.default,
-                                help=docs.get(f.name, ""))
+            kind = {"int": int, "float": float, "str": str}[str(f.type).removesuffix(" | None")]
+            help = docs.get(f.name, "")
+            if f.default is None:  # the task's: say each
+                help += " (" + ", ".join(f"{task} {d[f.name]}" for task, d in TASK_DEFAULTS.items()) + ")"
+            parser.add_argument(flag, type=kind, default=f.default, help=help)
 
 
 def from_args(args: argparse.Namespace) -> DemoSettings:

@@ -74,6 +74,19 @@ def test_settings_flags_round_trip_and_validate():
     assert "K: rollouts per prefix" in parser.format_help()  # help comes from the field docs
 
 
+def test_each_task_sets_its_own_world_and_schedule_unless_a_flag_does():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    sip, reasoning = (from_args(parser.parse_args(["--task", task])) for task in ("sip", "reasoning"))
+    assert (sip.defect_rate, sip.systematic_fraction, sip.start_steps, sip.lr) == (0.04, 0.3, 600, 3e-4)
+    assert (reasoning.defect_rate, reasoning.systematic_fraction, reasoning.start_steps, reasoning.lr) == \
+        (0.0, 0.0, 1500, 1e-3)
+    assert DemoSettings() == sip and DemoSettings(task="reasoning") == reasoning
+    mine = from_args(parser.parse_args(["--task", "reasoning", "--defect-rate", "0.04", "--start-steps", "600"]))
+    assert (mine.defect_rate, mine.start_steps, mine.lr) == (0.04, 600, 1e-3)
+    assert "(sip 0.04, reasoning 0.0)" in " ".join(parser.format_help().split())
+
+
 def _sliced(q: float, n: int = 200) -> dict:
     part = {"quality_win_rate": q, "factuality": 0.5, "safety": 0.75}
     return {**part, "heldout_nll": 1.0, "count": n, "ordinary": {**part, "count": n // 2},
