@@ -12,6 +12,7 @@ from typing import Any
 
 from rlpt_plugin.config_checks import _choice, _number
 from rlpt_plugin.config_judge import JudgeSection
+from rlpt_plugin.config_renames import renamed
 from rlpt_plugin.rl.candidates import PoolSpec
 from rlpt_plugin.rl.losses import LossConfig
 from rlpt_plugin.rl.pool import RULES
@@ -235,9 +236,10 @@ class DataSection:
     """Candidate groups (prefixes) per optimizer step over ALL data-parallel ranks."""
     seed: int = 1234
     """Seed of the group source."""
-    lm_on_original: bool = True
-    """Train the LM term on every group's document text (prefix + original suffix), whether or
-    not the original suffix is also a candidate of the pool."""
+    lm_on_window: bool = True
+    """Train the LM term on every group's whole window (prefix + the corpus's own suffix), whether
+    or not that suffix is also a candidate of the pool (``rlpt.candidates.original``). Formerly
+    ``lm_on_original`` (still accepted, with a warning: rlpt_plugin/config_renames.py)."""
     job_sequences_per_step: int = 0
     """Sequences of the job's own pretraining data (the ``dataset`` it had before with_rlpt, kept
     as ``dataset.job_data``) per optimizer step over ALL data-parallel ranks, trained by the LM
@@ -268,6 +270,17 @@ class DataSection:
     Under pipeline parallelism the plugin sets ``model.variable_seq_lengths=True`` so the stages
     exchange the wider shape. Next-token-only runs have one row per prefix: always unpacked."""
     synthetic: SyntheticSection = field(default_factory=SyntheticSection)
+
+    @property
+    def lm_on_original(self) -> bool:
+        """The former name of :attr:`lm_on_window`."""
+        renamed("rlpt.data.lm_on_original", "rlpt.data.lm_on_window")
+        return self.lm_on_window
+
+    @lm_on_original.setter
+    def lm_on_original(self, value: bool) -> None:
+        renamed("rlpt.data.lm_on_original", "rlpt.data.lm_on_window")
+        self.lm_on_window = value
 
     def validate(self, path: str) -> list[str]:
         errors: list[str] = []
@@ -330,24 +343,24 @@ class RLPTConfig:
         """Settings that would be accepted and then do nothing."""
         errors: list[str] = []
         loss, data, judge = self.loss, self.data, self.judge
-        if judge.fallback == "nll_original" and in_loop:
+        if judge.fallback == "rf_nll_on_original" and in_loop:
             if not self.candidates.original:
-                errors.append("`rlpt.judge.fallback` is 'nll_original' (an unjudged pool trains RF-NLL "
+                errors.append("`rlpt.judge.fallback` is 'rf_nll_on_original' (an unjudged pool trains RF-NLL "
                               "on its original suffix), but `rlpt.candidates.original` is False: the "
                               "original is not in the pool. Use fallback=drop or put the original in.")
             if not (loss.rf_nll.start or loss.rf_nll.end):
-                errors.append("`rlpt.judge.fallback` is 'nll_original' (an unjudged pool trains RF-NLL "
+                errors.append("`rlpt.judge.fallback` is 'rf_nll_on_original' (an unjudged pool trains RF-NLL "
                               "on its original suffix), but `rlpt.loss.rf_nll` has weight 0 throughout, "
                               "so it would do exactly what 'drop' does. Give rlpt.loss.rf_nll a weight "
                               "or use fallback=drop.")
         lm_weighted = bool(loss.lm.start or loss.lm.end)
         extra_rows = data.job_sequences_per_step > 0 or data.think_sequences_per_step > 0
-        lm_sources = data.lm_on_original or extra_rows
+        lm_sources = data.lm_on_window or extra_rows
         if data.source == "synthetic" and not data.synthetic.include_original:
             lm_sources = extra_rows
         if lm_weighted and not lm_sources:
             errors.append("`rlpt.loss.lm` has a non-zero weight, but nothing feeds the LM term: "
-                          "`rlpt.data.lm_on_original` is False (or the synthetic groups have no "
+                          "`rlpt.data.lm_on_window` is False (or the synthetic groups have no "
                           "original) and `rlpt.data.job_sequences_per_step` and "
                           "`rlpt.data.think_sequences_per_step` are 0. Set rlpt.loss.lm.start=0 or give it data.")
         if (loss.grpo.start or loss.grpo.end) and loss.selection == "grpo":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rlpt_plugin.config_renames import old_value_hint
+
 
 def _number(errors: list[str], path: str, value: Any, *, minimum: float | None = None,
             strictly: bool = False, integer: bool = False) -> None:
@@ -19,4 +21,5 @@ def _number(errors: list[str], path: str, value: Any, *, minimum: float | None =
 
 def _choice(errors: list[str], path: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        errors.append(f"`{path}` must be one of {', '.join(choices)}, but is {value!r} instead.")
+        errors.append(f"`{path}` must be one of {', '.join(choices)}, but is {value!r} instead"
+                      f"{old_value_hint(path, value)}.")

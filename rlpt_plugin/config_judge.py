@@ -75,7 +75,7 @@ class JudgeSection:
     """Judge samples averaged per judgment (paper: 5 for a small judge)."""
     fallback: str = "drop"
     """A pool that cannot be judged leaves the DPO term (counted as ``unjudged_pool_rate``).
-    drop: nothing else; nll_original: its original suffix becomes the pool's RF-NLL target, so
+    drop: nothing else; rf_nll_on_original: its original suffix becomes the pool's RF-NLL target, so
     the RF-NLL term keeps its share of the batch through a judge outage (needs the original in
     the pool and an RF-NLL weight > 0; anything else would make it a silent copy of drop)."""
     temperature: float = 0.0

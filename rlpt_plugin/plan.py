@@ -14,7 +14,7 @@ ranks), ``N = suffix_length``, ``K = num_rollouts``, ``S = seq_length``:
   store has no usable rewrite simply has one candidate fewer) and every rollout as N tokens
   (an immediate EOS drops a rollout), so every figure below is an upper bound.
 * Rows trained (rlpt_plugin/rl/packing.py): one LM row per prefix (prefix + original) when
-  ``lm_on_original`` (whether or not the original is also a candidate), plus one row per
+  ``lm_on_window`` (whether or not the original is also a candidate), plus one row per
   distinct selected candidate not already in a row: DPO up to 2 (chosen, rejected; under the
   dpo rule the RF-NLL target IS the chosen row), RF-NLL alone up to 1, Dr. GRPO one per
   rollout (K), none for a single-candidate pool. Every row is counted as ``S``
@@ -83,7 +83,7 @@ class WorkloadInputs:
     samples: int = 1
     """Judge samples per judgment."""
     position: str = "random"
-    lm_on_original: bool = True
+    lm_on_window: bool = True
     job_sequences: int = 0
     """Sequences of the job's own data per step (rlpt.data.job_sequences_per_step): LM rows."""
     think_sequences: int = 0
@@ -120,7 +120,7 @@ class WorkloadInputs:
         for name in ("dp_size", "global_batch_size"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
-        for name in ("original", "rewrite", "rollouts", "lm_on_original", "dpo", "rf_nll", "grpo", "in_loop",
+        for name in ("original", "rewrite", "rollouts", "lm_on_window", "dpo", "rf_nll", "grpo", "in_loop",
                      "share_prefill", "shared_rows"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
@@ -151,8 +151,8 @@ class WorkloadInputs:
         if self.has_rl and self.pool_size == 0:
             raise ValueError("original, rewrite, rollouts: the pool is empty (enable original, rewrite, "
                              "or rollouts with num_rollouts >= 1)")
-        if not self.has_rl and not self.lm_on_original and not self.job_sequences:
-            raise ValueError("lm_on_original is False and neither dpo nor rf_nll is on: nothing to train")
+        if not self.has_rl and not self.lm_on_window and not self.job_sequences:
+            raise ValueError("lm_on_window is False and neither dpo nor rf_nll is on: nothing to train")
 
     @property
     def has_rl(self) -> bool:
@@ -291,7 +291,7 @@ def plan(inputs: WorkloadInputs) -> WorkloadPlan:
     g, s, n_tok = inp.groups_per_step, inp.seq_length, inp.suffix_length
     rollout_tok = n_tok + inp.thinking_budget  # a rollout candidate's most tokens
     pool = inp.pool_size if inp.has_rl else 0
-    has_lm = inp.lm_on_original
+    has_lm = inp.lm_on_window
     lm_rows = g if has_lm else 0
     rl_per_prefix = 0
     if inp.has_rl and pool >= 2:

@@ -18,16 +18,16 @@ _CONFIG_PATHS: dict[str, str] = {
     "samples": "rlpt.judge.samples", "schedule": "rlpt.judge.schedule", "position": "rlpt.judge.position",
     "quality": "rlpt.judge.quality", "safety": "rlpt.judge.safety", "factuality": "rlpt.judge.factuality",
     "similarity": "rlpt.judge.similarity",
-    "lm_on_original": "rlpt.data.lm_on_original", "job_sequences": "rlpt.data.job_sequences_per_step",
+    "lm_on_window": "rlpt.data.lm_on_window", "job_sequences": "rlpt.data.job_sequences_per_step",
     "think_sequences": "rlpt.data.think_sequences_per_step",
 }
 
 
 def lm_rows_packed(rlpt: RLPTConfig) -> bool:
-    """Whether each group gets its LM row: ``rlpt.data.lm_on_original`` and an LM weight that is
+    """Whether each group gets its LM row: ``rlpt.data.lm_on_window`` and an LM weight that is
     non-zero at some step (rows the LM term would never train are not packed)."""
     lm = rlpt.loss.lm
-    return bool(rlpt.data.lm_on_original and (lm.start or lm.end))
+    return bool(rlpt.data.lm_on_window and (lm.start or lm.end))
 
 
 def plan_from_config(rlpt: RLPTConfig, *, seq_length: int, suffix_length: int | None = None,
@@ -63,7 +63,7 @@ def plan_from_config(rlpt: RLPTConfig, *, seq_length: int, suffix_length: int | 
             groups_per_step=data.groups_per_step, seq_length=seq_length, suffix_length=suffix_length,
             schedule=judge.schedule, **judge.axis_weights(keep_zero=True),
             samples=1 if world else judge.samples, position="random" if world else judge.position,
-            lm_on_original=lm_rows_packed(rlpt), job_sequences=data.job_sequences_per_step,
+            lm_on_window=lm_rows_packed(rlpt), job_sequences=data.job_sequences_per_step,
             think_sequences=data.think_sequences_per_step,
             dpo=dpo, rf_nll=rf_nll, grpo=grpo, in_loop=store, shared_rows=data.prefix_sharing != "unpacked",
             step_time_s=step_time_s, dp_size=dp_size, global_batch_size=global_batch_size,

@@ -180,7 +180,7 @@ def _lm(s: DemoSettings, think: Path | None = None) -> list[str]:
 def _rlmt(s: DemoSettings, think: Path) -> list[str]:
     """Dr. GRPO on the RL half's prefixes beside the thinking SFT rows of ``think``.
 
-    No next-token term on the RL half (``lm_on_original=false``), as the report: it would teach
+    No next-token term on the RL half (``lm_on_window=false``), as the report: it would teach
     the answers directly and RL would learn to skip the thought. The thinking SFT rows (the SFT
     half's, as many per step as in ``sft_think_more``, the steps-matched control) keep what SFT
     taught while RL runs: without them RL on the RL half's few prefixes, each met dozens of times,
@@ -188,7 +188,7 @@ def _rlmt(s: DemoSettings, think: Path) -> list[str]:
     and with them the step the thoughts need."""
     rows = s.groups_per_step * s.rollouts + s.groups_per_step
     return ["rlpt.loss.selection=grpo", "rlpt.loss.grpo.start=1", "rlpt.loss.dpo.start=0", "rlpt.loss.rf_nll.start=0",
-            "rlpt.loss.reference=rollout", "rlpt.loss.lm.start=1", "rlpt.data.lm_on_original=false",
+            "rlpt.loss.reference=rollout", "rlpt.loss.lm.start=1", "rlpt.data.lm_on_window=false",
             f"rlpt.data.think_stores=[{think}]", f"rlpt.data.think_sequences_per_step={s.groups_per_step}",
             "rlpt.candidates.original=false",
             f"rlpt.candidates.num_rollouts={s.rollouts}", f"rlpt.candidates.thinking_budget={s.thinking_budget}",

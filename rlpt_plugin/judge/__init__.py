@@ -4,12 +4,13 @@
 
 from rlpt_plugin.judge.axes import AXES, Axis, Hallucination, SafetyVerdict, Winner, combine
 from rlpt_plugin.judge.judge import Judge
-from rlpt_plugin.judge.pools import FALLBACK_DROP, FALLBACK_NLL_ORIGINAL, FALLBACKS, JudgeConfig, JudgePool, PoolVerdict
+from rlpt_plugin.judge.pools import (FALLBACK_DROP, FALLBACK_RF_NLL_ON_ORIGINAL, FALLBACKS, JudgeConfig, JudgePool,
+                                     PoolVerdict)
 from rlpt_plugin.judge.parsing import ParseError, parse_answer, parse_factuality, parse_quality, parse_safety
 from rlpt_plugin.judge.schedules import SCHEDULES, Schedule, drive, make_schedule, max_comparisons
 
 __all__ = [
-    "AXES", "Axis", "FALLBACKS", "FALLBACK_DROP", "FALLBACK_NLL_ORIGINAL", "Hallucination", "Judge",
+    "AXES", "Axis", "FALLBACKS", "FALLBACK_DROP", "FALLBACK_RF_NLL_ON_ORIGINAL", "Hallucination", "Judge",
     "JudgeConfig", "JudgePool", "ParseError", "PoolVerdict", "SCHEDULES", "SafetyVerdict", "Schedule",
     "Winner", "combine", "drive", "make_schedule", "max_comparisons", "parse_answer", "parse_factuality",
     "parse_quality", "parse_safety",

@@ -28,7 +28,7 @@ rejects is retried up to ``max_attempts`` times per sample, each retry with a fr
 least that (a greedy judge would otherwise repeat the same bad answer). Nothing unparsable is
 ever scored. A judgment whose sample still fails after the last attempt fails, and with it the
 pool: ``failed=True``, ``scores=None`` and ``fallback`` per config: ``"drop"`` (no RL term for
-the prefix) or ``"nll_original"`` (train NLL on the original suffix; needs a reference, else
+the prefix) or ``"rf_nll_on_original"`` (train NLL on the original suffix; needs a reference, else
 the pool falls back to ``"drop"``, counted as ``fallback_nll_unavailable``). Every retry,
 failure and fallback is counted in :meth:`Judge.metrics`.
 
@@ -61,8 +61,8 @@ from pathlib import Path
 from typing import Any
 
 from rlpt_plugin.judge.axes import WITH_REFERENCE, Axis, combine, mean
-from rlpt_plugin.judge.pools import (AXIS_PLACEHOLDERS, FALLBACK_DROP, FALLBACK_NLL_ORIGINAL, JudgeConfig, JudgePool,
-                                     PoolVerdict)
+from rlpt_plugin.judge.pools import (AXIS_PLACEHOLDERS, FALLBACK_DROP, FALLBACK_RF_NLL_ON_ORIGINAL, JudgeConfig,
+                                     JudgePool, PoolVerdict)
 from rlpt_plugin.judge.parsing import ParseError, parse_factuality, parse_quality, parse_safety, parse_similarity
 from rlpt_plugin.judge.schedules import make_schedule
 from rlpt_plugin.judge.structured import FormatChain, structured_output
@@ -162,7 +162,7 @@ class Judge:
         mean per pool; ``cache_hits`` / ``cache_misses`` (requests that reached the server) and
         ``cache_hit_rate``; ``retries``, ``http_failures``, ``parse_failures`` (and
         ``parse_failure:<reason>``), ``failed_judgments``, ``failed_pools``, ``fallback_drop``,
-        ``fallback_nll_original``, ``fallback_nll_unavailable``; ``comparisons`` (quality) and
+        ``fallback_rf_nll_on_original``, ``fallback_nll_unavailable``; ``comparisons`` (quality) and
         ``identical_pairs``; ``identical_candidates`` (pointwise: a text already asked about in
         its pool, scored with that verdict, not sent); ``calls:<axis>`` per axis; ``reasoning_cutoffs`` (empty answers cut
         off by the token budget) and ``structured_output_downgrades`` (``auto`` only).
@@ -170,7 +170,7 @@ class Judge:
         m = self._m
         out: dict[str, float] = {k: 0.0 for k in (
             "pools", "judged_pools", "failed_pools", "calls", "cache_hits", "cache_misses", "retries",
-            "http_failures", "parse_failures", "failed_judgments", "fallback_drop", "fallback_nll_original",
+            "http_failures", "parse_failures", "failed_judgments", "fallback_drop", "fallback_rf_nll_on_original",
             "fallback_nll_unavailable", "comparisons", "identical_pairs", "identical_candidates", "reasoning_cutoffs",
             "structured_output_downgrades")}  # fmt: skip
         out.update({k: float(v) for k, v in m.items()})
@@ -207,7 +207,7 @@ class Judge:
         fallback = None
         if failed:
             fallback = self.config.fallback
-            if fallback == FALLBACK_NLL_ORIGINAL and pool.reference is None:
+            if fallback == FALLBACK_RF_NLL_ON_ORIGINAL and pool.reference is None:
                 self._m["fallback_nll_unavailable"] += 1
                 fallback = FALLBACK_DROP
         scores = None if failed else combine(per_axis, self.config.weights)

@@ -13,17 +13,14 @@ from typing import Any
 from rlpt_plugin.judge.axes import AXES, DEFAULT_TEMPLATES, Axis, parse_axis
 from rlpt_plugin.judge.schedules import SCHEDULES
 from rlpt_plugin.judge.structured import MODES
-from rlpt_plugin.rl.pool import CandidateKind, original_index
+from rlpt_plugin.rl.pool import FALLBACK_DROP, FALLBACK_RF_NLL_ON_ORIGINAL, FALLBACKS, CandidateKind, original_index
 from rlpt_plugin.teacher.protocol import SamplingParams
 
-FALLBACK_DROP = "drop"
-FALLBACK_NLL_ORIGINAL = "nll_original"
 #: Failed judge attempts by reason, the keys of :attr:`Verdicts.reasons`, logged per step as
 #: judge_<reason>: HTTP attempts the client retried (5xx, timeouts, resets, bad JSON: absorbed by
 #: retries and failover), judgments whose HTTP attempts all failed, and answers the strict parser
 #: rejected (each retried with a fresh seed).
 FAILURE_REASONS = ("client_retries", "http_failures", "parse_failures")
-FALLBACKS: tuple[str, ...] = (FALLBACK_DROP, FALLBACK_NLL_ORIGINAL)
 POSITIONS: tuple[str, ...] = ("random", "both")
 
 # The placeholders each axis fills; a template for the axis must declare exactly these.

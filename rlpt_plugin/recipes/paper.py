@@ -37,7 +37,7 @@ top-p 1.0, as in the paper.
 reference = the policy that sampled the rollouts) for the continual settings, reward-filtered
 NLL on the best candidate for from-scratch. No next-token term on the original text (which in
 the safety setting would keep training on the unsafe originals): ``rlpt.loss.lm.start=1
-rlpt.data.lm_on_original=true`` adds it back.
+rlpt.data.lm_on_window=true`` adds it back.
 
 **Rows per step.** ``train.global_batch_size`` counts packed rows, not prefixes: 2 rows per
 prefix under DPO (chosen + rejected; the original is only a candidate), 1 under RF-NLL, so 512
@@ -178,7 +178,7 @@ def paper_config(out_dir: str | Path, *, train_iters: int, lr: float, warmup: in
     rows_per_prefix = 2 if selection == "dpo" else 1
     rlpt = RLPTConfig()
     rlpt.data.source, rlpt.data.stores, rlpt.data.tokenizer = "store", [store], TOKENIZER
-    rlpt.data.groups_per_step, rlpt.data.lm_on_original = PREFIXES_PER_STEP, False
+    rlpt.data.groups_per_step, rlpt.data.lm_on_window = PREFIXES_PER_STEP, False
     c = rlpt.candidates
     c.num_rollouts, c.rollouts, c.original, c.rewrite = rollouts, True, original, rewrite
     c.temperature, c.top_p = 1.0, 1.0

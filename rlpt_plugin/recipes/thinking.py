@@ -101,7 +101,7 @@ def thinking_sft(out_dir: str | Path) -> RLPTConfigContainer:
                     rollouts=0, original=True, rewrite=False, selection="rf_nll",
                     start_checkpoint=BASE_CHECKPOINT, save_interval=200)
     r = cfg.rlpt
-    r.data.groups_per_step, r.data.lm_on_original = SFT_PREFIXES, True
+    r.data.groups_per_step, r.data.lm_on_window = SFT_PREFIXES, True
     r.data.think_stores, r.data.think_sequences_per_step = [THINK_STORE], SFT_THINK_CHUNKS
     r.loss.lm.start, r.loss.rf_nll.start, r.loss.dpo.start = 1.0, 0.0, 0.0  # next-token terms only
     cfg.train.global_batch_size = SFT_PREFIXES + SFT_THINK_CHUNKS

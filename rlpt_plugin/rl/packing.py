@@ -52,7 +52,7 @@ class PackSpec:
     micro_batch_size: int
     num_microbatches: int
     pad_id: int = 0
-    lm_on_original: bool = True
+    lm_on_window: bool = True
     use_dpo: bool = True
     use_rf_nll: bool = False
     use_grpo: bool = False
@@ -71,8 +71,8 @@ class PackSpec:
                 raise ValueError(f"PackSpec.{name} must be an int >= 1, got {v!r}")
         if isinstance(self.pad_id, bool) or not isinstance(self.pad_id, int) or self.pad_id < 0:
             raise ValueError(f"PackSpec.pad_id must be an int >= 0, got {self.pad_id!r}")
-        if not (self.lm_on_original or self.use_dpo or self.use_rf_nll or self.use_grpo):
-            raise ValueError("PackSpec: at least one of lm_on_original, use_dpo, use_rf_nll, use_grpo "
+        if not (self.lm_on_window or self.use_dpo or self.use_rf_nll or self.use_grpo):
+            raise ValueError("PackSpec: at least one of lm_on_window, use_dpo, use_rf_nll, use_grpo "
                              "must be True, got all False")
 
 
@@ -272,7 +272,7 @@ def group_rows(group: CandidateGroup, selection: Selection, spec: PackSpec) -> l
     by the LM term nor duplicated in the forward pass. The pair id is the
     group id. The prefix is truncated from the left to fit ``S + 1`` tokens.
     A group whose original suffix is not a candidate (``lm_original``) gets
-    one LM-only row for it first, when ``spec.lm_on_original``.
+    one LM-only row for it first, when ``spec.lm_on_window``.
     """
     selection.validate_for(group)
     gid = group.group_id
@@ -283,7 +283,7 @@ def group_rows(group: CandidateGroup, selection: Selection, spec: PackSpec) -> l
     lm: set[int] = set()
     roles: dict[int, set[str]] = {}
     orig = group.original_index
-    if spec.lm_on_original and orig is not None:
+    if spec.lm_on_window and orig is not None:
         lm.add(orig)
     if spec.use_dpo and selection.chosen is not None:
         roles.setdefault(selection.chosen, set()).add(ROLE_CHOSEN)
@@ -298,7 +298,7 @@ def group_rows(group: CandidateGroup, selection: Selection, spec: PackSpec) -> l
         raise ValueError(f"group {gid}: ref_logps must be set when ref_from_rollout=True, got None")
 
     rows: list[Row] = []
-    if spec.lm_on_original and group.lm_original is not None:
+    if spec.lm_on_window and group.lm_original is not None:
         rows.append(Row(group_id=gid, tokens=_row_tokens(group, group.lm_original, spec, "lm_original"),
                         candidate_length=len(group.lm_original), lm=True))
     for idx in sorted(lm | set(roles)):

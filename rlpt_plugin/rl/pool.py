@@ -40,8 +40,8 @@ RULE_GRPO = "grpo"
 RULES: tuple[str, ...] = (RULE_DPO, RULE_RF_NLL, RULE_GRPO)
 
 FALLBACK_DROP = "drop"
-FALLBACK_NLL_ORIGINAL = "nll_original"
-FALLBACKS: tuple[str, ...] = (FALLBACK_DROP, FALLBACK_NLL_ORIGINAL)
+FALLBACK_RF_NLL_ON_ORIGINAL = "rf_nll_on_original"
+FALLBACKS: tuple[str, ...] = (FALLBACK_DROP, FALLBACK_RF_NLL_ON_ORIGINAL)
 
 
 
@@ -180,7 +180,7 @@ class Selection:
     ``best`` is the reward-filtered NLL target. ``skip_reason`` is set exactly
     when nothing was selected: one of :data:`SKIP_REASONS`. ``fallback``: the
     pool was not judged and ``best`` is its original suffix by the
-    ``nll_original`` fallback, not by a verdict.
+    ``rf_nll_on_original`` fallback, not by a verdict.
     """
 
     chosen: int | None
@@ -260,7 +260,7 @@ def select(group: CandidateGroup, *, rule: str = RULE_DPO, fallback: str = FALLB
     * A single-candidate pool has nothing to compare against:
       all ``None``, ``skip_reason = "single_candidate"``.
     * ``scores is None``: all ``None``, ``skip_reason = "unjudged"``; with
-      ``fallback="nll_original"`` and the original in the pool, ``best`` is
+      ``fallback="rf_nll_on_original"`` and the original in the pool, ``best`` is
       the original instead (``fallback=True``): the RF-NLL term trains the
       document's text while the judge is out.
 
@@ -273,7 +273,7 @@ def select(group: CandidateGroup, *, rule: str = RULE_DPO, fallback: str = FALLB
     if fallback not in FALLBACKS:
         raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
     if group.scores is None:
-        if fallback == FALLBACK_NLL_ORIGINAL and group.original_index is not None:
+        if fallback == FALLBACK_RF_NLL_ON_ORIGINAL and group.original_index is not None:
             return Selection(None, None, group.original_index, fallback=True)
         return Selection(None, None, None, SKIP_UNJUDGED)
     if rule == RULE_GRPO:
@@ -301,7 +301,7 @@ class SelectionStats:
         num_pairs: selections with a DPO pair.
         num_best: selections with an rf-NLL target chosen by a verdict.
         num_fallback: unjudged groups whose original is the rf-NLL target by
-            the ``nll_original`` fallback (also counted as skipped "unjudged").
+            the ``rf_nll_on_original`` fallback (also counted as skipped "unjudged").
         skipped: count per skip reason (only reasons that occurred).
         chosen_kinds / best_kinds: count per candidate kind of the chosen /
             best candidate.

@@ -47,7 +47,7 @@ SMALL = [
     "model.num_layers=4", "model.hidden_size=256", "model.ffn_hidden_size=704",  # FP8 GEMMs: multiples of 16
     "model.num_attention_heads=4", "model.seq_length=64", "model.vocab_size=128", "tokenizer.vocab_size=128",
     # next-token training on the synthetic groups: no store, no judge
-    "rlpt.data.source=synthetic", "rlpt.loss.dpo.start=0", "rlpt.loss.lm.start=1", "rlpt.data.lm_on_original=true",
+    "rlpt.data.source=synthetic", "rlpt.loss.dpo.start=0", "rlpt.loss.lm.start=1", "rlpt.data.lm_on_window=true",
     "rlpt.data.groups_per_step=32", "train.micro_batch_size=8", "train.global_batch_size=32",
     f"train.train_iters={STEPS}", "optimizer.lr=3e-3", "optimizer.min_lr=3e-4", "scheduler.lr_warmup_iters=0",
     "checkpoint.save=null", "checkpoint.load=null", "checkpoint.pretrained_checkpoint=null",

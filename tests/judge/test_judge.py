@@ -209,16 +209,16 @@ def test_unparsable_answers_are_retried_then_succeed() -> None:
 def test_persistent_failure_falls_back_and_is_counted() -> None:
     good, broken = pool([1, 2, 3]), pool([3, 1, 2], prefix="Another doc", extra=["", "", "BROKEN"])
     no_ref = pool([3, 1], prefix="No reference", original=False, extra=["BROKEN"])
-    cfg = JudgeConfig(fallback="nll_original", max_attempts=2)
+    cfg = JudgeConfig(fallback="rf_nll_on_original", max_attempts=2)
     with LoopbackServer(PlayJudge()) as srv:
         (v_good, v_broken, v_noref), m = run(judged(srv, cfg, [good, broken, no_ref]))
     assert not v_good.failed and v_good.scores == [0.0, 0.5, 1.0]
     assert v_broken.failed and v_broken.scores is None and v_broken.per_axis == {}
-    assert v_broken.fallback == "nll_original"
+    assert v_broken.fallback == "rf_nll_on_original"
     assert v_broken.failures == 2 * 2 and v_broken.calls == 3 + 2  # 2 judgments show BROKEN, 2 attempts each
     assert len(v_broken.errors) == 2 and all("no decision line" in e for e in v_broken.errors)
     assert v_noref.failed and v_noref.fallback == "drop"  # no original suffix to train on
-    assert m["failed_pools"] == 2 and m["judged_pools"] == 1 and m["fallback_nll_original"] == 1
+    assert m["failed_pools"] == 2 and m["judged_pools"] == 1 and m["fallback_rf_nll_on_original"] == 1
     assert m["fallback_drop"] == 1 and m["fallback_nll_unavailable"] == 1
     assert m["failed_judgments"] == 3 and m["parse_failures"] == 6 and m["failure_rate"] == pytest.approx(2 / 3)
     g = CandidateGroup((1,), ((5,), (6,), (7,)), ("original", "rollout", "rollout"), None, None, group_id=4)

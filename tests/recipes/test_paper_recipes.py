@@ -80,7 +80,7 @@ def test_paper_numbers_land_and_validate(tmp_path, name):
     assert r.judge.endpoints == ["http://judge-0:8000/v1", "http://judge-1:8000/v1"]
     assert r.judge.backend == "openai" and r.judge.model == "openai/gpt-oss-120b"
     assert r.judge.schedule == "round_robin"
-    assert r.loss.selection == selection and r.loss.lm.start == 0.0 and not r.data.lm_on_original
+    assert r.loss.selection == selection and r.loss.lm.start == 0.0 and not r.data.lm_on_window
     assert (r.loss.dpo.start, r.loss.rf_nll.start) == ((1.0, 0.0) if selection == "dpo" else (0.0, 1.0))
     assert r.data.source == "store" and r.data.stores and r.data.tokenizer
     # Layout for 64 GPUs: TP1 PP1 CP1, the rest data parallel, distributed optimizer.
@@ -241,3 +241,10 @@ def test_every_paper_recipe_trains_tiny_on_cpu(tmp_path, store):
                 assert (r["num_rf_tokens"] > 0) == picked, (name, r)
                 assert not picked or r["rf_nll"] > 0, (name, r)
             assert sum(r["num_rf_tokens"] for r in records) > 0, name
+
+
+def test_a_renamed_key_still_lands_through_the_overrides(tmp_path):
+    with pytest.warns(DeprecationWarning, match="rlpt.data.lm_on_window"):
+        cfg = launch.build_config(f"{MODULE}:paper_from_scratch", tmp_path,
+                                  [ENDPOINTS, NO_FP8, "rlpt.data.lm_on_original=false"])
+    assert cfg.rlpt.data.lm_on_window is False

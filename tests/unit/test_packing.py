@@ -246,7 +246,7 @@ def _random_group(rng: random.Random, gid: int) -> CandidateGroup:
 
 def _expected_indices(g: CandidateGroup, sel: Selection, spec: PackSpec) -> set[int]:
     out: set[int] = set()
-    if spec.lm_on_original and O in g.kinds:
+    if spec.lm_on_window and O in g.kinds:
         out.add(list(g.kinds).index(O))
     if spec.use_dpo and sel.chosen is not None:
         out |= {sel.chosen, sel.rejected}  # type: ignore[arg-type]
@@ -265,7 +265,7 @@ def test_random_configurations_property() -> None:
         num_groups, m = rng.randint(0, 9), rng.randint(1, 4)
         seq = rng.randint(6, 20)
         groups = [_random_group(rng, 1000 * trial + i) for i in range(num_groups)]
-        spec0 = PackSpec(seq_length=seq, micro_batch_size=1, num_microbatches=m, lm_on_original=flags[0],
+        spec0 = PackSpec(seq_length=seq, micro_batch_size=1, num_microbatches=m, lm_on_window=flags[0],
                          use_dpo=flags[1], use_rf_nll=flags[2], ref_from_rollout=rng.random() < 0.5)  # fmt: skip
         sels = [select(g, rule="dpo" if spec0.use_dpo or rng.random() < 0.5 else "rf_nll") for g in groups]
         want = [_expected_indices(g, s, spec0) for g, s in zip(groups, sels)]

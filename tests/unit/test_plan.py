@@ -120,7 +120,7 @@ def test_rows_follow_packing_rules() -> None:
     # The original is not a candidate, yet it is the document: it keeps its LM row.
     assert plan(inputs(original=False)).lm_rows == 8
     assert plan(inputs(original=False)).rl_rows == 16
-    assert plan(inputs(lm_on_original=False)).rows == 16
+    assert plan(inputs(lm_on_window=False)).rows == 16
     assert plan(inputs(num_rollouts=0)).rl_rows == 0  # single candidate: no pair
     assert plan(inputs(share_prefill=False, num_rollouts=4)).prefill_tokens == 8 * 4 * (S + 1 - N)
 
@@ -131,7 +131,7 @@ def test_job_data_rows_add_full_length_lm_rows() -> None:
     assert blended.tokens_trained == base.tokens_trained + 6 * S
     assert blended.judge_calls == base.judge_calls and blended.rollouts == base.rollouts  # no pools
     assert "+ 6 job data +" in format_plan(blended)
-    assert plan(inputs(lm_on_original=False, dpo=False, job_sequences=2)).rows == 2  # job data only
+    assert plan(inputs(lm_on_window=False, dpo=False, job_sequences=2)).rows == 2  # job data only
     with pytest.raises(ValueError, match="dp_size must divide job_sequences"):
         inputs(job_sequences=3, dp_size=2)
 
@@ -188,7 +188,7 @@ def test_format_without_rl_terms() -> None:
     ({"global_batch_size": 0}, "global_batch_size"),
     ({"groups_per_step": 2.0}, "groups_per_step"),
     ({"original": False, "rollouts": False}, "pool is empty"),
-    ({"dpo": False, "lm_on_original": False}, "nothing to train"),
+    ({"dpo": False, "lm_on_window": False}, "nothing to train"),
 ])
 def test_invalid_inputs_name_the_field(kw: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):

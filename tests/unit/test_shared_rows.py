@@ -106,7 +106,7 @@ def test_random_pools_shared_positions_see_what_unpacked_rows_see() -> None:
         num_groups, m = rng.randint(1, 6), rng.randint(1, 3)
         groups = [_random_group(rng, 100 * trial + i) for i in range(num_groups)]
         spec = PackSpec(seq_length=rng.randint(6, 14), micro_batch_size=3 * num_groups, num_microbatches=m,
-                        lm_on_original=flags[0], use_dpo=flags[1], use_rf_nll=flags[2],
+                        lm_on_window=flags[0], use_dpo=flags[1], use_rf_nll=flags[2],
                         ref_from_rollout=rng.random() < 0.5)
         sels = [select(g, rule="dpo" if spec.use_dpo or rng.random() < 0.5 else "rf_nll") for g in groups]
         plain = pack_step(groups, sels, spec)

@@ -54,9 +54,9 @@ def test_api_key_comes_from_a_named_environment_variable(monkeypatch):
     assert "s3cret-value" not in repr(cfg)  # only the variable's name is in the config
 
 
-def test_nll_original_fallback_must_differ_from_drop():
+def test_rf_nll_on_original_fallback_must_differ_from_drop():
     cfg = in_loop()
-    cfg.judge.fallback = "nll_original"  # DPO with an RF-NLL weight of 0: exactly "drop"
+    cfg.judge.fallback = "rf_nll_on_original"  # DPO with an RF-NLL weight of 0: exactly "drop"
     assert any("exactly what 'drop' does" in e for e in cfg.errors())
     cfg.loss.rf_nll = TermWeight(start=0.5)
     assert cfg.errors() == []
@@ -64,17 +64,17 @@ def test_nll_original_fallback_must_differ_from_drop():
     assert any("not in the pool" in e for e in cfg.errors())
 
 
-def test_nll_original_trains_the_unjudged_pools_original_by_rf_nll():
+def test_rf_nll_on_original_trains_the_unjudged_pools_original_by_rf_nll():
     group = build_group(PoolInput(group_id=3, prefix=[1, 2, 3], original=[4, 5], rewrite=None,
                                   rollouts=[[6, 7], [8]]), PoolSpec(), scores=None)
     assert select(group).skip_reason == "unjudged" and select(group).best is None
-    sel = select(group, fallback="nll_original")
+    sel = select(group, fallback="rf_nll_on_original")
     assert (sel.best, sel.chosen, sel.fallback) == (0, None, True)
     spec = PackSpec(seq_length=8, micro_batch_size=4, num_microbatches=1, use_rf_nll=True)
     (mb,) = pack_step([group], [sel], spec)
     assert mb.rf_rows_R.tolist() == [0] and mb.chosen_rows_P.numel() == 0
     assert mb.lm_mask_BS[0].sum() == 4 and mb.rl_mask_BS[0].sum() == 2  # one row: LM and RF-NLL
-    stats = SelectionStats.from_selections(zip([group], select_all([group], fallback="nll_original")))
+    stats = SelectionStats.from_selections(zip([group], select_all([group], fallback="rf_nll_on_original")))
     # a fallback is not a verdict: counted apart, out of the rollout-chosen statistics
     assert (stats.num_best, stats.num_fallback, stats.skipped) == (0, 1, {"unjudged": 1})
 
@@ -91,13 +91,13 @@ def test_a_rollouts_only_pool_still_trains_the_lm_term_on_the_document():
     assert mb.lm_mask_BS.sum(dim=1).tolist() == [4.0, 0.0, 0.0, 0.0] and mb.rl_mask_BS[0].sum() == 2
     assert mb.chosen_rows_P.tolist() == [1] and mb.rejected_rows_P.tolist() == [2]
     # and no LM row when the LM term is off (rows it would never train are not packed)
-    off = PackSpec(seq_length=8, micro_batch_size=4, num_microbatches=1, lm_on_original=False, use_rf_nll=True)
+    off = PackSpec(seq_length=8, micro_batch_size=4, num_microbatches=1, lm_on_window=False, use_rf_nll=True)
     assert pack_step([group], [select(group)], off)[0].num_real_rows == 2
 
 
 def test_an_lm_term_with_nothing_to_train_and_an_all_zero_loss_are_errors():
     cfg = in_loop()
-    cfg.data.lm_on_original = False  # LM weight 1, no job data: the term would train 0 tokens
+    cfg.data.lm_on_window = False  # LM weight 1, no job data: the term would train 0 tokens
     assert any("nothing feeds the LM term" in e for e in cfg.errors())
     cfg.data.think_stores, cfg.data.think_sequences_per_step = ["think"], 2  # thinking SFT rows feed it
     assert not any("nothing feeds the LM term" in e for e in cfg.errors())

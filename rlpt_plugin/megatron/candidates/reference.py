@@ -81,7 +81,7 @@ def score_continuations(model: torch.nn.Module, items: Sequence[tuple[Sequence[i
         return []
     num_mb = -(-len(rows) // micro_batch_size)
     spec = PackSpec(seq_length=seq_length, micro_batch_size=micro_batch_size, num_microbatches=num_mb,
-                    lm_on_original=False, use_dpo=False, use_rf_nll=True)
+                    lm_on_window=False, use_dpo=False, use_rf_nll=True)
     batches = pack_rows(rows, [i // micro_batch_size for i in range(len(rows))], spec)
     ReferenceScorer([model]).fill(batches)
     out = []

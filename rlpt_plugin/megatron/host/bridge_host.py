@@ -139,7 +139,7 @@ def pack_spec_flags(cfg: RLPTConfigContainer) -> dict[str, bool]:
     loss = cfg.rlpt.loss
     rl = loss.has_rl_terms()  # next-token-only runs carry LM rows only
     use_dpo = rl and loss.selection == "dpo"
-    return dict(lm_on_original=lm_rows_packed(cfg.rlpt), use_dpo=use_dpo,
+    return dict(lm_on_window=lm_rows_packed(cfg.rlpt), use_dpo=use_dpo,
                 use_rf_nll=use_dpo or (rl and bool(loss.rf_nll.start or loss.rf_nll.end)),
                 use_grpo=rl and loss.selection == "grpo")
 
@@ -274,7 +274,7 @@ class RLPTCallback(Callback):
 def forward_step(cfg: RLPTConfigContainer) -> RLPTForwardStep:
     spec = pack_spec_flags(cfg)
     # the job's own data and the think stores' rows are LM rows too
-    lm = spec["lm_on_original"] or bool(cfg.rlpt.data.job_sequences_per_step or cfg.rlpt.data.think_sequences_per_step)
+    lm = spec["lm_on_window"] or bool(cfg.rlpt.data.job_sequences_per_step or cfg.rlpt.data.think_sequences_per_step)
     terms = {name for name, on in (("lm", lm), ("dpo", spec["use_dpo"]),
                                    ("rf_nll", spec["use_rf_nll"]), ("grpo", spec["use_grpo"])) if on}
     loss = cfg.rlpt.loss

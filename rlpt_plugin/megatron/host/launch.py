@@ -21,6 +21,7 @@ from megatron.bridge.training.utils.omegaconf_utils import OverridesError, proce
 from omegaconf.errors import OmegaConfBaseException
 
 from rlpt_plugin.config import ConfigError
+from rlpt_plugin.config_renames import translate_overrides
 from rlpt_plugin.megatron.host.compat import safe_yaml_representers
 from rlpt_plugin.megatron.host.recipe_host import call_recipe, cpu_layer_spec
 from rlpt_plugin.megatron.host.bridge_host import RLPTConfigContainer, rlpt_pretrain, with_rlpt
@@ -59,7 +60,7 @@ def build_config(recipe: str, out_dir: str | Path, overrides: list[str]) -> RLPT
                            f"but returned {type(cfg).__name__}."])
     if overrides:
         try:
-            cfg = process_config_with_overrides(cfg, cli_overrides=list(overrides))
+            cfg = process_config_with_overrides(cfg, cli_overrides=translate_overrides(overrides))
         except (OverridesError, OmegaConfBaseException) as err:
             raise ConfigError([f"override rejected: {err}"]) from err
     cpu_layer_spec(cfg.model)  # a shipped recipe's TE layer spec under model.transformer_impl=local
