@@ -1,11 +1,15 @@
-"""Rollout throughput with and without shared prefill, length buckets and the KV cache, one run.
+"""Rollout throughput and KV memory with and without shared KV, shared prefill, length buckets and
+the KV cache, one run.
 
 A 4-layer GPT (hidden 256) generates K rollouts of N tokens for B prefixes on this machine.
 Prefixes have P tokens, or (``--min-prefix``) lengths spread evenly over [min, P] like store
-windows cut anywhere in a document. Shared prefill runs each prefix once and copies its KV cache
-to the K rollout rows; unshared prefills all B*K rows. Length buckets run prefixes N or more
-tokens apart as separate static batches; "one batch" feeds every longer prefix's extra tokens one
-decode step at a time. Prints generated tokens per second and the ratios.
+windows cut anywhere in a document. Shared KV (the default) prefills each prefix once and keeps
+its KV entries once for its K rows (rlpt_plugin/megatron/candidates/shared_kv.py); "megatron
+cache" is megatron's static inference context, the prefill shared and its cache copied to the K
+rows; unshared prefills all B*K rows. Length buckets run prefixes N or more tokens apart as
+separate static batches; "one batch" feeds every longer prefix's extra tokens one decode step at a
+time. Prints generated tokens per second, the ratios, and the KV cache per prefix (the largest
+static batch's cache over its prefixes).
 
     .venv/bin/python bench/rollout_prefill.py [--prefix 256] [--min-prefix 256] [--k 8] [--new 32] [--batch 4]
 """
@@ -41,17 +45,19 @@ def _run(rank: int, world: int, args: dict) -> dict:
     lengths = [low + (high - low) * i // max(1, b - 1) for i in range(b)]
     prefixes = [torch.randint(1, 4096, (n,), generator=gen).tolist() for n in lengths]
     rates = {}
-    for name, share, cache, buckets in (("shared prefill", True, True, True),
-                                        ("shared, one batch", True, True, False),
-                                        ("per-row prefill", False, True, True), ("no KV cache", False, False, True)):
+    for name, share, cache, buckets, shared_kv in (("shared KV", True, True, True, True),
+                                                   ("megatron cache", True, True, True, False),
+                                                   ("shared KV, one batch", True, True, False, True),
+                                                   ("per-row prefill", False, True, True, False),
+                                                   ("no KV cache", False, False, True, False)):
         spec = RolloutSpec(num_samples=args["k"], max_new_tokens=args["new"], vocab_size=4096, seed=1,
-                           share_prefill=share, use_kv_cache=cache, length_buckets=buckets)
+                           share_prefill=share, use_kv_cache=cache, length_buckets=buckets, shared_kv=shared_kv)
         generate_rollouts(model, prefixes[:1], spec, step=0)  # warm-up
         began = time.perf_counter()
         out = generate_rollouts(model, prefixes, spec, step=1)
         seconds = time.perf_counter() - began
         generated = sum(len(s) for samples in out.tokens for s in samples)
-        rates[name] = (generated / seconds, seconds, out.forward_tokens)
+        rates[name] = (generated / seconds, seconds, out.forward_tokens, out.kv_bytes_per_prefix / 2**20)
     return rates
 
 
@@ -66,13 +72,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     args = vars(parser.parse_args())
     (rates,) = run_distributed(_run, 1, Path(tempfile.mkdtemp()), args)
-    base = rates["shared prefill"][0]
+    base = rates["shared KV"][0]
     lengths = f"{args['min_prefix']}..{args['prefix']}" if args["min_prefix"] else str(args["prefix"])
     print(f"\nrollouts: {args['batch']} prefixes x {lengths} tokens, K={args['k']}, N={args['new']}, "
           "4 layers h256 fp32, 1 process")
-    print(f"{'mode':<18}{'tokens/s':>10}{'seconds':>9}{'forward tokens':>16}{'vs shared':>11}")
-    for name, (rate, seconds, forward) in rates.items():
-        print(f"{name:<18}{rate:>10.1f}{seconds:>9.2f}{forward:>16}{rate / base:>11.2f}")
+    print(f"{'mode':<22}{'tokens/s':>10}{'seconds':>9}{'forward tokens':>16}{'vs shared KV':>14}{'KV MiB/prefix':>15}")
+    for name, (rate, seconds, forward, kv) in rates.items():
+        print(f"{name:<22}{rate:>10.1f}{seconds:>9.2f}{forward:>16}{rate / base:>14.2f}{kv:>15.2f}")
 
 
 if __name__ == "__main__":

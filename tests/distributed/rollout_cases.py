@@ -16,13 +16,14 @@ SPREAD = [[40, 41, 42], list(range(50, 64)), [70, 71, 72, 73], list(range(80, 10
 
 def rollouts(case: dict[str, Any]) -> dict[str, Any]:
     Layout(case.get("tp", 1), case.get("pp", 1)).init()
-    model = build_model(weight_seed=0, wrap_ddp=False)
+    model = build_model(weight_seed=0, wrap_ddp=False, num_query_groups=case.get("groups"))
     spec = RolloutSpec(num_samples=3, max_new_tokens=6, vocab_size=VOCAB - 4, eos_id=case.get("eos"),
                        seed=11, share_prefill=case.get("share", True), use_kv_cache=case.get("cache", True),
                        temperature=case.get("temperature", 1.0), top_p=case.get("top_p", 1.0),
-                       length_buckets=case.get("buckets", True))
+                       length_buckets=case.get("buckets", True), shared_kv=case.get("shared_kv", True))
     out = generate_rollouts(model, SPREAD if case.get("spread") else PREFIXES, spec, step=3)
-    return {"case": case, "tokens": out.tokens, "logps": out.logps, "forward_tokens": out.forward_tokens}
+    return {"case": case, "tokens": out.tokens, "logps": out.logps, "forward_tokens": out.forward_tokens,
+            "kv_cache_bytes": out.kv_cache_bytes, "kv_path": out.kv_path}
 
 
 def run_rollout_cases(rank: int, world_size: int, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -13,7 +13,10 @@ from tests.distributed.tiny_gpt import VOCAB
 pytestmark = pytest.mark.distributed
 CASES = [dict(), dict(cache=False), dict(share=False), dict(eos=50), dict(temperature=0.7, top_p=0.5),
          dict(temperature=0.7, top_p=0.5, cache=False), dict(buckets=False),
-         dict(spread=True), dict(spread=True, cache=False), dict(spread=True, buckets=False)]
+         dict(spread=True), dict(spread=True, cache=False), dict(spread=True, buckets=False),
+         dict(shared_kv=False), dict(spread=True, shared_kv=False), dict(eos=50, shared_kv=False),
+         dict(temperature=0.7, top_p=0.5, shared_kv=False), dict(groups=2, spread=True),
+         dict(groups=2, spread=True, shared_kv=False)]
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +38,21 @@ def test_kv_cache_and_shared_prefill_change_nothing(single):
     assert base["forward_tokens"] < unshared["forward_tokens"] < no_cache["forward_tokens"]
     filtered, filtered_no_cache = single[4], single[5]
     assert filtered["tokens"] == filtered_no_cache["tokens"]
+
+
+def test_shared_kv_samples_what_megatrons_static_cache_samples_from_one_prefix_copy(single):
+    """The K rollouts reading one copy of their prefix's KV entries (keys cached after RoPE) give
+    the tokens and log-probs of megatron's per-row cache, with spread prefixes (length buckets,
+    forced steps), EOS and top-p too, and hold less KV."""
+    for shared, megatron in ((0, 10), (7, 11), (3, 12), (4, 13), (14, 15)):  # 14, 15: grouped-query
+        assert single[shared]["kv_path"] == "shared" and single[megatron]["kv_path"] == "megatron"
+        assert single[shared]["tokens"] == single[megatron]["tokens"], single[shared]["case"]
+        _close(single[shared]["logps"], single[megatron]["logps"])
+        assert single[shared]["forward_tokens"] == single[megatron]["forward_tokens"]
+    # PREFIXES: one batch of 4 prefixes, K = 3, N = 6, prefixes 3-6 tokens: the shared cache holds
+    # each prefix's shortest part once and each row its own <= 9 tokens, megatron's 12 rows x 12.
+    assert single[0]["kv_cache_bytes"] < single[10]["kv_cache_bytes"]
+    assert single[1]["kv_path"] == "recompute" and single[2]["kv_path"] == "megatron"
 
 
 def test_shapes_vocabulary_and_distinct_samples(single):
@@ -92,9 +110,10 @@ def test_length_buckets_cut_forced_steps_and_change_no_probability(single, tmp_p
 
 def test_tp2_and_pp2_sample_what_tp1_samples(single, tmp_path):
     results = run_distributed(run_rollout_cases, 2, tmp_path, [dict(tp=2), dict(pp=2), dict(pp=2, eos=50),
-                                                               dict(pp=2, spread=True)])
+                                                               dict(pp=2, spread=True), dict(tp=2, groups=2, spread=True)])
     for rank in results:
-        for i, want in enumerate((single[0], single[0], single[3], single[7])):
+        for i, want in enumerate((single[0], single[0], single[3], single[7], single[15])):
             assert rank[i]["tokens"] == want["tokens"], rank[i]["case"]
+            assert rank[i]["kv_path"] == "shared", rank[i]["case"]
     _close(results[0][0]["logps"], single[0]["logps"])  # TP2: every rank has the logits
     _close(results[1][1]["logps"], single[0]["logps"])  # PP2: the last stage records them

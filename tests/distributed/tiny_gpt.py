@@ -33,9 +33,10 @@ class Layout:
         model_parallel_cuda_manual_seed(1234)
 
 
-def transformer_config(num_layers: int = 4) -> TransformerConfig:
+def transformer_config(num_layers: int = 4, num_query_groups: int | None = None) -> TransformerConfig:
     return TransformerConfig(
         num_layers=num_layers, hidden_size=32, num_attention_heads=4, ffn_hidden_size=64,
+        num_query_groups=num_query_groups,
         use_cpu_initialization=True, hidden_dropout=0.0, attention_dropout=0.0,
         bias_activation_fusion=False, bias_dropout_fusion=False, masked_softmax_fusion=False,
         persist_layer_norm=False, apply_rope_fusion=False, gradient_accumulation_fusion=False,
@@ -66,8 +67,9 @@ def _partition(param: torch.nn.Parameter) -> int | None:
     return param.partition_dim if getattr(param, "tensor_model_parallel", False) else None
 
 
-def build_model(weight_seed: int = 0, num_layers: int = 4, wrap_ddp: bool = True) -> torch.nn.Module:
-    config = transformer_config(num_layers)
+def build_model(weight_seed: int = 0, num_layers: int = 4, wrap_ddp: bool = True,
+                num_query_groups: int | None = None) -> torch.nn.Module:
+    config = transformer_config(num_layers, num_query_groups)
     model = GPTModel(config=config, transformer_layer_spec=get_gpt_layer_local_spec(normalization="RMSNorm"),
                      vocab_size=VOCAB, max_sequence_length=64, position_embedding_type="rope",
                      pre_process=ps.is_pipeline_first_stage(), post_process=ps.is_pipeline_last_stage(),

@@ -2,6 +2,10 @@
 
 - KV cache: megatron's ``StaticInferenceContext``; ``use_kv_cache=False`` recomputes the whole
   sequence every step (the reference the cached path is tested against).
+- Shared KV (default where exact, :mod:`.shared_kv`): each prefix is prefilled ONCE and its KV
+  entries are kept once for its K rollouts; every row caches only the tokens it feeds itself,
+  and keys are cached after RoPE. Elsewhere (``shared_kv=False``, or a model the shared path does
+  not serve, :func:`~.shared_kv.unsupported`) megatron's ``StaticInferenceContext``:
 - Shared prefill: each prefix is prefilled ONCE, then its cache rows are copied to its K
   rollout rows. All rows of a static batch share one sequence offset, so the shared part is the
   batch's shortest prefix; longer prefixes feed their remaining tokens one step at a time (forced,
@@ -31,6 +35,7 @@ from megatron.core.inference.contexts import StaticInferenceContext
 from megatron.core.utils import get_attr_wrapped_model
 
 from rlpt_plugin.megatron import parallel
+from rlpt_plugin.megatron.candidates.shared_kv import SharedKV, unsupported
 from rlpt_plugin.megatron.step.forward_step import causal_attention_mask, model_device
 
 
@@ -46,6 +51,7 @@ class RolloutSpec:
     share_prefill: bool = True
     use_kv_cache: bool = True
     length_buckets: bool = True  # False: all prefixes in one static batch
+    shared_kv: bool = True      # with the KV cache and shared prefill: K rollouts read one prefix copy
 
     def __post_init__(self) -> None:
         errors = []
@@ -68,6 +74,9 @@ class Rollouts:
     tokens: list[list[list[int]]]
     logps: list[list[list[float]]]
     forward_tokens: int  # tokens pushed through the model (prefill + decode), for throughput
+    kv_cache_bytes: int = 0  # the largest static batch's KV cache (this stage's layers)
+    kv_bytes_per_prefix: float = 0.0  # the most any static batch held per prefix (its K rows included)
+    kv_path: str = ""  # "shared" | "megatron" (the static inference context) | "recompute"
 
 
 def length_buckets(lengths: Sequence[int], n: int) -> list[list[int]]:
@@ -108,9 +117,11 @@ def _sample(logits_RV: torch.Tensor, spec: RolloutSpec, gen: torch.Generator) ->
 class _Runner:
     """One forward over all stages; returns last-position logits on the last stage, else None."""
 
-    def __init__(self, model: torch.nn.Module, context: StaticInferenceContext | None):
+    def __init__(self, model: torch.nn.Module, context: StaticInferenceContext | None,
+                 shared: SharedKV | None = None):
         self.model = model
         self.context = context
+        self.shared = shared
         self.device = model_device(model)
         self.lay = parallel.layout()
         self.hidden = get_attr_wrapped_model(model, "config").hidden_size
@@ -123,6 +134,8 @@ class _Runner:
             self.set_input_tensor(parallel.pp_recv_from_prev((seq, rows, self.hidden), self.dtype, self.device))
         positions = torch.arange(start, start + seq, device=self.device).expand(rows, seq)
         mask = causal_attention_mask(seq, self.device) if seq > 1 else None
+        if self.shared is not None:
+            self.shared.start = start
         out = self.model(tokens_RS.to(self.device), positions, mask, inference_context=self.context,
                          runtime_gather_output=True)
         if self.context is not None:
@@ -160,26 +173,39 @@ def _generate(model: torch.nn.Module, prefixes: list[list[int]], spec: RolloutSp
         return _generate_batch(model, prefixes, spec, step, bucket=0)
     tokens: list[list[list[int]]] = [[] for _ in prefixes]
     logps: list[list[list[float]]] = [[] for _ in prefixes]
-    forward_tokens = 0
+    forward_tokens, kv_bytes, per_prefix, path = 0, 0, 0.0, ""
     for b, members in enumerate(length_buckets([len(p) for p in prefixes], spec.max_new_tokens)):
         out = _generate_batch(model, [prefixes[i] for i in members], spec, step, bucket=b)
         for i, toks, lps in zip(members, out.tokens, out.logps):
             tokens[i], logps[i] = toks, lps
         forward_tokens += out.forward_tokens
-    return Rollouts(tokens=tokens, logps=logps, forward_tokens=forward_tokens)
+        kv_bytes, path = max(kv_bytes, out.kv_cache_bytes), out.kv_path
+        per_prefix = max(per_prefix, out.kv_bytes_per_prefix)
+    return Rollouts(tokens=tokens, logps=logps, forward_tokens=forward_tokens, kv_cache_bytes=kv_bytes,
+                    kv_bytes_per_prefix=per_prefix, kv_path=path)
 
 
 def _generate_batch(model: torch.nn.Module, prefixes: list[list[int]], spec: RolloutSpec, step: int,
                     bucket: int) -> Rollouts:
     """One static batch: every prefix's K rollouts, the rows sharing one sequence offset."""
+    rows = len(prefixes) * spec.num_samples
+    shortest, total = min(map(len, prefixes)), max(map(len, prefixes)) + spec.max_new_tokens
+    context = StaticInferenceContext(rows, total) if spec.use_kv_cache else None
+    if not (spec.use_kv_cache and spec.share_prefill and spec.shared_kv and unsupported(model) is None):
+        return _decode(_Runner(model, context), prefixes, spec, step, bucket, None)
+    shared = SharedKV(len(prefixes), spec.num_samples, max_own=total - shortest)
+    with shared.installed(model):
+        return _decode(_Runner(model, context, shared), prefixes, spec, step, bucket, shared)
+
+
+def _decode(run: _Runner, prefixes: list[list[int]], spec: RolloutSpec, step: int, bucket: int,
+            shared: SharedKV | None) -> Rollouts:
     k, n = spec.num_samples, spec.max_new_tokens
-    num_prefixes = len(prefixes)
+    num_prefixes, context = len(prefixes), run.context
     rows = num_prefixes * k
     lengths = torch.tensor([len(prefixes[r // k]) for r in range(rows)])
     shortest, longest = int(lengths.min()), int(lengths.max())
     total = longest + n
-    context = StaticInferenceContext(rows, total) if spec.use_kv_cache else None
-    run = _Runner(model, context)
     # Every row's full token stream: the prefix, then sampled tokens.
     stream_RT = torch.zeros(rows, total, dtype=torch.long)
     for r in range(rows):
@@ -192,7 +218,8 @@ def _generate_batch(model: torch.nn.Module, prefixes: list[list[int]], spec: Rol
     if spec.use_kv_cache and spec.share_prefill:
         prefill = torch.tensor([p[:shortest] for p in prefixes])
         logits = run(prefill, 0)
-        _expand_cache(context, num_prefixes, k)
+        if shared is None:
+            _expand_cache(context, num_prefixes, k)
         context.max_batch_size = rows
         if logits is not None:
             logits = logits.repeat_interleave(k, dim=0)
@@ -226,7 +253,16 @@ def _generate_batch(model: torch.nn.Module, prefixes: list[list[int]], spec: Rol
             logits = run(stream_RT[:, : position + 1], 0)
             forward_tokens += rows * (position + 1)
         position += 1
-    return _collect(stream_RT, logps_RT, lengths, prefixes, spec, forward_tokens)
+    out = _collect(stream_RT, logps_RT, lengths, prefixes, spec, forward_tokens)
+    if shared is not None:
+        out.kv_cache_bytes, out.kv_path = shared.bytes(), "shared"
+    elif context is not None:
+        out.kv_cache_bytes = sum(t.numel() * t.element_size() for kv in context.key_value_memory_dict.values() for t in kv)
+        out.kv_path = "megatron"
+    else:
+        out.kv_path = "recompute"
+    out.kv_bytes_per_prefix = out.kv_cache_bytes / num_prefixes
+    return out
 
 
 def _collect(stream_RT: torch.Tensor, logps_RT: torch.Tensor, lengths: torch.Tensor,

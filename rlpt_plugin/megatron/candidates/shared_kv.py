@@ -1,0 +1,161 @@
+"""Rollout decoding with a prefix's KV entries kept once for its K rollouts, not K times.
+
+Megatron's static inference path (``StaticInferenceContext``) gives every row its own KV cache, so
+after the shared prefill each prefix is copied to its K rollout rows, and it caches keys BEFORE
+RoPE: every decode step rotates the whole cached key again, (prefix + generated) x K rows x every
+layer. At the paper-shaped geometry (8 prefixes of 480 tokens, K = 16, N = 32, 4 layers h128)
+that re-rotation and the reads of the K copies were most of the rollout time.
+
+:class:`SharedKV` replaces the forward of every self-attention module of the policy for the
+duration of one static batch (:meth:`SharedKV.installed`). The replacement uses the module's own
+parts -- ``get_query_key_value_tensors`` (QKV projection, qk-norm, the TP split of heads) and
+``linear_proj`` (the output projection and its TP all-reduce) -- and megatron's
+``apply_rotary_pos_emb`` on the NEW tokens only; keys are cached after RoPE. Its attention is one
+softmax over [the prefix's keys, shared by its K rows ; the row's own keys]: the prefill writes
+the prefix cache (one row per prefix), every later step (one token per row) appends to the row's
+own cache. Norms, residuals, the MLP and the pipeline hand-offs stay megatron's.
+
+Where a model has something this attention does not compute (multi-latent attention, an output
+gate, sliding windows, a non-vanilla softmax, sequence or context parallelism, flash decode,
+packed sequences), :func:`unsupported` names it and the sampler keeps megatron's path.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from types import MethodType
+from typing import Any, Iterator
+
+import torch
+from megatron.core.models.common.embeddings.rope_utils import apply_rotary_pos_emb
+from megatron.core.transformer.attention import SelfAttention
+
+ROPE_TYPES = ("rope", "learned_absolute", "none")
+
+
+def _attention_modules(model: torch.nn.Module) -> list[SelfAttention]:
+    return [m for m in model.modules() if isinstance(m, SelfAttention)]
+
+
+def unsupported(model: torch.nn.Module) -> str | None:
+    """Why the shared-KV decode cannot serve ``model`` exactly, or None when it can."""
+    from megatron.core.utils import get_attr_wrapped_model
+
+    config = get_attr_wrapped_model(model, "config")
+    try:
+        kind = get_attr_wrapped_model(model, "position_embedding_type")
+    except RuntimeError:  # not a GPTModel: megatron's path decides
+        return "the model has no position_embedding_type (not a GPTModel)"
+    checks = (
+        (kind not in ROPE_TYPES, f"position embedding {kind!r}"),
+        (getattr(config, "multi_latent_attention", False), "multi-latent attention"),
+        (getattr(config, "attention_output_gate", False), "an attention output gate"),
+        (getattr(config, "window_size", None) is not None, "sliding-window attention"),
+        (getattr(config, "softmax_type", "vanilla") != "vanilla", f"softmax_type {getattr(config, 'softmax_type', '')!r}"),
+        (getattr(config, "sequence_parallel", False), "sequence parallelism"),
+        (getattr(config, "context_parallel_size", 1) != 1, "context parallelism"),
+        (getattr(config, "flash_decode", False), "flash decode"),
+        (getattr(config, "fused_single_qkv_rope", False), "fused QKV RoPE"),
+        (getattr(config, "rotary_interleaved", False), "interleaved RoPE"),
+        (not _attention_modules(model) and getattr(config, "num_layers", 0) > 0, "no self-attention modules"),
+    )
+    for failed, what in checks:
+        if failed:
+            return f"the model uses {what}"
+    return None
+
+
+class SharedKV:
+    """The KV entries of one static batch: ``num_prefixes`` prefixes, ``k`` rows each (prefix-major).
+
+    ``prefix[layer]``: (key, value) ``[G, groups, L, d]`` written by the prefill (G rows);
+    ``own[layer]``: ``[G*k, groups, T, d]`` preallocated for ``max_own`` tokens, one per later step.
+    The runner sets :attr:`start` (the position of the forward's first token) before each forward.
+    """
+
+    def __init__(self, num_prefixes: int, k: int, max_own: int):
+        self.g, self.k, self.max_own = num_prefixes, k, max_own
+        self.start = 0
+        self.prefix_length = 0
+        self.prefix: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.own: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def bytes(self) -> int:
+        """Bytes the cache holds (the prefix entries once, the rows' own entries)."""
+        return sum(t.numel() * t.element_size() for kv in (*self.prefix.values(), *self.own.values()) for t in kv)
+
+    @contextmanager
+    def installed(self, model: torch.nn.Module) -> Iterator["SharedKV"]:
+        modules = _attention_modules(model)
+        for module in modules:
+            module.forward = MethodType(_forward_with(self), module)  # type: ignore[method-assign]
+        try:
+            yield self
+        finally:
+            for module in modules:
+                del module.forward
+
+    # -- the attention ------------------------------------------------------------------------
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+        """``q`` ``[s, b, heads, d]``, ``k``/``v`` ``[s, b, groups, d]`` (after RoPE) -> context
+        ``[s, b, heads, d]``. b = G: the prefill (s tokens each); b = G*k: one token per row."""
+        s, b, heads, d = q.shape
+        rep = heads // k.shape[2]
+        if layer not in self.prefix:  # the prefill: causal attention within each prefix
+            if b != self.g:
+                raise RuntimeError(f"SharedKV: the prefill has {b} rows, expected {self.g} prefixes")
+            kp, vp = k.permute(1, 2, 0, 3).contiguous(), v.permute(1, 2, 0, 3).contiguous()  # [G, groups, s, d]
+            self.prefix[layer] = (kp, vp)
+            self.prefix_length = s
+            qh = q.permute(1, 2, 0, 3)  # [G, heads, s, d]
+            scores = (qh @ _heads(kp, rep).transpose(-1, -2)).float() * scale
+            causal = torch.ones(s, s, dtype=torch.bool, device=q.device).triu(1)
+            probs = torch.softmax(scores.masked_fill(causal, float("-inf")), dim=-1).to(v.dtype)
+            return (probs @ _heads(vp, rep)).permute(2, 0, 1, 3)
+        if s != 1 or b != self.g * self.k:
+            raise RuntimeError(f"SharedKV: a decode step feeds one token to each of {self.g * self.k} rows, "
+                               f"got {s} x {b}")
+        t = self.start - self.prefix_length  # this token's slot among the row's own entries
+        if layer not in self.own:
+            shape = (b, k.shape[2], self.max_own, d)
+            self.own[layer] = (k.new_empty(shape), v.new_empty(shape))
+        own_k, own_v = self.own[layer]
+        own_k[:, :, t] = k[0]
+        own_v[:, :, t] = v[0]
+        kp, vp = self.prefix[layer]
+        qg = q[0].view(self.g, self.k, heads, d).transpose(1, 2)  # [G, heads, k, d]
+        scores_p = (qg @ _heads(kp, rep).transpose(-1, -2)).float()  # [G, heads, k, L]
+        scores_p = scores_p.transpose(1, 2).reshape(b, heads, -1)  # [R, heads, L]
+        qr = q[0].unsqueeze(2)  # [R, heads, 1, d]
+        scores_o = (qr @ _heads(own_k[:, :, : t + 1], rep).transpose(-1, -2)).float().squeeze(2)  # [R, heads, t+1]
+        probs = torch.softmax(torch.cat([scores_p, scores_o], dim=-1) * scale, dim=-1).to(v.dtype)
+        length = scores_p.shape[-1]
+        probs_p = probs[..., :length].view(self.g, self.k, heads, length).transpose(1, 2)  # [G, heads, k, L]
+        context = (probs_p @ _heads(vp, rep)).transpose(1, 2).reshape(b, heads, d)
+        context = context + (probs[..., length:].unsqueeze(2) @ _heads(own_v[:, :, : t + 1], rep)).squeeze(2)
+        return context.unsqueeze(0)
+
+
+def _heads(kv: torch.Tensor, rep: int) -> torch.Tensor:
+    """Key/value groups repeated to the query heads (grouped-query attention), dim 1."""
+    return kv if rep == 1 else kv.repeat_interleave(rep, dim=1)
+
+
+def _forward_with(cache: SharedKV):
+    def forward(self: SelfAttention, hidden_states: torch.Tensor, attention_mask: Any = None,
+                key_value_states: Any = None, inference_context: Any = None, rotary_pos_emb: Any = None,
+                *args: Any, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+        query, key, value = self.get_query_key_value_tensors(hidden_states, key_value_states)
+        if rotary_pos_emb is not None:
+            freqs = rotary_pos_emb[0] if isinstance(rotary_pos_emb, tuple) else rotary_pos_emb
+            window = freqs[cache.start: cache.start + query.shape[0]]
+            query = apply_rotary_pos_emb(query, window, config=self.config)
+            key = apply_rotary_pos_emb(key, window, config=self.config)
+        d = query.shape[-1]
+        scale = self.config.softmax_scale if getattr(self.config, "softmax_scale", None) else 1.0 / math.sqrt(d)
+        context = cache.attend(self.layer_number, query, key, value, scale)
+        return self.linear_proj(context.reshape(context.shape[0], context.shape[1], -1))
+
+    return forward
