@@ -16,26 +16,21 @@ tokenizer or suffix length other than the run's is a :class:`StoreMismatchError`
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-import torch
-from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
+
+from rlpt_plugin.megatron.data.store_files import (StoreMismatchError, StoreWriter, open_manifest, open_parts,
+                                                   tokenizer_mismatch, verify)
 
 FORMAT = "rlpt-rewritten-store-v1"
 PARTS = ("prefix", "original", "rewrite")
 STATUSES = ("rewritten", "copied", "refused", "empty", "failed")
 USABLE = frozenset({"rewritten", "copied"})  # statuses whose rewrite enters the candidate pool
-
-
-class StoreMismatchError(ValueError):
-    """A store was opened with settings other than the ones it was written with."""
+__all__ = ["FORMAT", "PARTS", "STATUSES", "USABLE", "RewrittenStore", "StoreMismatchError", "StoredWindow",
+           "write_store"]
 
 
 @dataclass(frozen=True)
@@ -51,25 +46,13 @@ class StoredWindow:
     status: str
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_store(out_dir: str | Path, windows: Iterable[tuple[int, int, Sequence[int], Sequence[int],
                                                              Sequence[int], str]],
                 manifest: dict[str, Any]) -> dict[str, Any]:
     """Write a store from ``(doc_index, window_index, prefix, original, rewrite, status)``
     records, in order. ``manifest`` holds the provenance (source, tokenizer, N, teacher...);
     counts and checksums are added here. Returns the final manifest."""
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    builders = {p: IndexedDatasetBuilder(str(tmp / f"{p}.bin"), dtype=np.int32) for p in PARTS}
+    writer = StoreWriter(out_dir, {p: np.int32 for p in PARTS})
     doc_idx: list[int] = []
     win_idx: list[int] = []
     status_codes: list[int] = []
@@ -83,27 +66,14 @@ def write_store(out_dir: str | Path, windows: Iterable[tuple[int, int, Sequence[
                              f"{n} tokens, but has {len(original)}")
         if status not in USABLE and len(rewrite):
             raise ValueError(f"window {doc_index}:{window_index}: a {status} rewrite must be empty")
-        for part, ids in zip(PARTS, (prefix, original, rewrite)):
-            builders[part].add_item(torch.tensor(list(ids), dtype=torch.int32))
-            builders[part].end_document()
+        writer.add(prefix, original, rewrite)
         doc_idx.append(doc_index)
         win_idx.append(window_index)
         status_codes.append(STATUSES.index(status))
         counts[status] += 1
-    for part, builder in builders.items():
-        builder.finalize(str(tmp / f"{part}.idx"))
-    with (tmp / "windows.npz").open("wb") as f:
-        np.savez(f, doc_index=np.asarray(doc_idx, dtype=np.int64),
-                 window_index=np.asarray(win_idx, dtype=np.int32),
-                 status=np.asarray(status_codes, dtype=np.uint8))
-    files = sorted(p.name for p in tmp.iterdir())
-    final = dict(manifest, format=FORMAT, num_windows=len(doc_idx), counts=counts,
-                 checksums={name: _sha256(tmp / name) for name in files})
-    (tmp / "manifest.json").write_text(json.dumps(final, indent=2, sort_keys=True) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return final
+    index = {"doc_index": np.asarray(doc_idx, dtype=np.int64), "window_index": np.asarray(win_idx, dtype=np.int32),
+             "status": np.asarray(status_codes, dtype=np.uint8)}
+    return writer.finish("windows", index, dict(manifest, format=FORMAT, num_windows=len(doc_idx), counts=counts))
 
 
 class RewrittenStore:
@@ -112,28 +82,14 @@ class RewrittenStore:
     def __init__(self, path: str | Path, *, expect_tokenizer: str | None = None,
                  expect_suffix_length: int | None = None):
         self.path = Path(path)
-        manifest_path = self.path / "manifest.json"
-        if not manifest_path.exists():
-            raise StoreMismatchError(f"{self.path} is not a rewritten store (no manifest.json)")
-        self.manifest = json.loads(manifest_path.read_text())
-        if self.manifest.get("format") != FORMAT:
-            raise StoreMismatchError(f"{self.path}: format {self.manifest.get('format')!r}, "
-                                     f"expected {FORMAT!r}")
-        problems = []
-        stored_tok = self.manifest["tokenizer"]["fingerprint"]
-        if expect_tokenizer is not None and stored_tok != expect_tokenizer:
-            problems.append(f"tokenizer fingerprint {stored_tok[:12]}... "
-                            f"({self.manifest['tokenizer'].get('name')}) differs from the run's "
-                            f"{expect_tokenizer[:12]}...")
+        self.manifest = open_manifest(self.path, FORMAT, "rewritten store")
+        problems = [p for p in [tokenizer_mismatch(self.manifest, expect_tokenizer)] if p]
         if expect_suffix_length is not None and self.manifest["suffix_length"] != expect_suffix_length:
             problems.append(f"suffix length N = {self.manifest['suffix_length']} differs from the "
                             f"run's {expect_suffix_length}")
         if problems:
             raise StoreMismatchError(f"store {self.path} does not match this run: " + "; ".join(problems))
-        # An all-empty part (every rewrite failed) is a 0-byte .bin, which cannot be mmapped.
-        self.parts = {p: IndexedDataset(str(self.path / p),
-                                        mmap=(self.path / f"{p}.bin").stat().st_size > 0)
-                      for p in PARTS}
+        self.parts = open_parts(self.path, PARTS)
         with np.load(self.path / "windows.npz") as arrays:
             self.doc_index = arrays["doc_index"]
             self.window_index = arrays["window_index"]
@@ -144,9 +100,7 @@ class RewrittenStore:
 
     def verify(self) -> None:
         """Recompute every checksum (slow for large stores; a corrupted copy is an error)."""
-        for name, expected in self.manifest["checksums"].items():
-            if _sha256(self.path / name) != expected:
-                raise StoreMismatchError(f"{self.path / name}: checksum mismatch (corrupted copy?)")
+        verify(self.path, self.manifest)
 
     def __getitem__(self, i: int) -> StoredWindow:
         status = STATUSES[int(self.status[i])]

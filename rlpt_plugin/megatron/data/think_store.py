@@ -20,18 +20,14 @@ byte-identical files.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-import torch
-from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
 
-from rlpt_plugin.megatron.data.rewritten_store import StoreMismatchError, _sha256
+from rlpt_plugin.megatron.data.store_files import (StoreMismatchError, StoreWriter, open_manifest, open_parts,
+                                                   tokenizer_mismatch, verify)
 
 FORMAT = "rlpt-think-store-v1"
 PARTS = ("tokens", "mask", "original")
@@ -80,36 +76,21 @@ def write_think_store(out_dir: str | Path, chunks: Iterable[tuple[int, int, Sequ
                       manifest: dict[str, Any]) -> dict[str, Any]:
     """Write a store from ``(doc_index, chunk_index, original, tokens, mask)`` records, in
     order; every record must strip to its original. Returns the final manifest."""
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    builders = {p: IndexedDatasetBuilder(str(tmp / f"{p}.bin"), dtype=_DTYPES[p]) for p in PARTS}
+    writer = StoreWriter(out_dir, _DTYPES)
     doc_idx: list[int] = []
     chunk_idx: list[int] = []
     num_tokens = num_thought_tokens = 0
     for doc_index, chunk_index, original, tokens, mask in chunks:
         _check(f"chunk {doc_index}:{chunk_index}", tokens, mask, original)
-        for part, ids in zip(PARTS, (tokens, mask, original)):
-            builders[part].add_item(torch.tensor(np.asarray(ids, dtype=np.int64)))
-            builders[part].end_document()
+        writer.add(tokens, mask, original)
         doc_idx.append(doc_index)
         chunk_idx.append(chunk_index)
         num_tokens += len(tokens)
         num_thought_tokens += int(np.sum(mask))
-    for part, builder in builders.items():
-        builder.finalize(str(tmp / f"{part}.idx"))
-    with (tmp / "chunks.npz").open("wb") as f:
-        np.savez(f, doc_index=np.asarray(doc_idx, dtype=np.int64), chunk_index=np.asarray(chunk_idx, dtype=np.int32))
-    files = sorted(p.name for p in tmp.iterdir())
-    final = dict(manifest, format=FORMAT, num_chunks=len(doc_idx), num_tokens=num_tokens,
-                 num_thought_tokens=num_thought_tokens, checksums={n: _sha256(tmp / n) for n in files})
-    (tmp / "manifest.json").write_text(json.dumps(final, indent=2, sort_keys=True) + "\n")
-    ThinkStore(tmp).check_all()
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return final
+    index = {"doc_index": np.asarray(doc_idx, dtype=np.int64), "chunk_index": np.asarray(chunk_idx, dtype=np.int32)}
+    return writer.finish("chunks", index, dict(manifest, format=FORMAT, num_chunks=len(doc_idx), num_tokens=num_tokens,
+                                               num_thought_tokens=num_thought_tokens),
+                         check=lambda tmp: ThinkStore(tmp).check_all())
 
 
 class ThinkStore:
@@ -117,22 +98,11 @@ class ThinkStore:
 
     def __init__(self, path: str | Path, *, expect_tokenizer: str | None = None) -> None:
         self.path = Path(path)
-        manifest_path = self.path / "manifest.json"
-        if not manifest_path.exists():
-            raise StoreMismatchError(f"{self.path} is not a think store (no manifest.json)")
-        self.manifest = json.loads(manifest_path.read_text())
-        if self.manifest.get("format") != FORMAT:
-            raise StoreMismatchError(f"{self.path}: format {self.manifest.get('format')!r}, expected {FORMAT!r} "
-                                     "(a store written by rlpt rewrite --task think)")
-        stored = self.manifest["tokenizer"]["fingerprint"]
-        if expect_tokenizer is not None and stored != expect_tokenizer:
-            raise StoreMismatchError(f"think store {self.path} does not match this run: tokenizer fingerprint "
-                                     f"{stored[:12]}... ({self.manifest['tokenizer'].get('name')}) differs from "
-                                     f"the run's {expect_tokenizer[:12]}...")
-        if self.manifest["num_chunks"] == 0:
-            self.parts: dict[str, Any] = {}
-        else:
-            self.parts = {p: IndexedDataset(str(self.path / p), mmap=True) for p in PARTS}
+        self.manifest = open_manifest(self.path, FORMAT, "think store", "a store written by rlpt rewrite --task think")
+        mismatch = tokenizer_mismatch(self.manifest, expect_tokenizer)
+        if mismatch:
+            raise StoreMismatchError(f"think store {self.path} does not match this run: {mismatch}")
+        self.parts = open_parts(self.path, PARTS) if self.manifest["num_chunks"] else {}
         with np.load(self.path / "chunks.npz") as arrays:
             self.doc_index = arrays["doc_index"]
             self.chunk_index = arrays["chunk_index"]
@@ -156,6 +126,4 @@ class ThinkStore:
 
     def verify(self) -> None:
         """Recompute every checksum (a corrupted copy is an error)."""
-        for name, expected in self.manifest["checksums"].items():
-            if _sha256(self.path / name) != expected:
-                raise StoreMismatchError(f"{self.path / name}: checksum mismatch (corrupted copy?)")
+        verify(self.path, self.manifest)
