@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from rlpt_plugin.config_checks import _choice, _number
 from rlpt_plugin.judge.pools import FALLBACKS, POSITIONS
 from rlpt_plugin.judge.schedules import SCHEDULES
 from rlpt_plugin.judge.structured import MODES as STRUCTURED_OUTPUT_MODES
+from rlpt_plugin.teacher.credentials import MissingKeyError, key_from_env
 from rlpt_plugin.teacher.protocol import ENDPOINT_KINDS
 
 JUDGE_BACKENDS = ("openai", "world")
@@ -164,18 +164,12 @@ class JudgeSection:
 
     def api_key(self) -> str | None:
         """The endpoints' key from the environment variable ``api_key_env`` names (never the config)."""
-        if not self.api_key_env:
-            return None
-        key = os.environ.get(self.api_key_env)
-        if not key:
+        try:
+            return key_from_env(self.api_key_env, "rlpt.judge.api_key_env")
+        except MissingKeyError as err:
             from rlpt_plugin.config import ConfigError
 
-            raise ConfigError([self._unset_key("rlpt.judge")])
-        return key
-
-    def _unset_key(self, path: str) -> str:
-        return (f"`{path}.api_key_env` names the environment variable {self.api_key_env!r}, "
-                "which is not set (or empty) in this process.")
+            raise ConfigError([f"{err}."]) from None
 
     def axis_weights(self, *, keep_zero: bool = False) -> dict[str, float]:
         """Axis -> weight of the enabled axes (weight > 0), in :data:`JUDGE_AXES` order."""
@@ -235,8 +229,11 @@ class JudgeSection:
         if not isinstance(self.api_key_env, str):
             errors.append(f"`{path}.api_key_env` must be the NAME of an environment variable, "
                           f"but is a {type(self.api_key_env).__name__}.")
-        elif needed and self.api_key_env and not os.environ.get(self.api_key_env):
-            errors.append(self._unset_key(path))
+        elif needed:
+            try:
+                key_from_env(self.api_key_env, f"{path}.api_key_env")
+            except MissingKeyError as err:
+                errors.append(f"{err}.")
         _number(errors, f"{path}.verdict_timeout_s", self.verdict_timeout_s, minimum=0, strictly=True)
         before = len(errors)
         _number(errors, f"{path}.max_unjudged_share", self.max_unjudged_share, minimum=0)

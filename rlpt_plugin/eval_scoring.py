@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 from typing import Any, Mapping, Sequence
+
+from rlpt_plugin.teacher.credentials import MissingKeyError, key_from_env
 
 MODELS = ("trained", "base")
 METRICS = (("safety", "safety"), ("factuality", "factuality"), ("quality_win_rate", "quality_win"))
@@ -75,12 +76,10 @@ class JudgeSpec:
     api_key_env: str = ""  # NAME of the environment variable holding the key; never the key
 
     def api_key(self) -> str | None:
-        if not self.api_key_env:
-            return None
-        key = os.environ.get(self.api_key_env)
-        if not key:
-            raise EvalError(f"`--api-key-env` names {self.api_key_env!r}, which is not set (or empty)")
-        return key
+        try:
+            return key_from_env(self.api_key_env, "--api-key-env")
+        except MissingKeyError as err:
+            raise EvalError(str(err)) from None
 
     def check(self) -> None:
         if self.kind not in ("world", "openai"):

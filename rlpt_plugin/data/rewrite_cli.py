@@ -8,10 +8,11 @@ errors name the variable, not its value.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from rlpt_plugin.teacher.credentials import key_from_env
 
 
 def add_parser(sub: Any) -> None:
@@ -106,14 +107,9 @@ def _api_key(args: argparse.Namespace) -> str | None:
         return None
     if args.teacher != "openai":
         raise ValueError(f"`--api-key-env` is for --teacher openai, but --teacher is {args.teacher!r}")
-    if not name or "=" in name:
+    if not name:
         raise ValueError(f"`--api-key-env` must name an environment variable, but is {name!r}")
-    value = os.environ.get(name)
-    if value is None:
-        raise ValueError(f"`--api-key-env` names the environment variable {name}, which is not set")
-    if not value.strip():
-        raise ValueError(f"`--api-key-env` names the environment variable {name}, which is empty")
-    return value.strip()
+    return key_from_env(name, "--api-key-env")
 
 
 def _client(args: argparse.Namespace, api_key: str | None) -> Any:
