@@ -48,7 +48,8 @@ LABELS = {"base": "base", "ntp_raw": "NTP (raw)", "sft_think": "SFT(think)",
 def world_configs(s: DemoSettings):
     from rlpt_plugin.world.reasoning import ReasoningConfig
 
-    return pipeline.world_config(s), ReasoningConfig(eval_size=2 * s.entities)
+    return pipeline.world_config(s), ReasoningConfig(eval_size=2 * s.entities, trained_share=s.trained_share,
+                                                     rl_share=s.rl_share)
 
 
 def build_world(s: DemoSettings, out: Path) -> dict[str, Any]:

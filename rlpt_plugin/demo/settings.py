@@ -100,6 +100,13 @@ class DemoSettings:
     """--task reasoning: thought tokens an RLMT rollout may write before its N-token answer (and
     the evaluation's greedy continuations too). The world's thoughts take 14 tokens; sampled at
     temperature 1 they run longer, and a thought past the budget earns nothing."""
+    trained_share: float = 0.4
+    """--task reasoning: share of the people whose two-hop facts the SFT half states (with a thought
+    in SFT(think), without in NTP (raw)); the more distinct people carry a thought, the more the
+    step is learnt as a skill rather than as memorised lines (README "Measured")."""
+    rl_share: float = 0.3
+    """--task reasoning: share of the people whose two-hop facts only the RL half states (RLMT's
+    prefixes); the rest are held out, the graded ones."""
     control_factor: int = 3
     """Steps of the compute-matched next-token control, as a multiple of --steps. 3 matches the
     tokens SIP trains (three rows per prefix: the LM row, chosen and rejected), not its
@@ -132,6 +139,12 @@ class DemoSettings:
             out.append(f"`--task` must be one of {', '.join(TASKS)}, but is {self.task!r}.")
         if self.thinking_budget < 2:
             out.append(f"`--thinking-budget` must be >= 2 (the two delimiters), but is {self.thinking_budget}.")
+        if not (0 < self.trained_share and 0 < self.rl_share and self.trained_share + self.rl_share < 1):
+            out.append(f"`--trained-share` and `--rl-share` must be > 0 with a sum < 1 (some people held out), "
+                       f"but are {self.trained_share} and {self.rl_share}.")
+        if self.task != "reasoning" and (self.trained_share, self.rl_share) != (0.4, 0.3):
+            out.append("`--trained-share` / `--rl-share` split the people of the reasoning world: they need "
+                       f"`--task reasoning` (the task is {self.task!r}).")
         if self.loss not in LOSSES:
             out.append(f"`--loss` must be one of {', '.join(LOSSES)}, but is {self.loss!r}.")
         if not 0 <= self.judge_noise < 1:

@@ -74,6 +74,15 @@ def test_settings_flags_round_trip_and_validate():
     assert "K: rollouts per prefix" in parser.format_help()  # help comes from the field docs
 
 
+def test_the_people_split_is_checked_and_only_for_the_reasoning_task():
+    DemoSettings(task="reasoning", trained_share=0.6, rl_share=0.15).validate()
+    for bad in (dict(task="reasoning", trained_share=0.7, rl_share=0.3), dict(task="reasoning", rl_share=0.0)):
+        with pytest.raises(ConfigError, match="--trained-share"):
+            DemoSettings(**bad).validate()
+    with pytest.raises(ConfigError, match="need `--task reasoning`"):
+        DemoSettings(trained_share=0.6).validate()
+
+
 def test_each_task_sets_its_own_world_and_schedule_unless_a_flag_does():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
