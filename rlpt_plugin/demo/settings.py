@@ -142,7 +142,8 @@ class DemoSettings:
         if not (0 < self.trained_share and 0 < self.rl_share and self.trained_share + self.rl_share < 1):
             out.append(f"`--trained-share` and `--rl-share` must be > 0 with a sum < 1 (some people held out), "
                        f"but are {self.trained_share} and {self.rl_share}.")
-        if self.task != "reasoning" and (self.trained_share, self.rl_share) != (0.4, 0.3):
+        split_defaults = tuple(f.default for f in fields(self) if f.name in ("trained_share", "rl_share"))
+        if self.task != "reasoning" and (self.trained_share, self.rl_share) != split_defaults:
             out.append("`--trained-share` / `--rl-share` split the people of the reasoning world: they need "
                        f"`--task reasoning` (the task is {self.task!r}).")
         if self.loss not in LOSSES:

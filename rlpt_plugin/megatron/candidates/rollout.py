@@ -169,13 +169,14 @@ def generate_rollouts(model: torch.nn.Module, prefixes: Sequence[Sequence[int]],
 
 
 def _generate(model: torch.nn.Module, prefixes: list[list[int]], spec: RolloutSpec, step: int) -> Rollouts:
+    shared = spec.use_kv_cache and spec.share_prefill and spec.shared_kv and unsupported(model) is None
     if not spec.length_buckets:
-        return _generate_batch(model, prefixes, spec, step, bucket=0)
+        return _generate_batch(model, prefixes, spec, step, bucket=0, shared_kv=shared)
     tokens: list[list[list[int]]] = [[] for _ in prefixes]
     logps: list[list[list[float]]] = [[] for _ in prefixes]
     forward_tokens, kv_bytes, per_prefix, path = 0, 0, 0.0, ""
     for b, members in enumerate(length_buckets([len(p) for p in prefixes], spec.max_new_tokens)):
-        out = _generate_batch(model, [prefixes[i] for i in members], spec, step, bucket=b)
+        out = _generate_batch(model, [prefixes[i] for i in members], spec, step, bucket=b, shared_kv=shared)
         for i, toks, lps in zip(members, out.tokens, out.logps):
             tokens[i], logps[i] = toks, lps
         forward_tokens += out.forward_tokens
@@ -186,12 +187,13 @@ def _generate(model: torch.nn.Module, prefixes: list[list[int]], spec: RolloutSp
 
 
 def _generate_batch(model: torch.nn.Module, prefixes: list[list[int]], spec: RolloutSpec, step: int,
-                    bucket: int) -> Rollouts:
-    """One static batch: every prefix's K rollouts, the rows sharing one sequence offset."""
+                    bucket: int, shared_kv: bool) -> Rollouts:
+    """One static batch: every prefix's K rollouts, the rows sharing one sequence offset.
+    ``shared_kv``: the shared-KV decode serves this model (decided once per call)."""
     rows = len(prefixes) * spec.num_samples
     shortest, total = min(map(len, prefixes)), max(map(len, prefixes)) + spec.max_new_tokens
     context = StaticInferenceContext(rows, total) if spec.use_kv_cache else None
-    if not (spec.use_kv_cache and spec.share_prefill and spec.shared_kv and unsupported(model) is None):
+    if not shared_kv:
         return _decode(_Runner(model, context), prefixes, spec, step, bucket, None)
     shared = SharedKV(len(prefixes), spec.num_samples, max_own=total - shortest)
     with shared.installed(model):

@@ -100,47 +100,51 @@ class SharedKV:
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
         """``q`` ``[s, b, heads, d]``, ``k``/``v`` ``[s, b, groups, d]`` (after RoPE) -> context
-        ``[s, b, heads, d]``. b = G: the prefill (s tokens each); b = G*k: one token per row."""
+        ``[s, b, heads, d]``. b = G: the prefill (s tokens each); b = G*k: one token per row.
+
+        Query head h reads key group h // (heads / groups), as megatron's grouped-query attention;
+        the queries are grouped to their key group instead of the keys repeated to the heads, so a
+        decode step copies no cached entry."""
         s, b, heads, d = q.shape
-        rep = heads // k.shape[2]
+        groups = k.shape[2]
+        rep = heads // groups
         if layer not in self.prefix:  # the prefill: causal attention within each prefix
             if b != self.g:
                 raise RuntimeError(f"SharedKV: the prefill has {b} rows, expected {self.g} prefixes")
             kp, vp = k.permute(1, 2, 0, 3).contiguous(), v.permute(1, 2, 0, 3).contiguous()  # [G, groups, s, d]
             self.prefix[layer] = (kp, vp)
             self.prefix_length = s
-            qh = q.permute(1, 2, 0, 3)  # [G, heads, s, d]
-            scores = (qh @ _heads(kp, rep).transpose(-1, -2)).float() * scale
+            qg = q.view(s, b, groups, rep, d).permute(1, 2, 3, 0, 4).reshape(b, groups, rep * s, d)
+            scores = (qg @ kp.transpose(-1, -2)).float().view(b, groups, rep, s, s) * scale
             causal = torch.ones(s, s, dtype=torch.bool, device=q.device).triu(1)
             probs = torch.softmax(scores.masked_fill(causal, float("-inf")), dim=-1).to(v.dtype)
-            return (probs @ _heads(vp, rep)).permute(2, 0, 1, 3)
+            context = probs.view(b, groups, rep * s, s) @ vp  # [G, groups, rep*s, d]
+            return context.view(b, groups, rep, s, d).permute(3, 0, 1, 2, 4).reshape(s, b, heads, d)
         if s != 1 or b != self.g * self.k:
             raise RuntimeError(f"SharedKV: a decode step feeds one token to each of {self.g * self.k} rows, "
                                f"got {s} x {b}")
         t = self.start - self.prefix_length  # this token's slot among the row's own entries
         if layer not in self.own:
-            shape = (b, k.shape[2], self.max_own, d)
+            shape = (b, groups, self.max_own, d)
             self.own[layer] = (k.new_empty(shape), v.new_empty(shape))
         own_k, own_v = self.own[layer]
         own_k[:, :, t] = k[0]
         own_v[:, :, t] = v[0]
         kp, vp = self.prefix[layer]
-        qg = q[0].view(self.g, self.k, heads, d).transpose(1, 2)  # [G, heads, k, d]
-        scores_p = (qg @ _heads(kp, rep).transpose(-1, -2)).float()  # [G, heads, k, L]
-        scores_p = scores_p.transpose(1, 2).reshape(b, heads, -1)  # [R, heads, L]
-        qr = q[0].unsqueeze(2)  # [R, heads, 1, d]
-        scores_o = (qr @ _heads(own_k[:, :, : t + 1], rep).transpose(-1, -2)).float().squeeze(2)  # [R, heads, t+1]
+        length = kp.shape[2]
+        # The prefix part: the k rows of a prefix and the rep heads of a group in one matmul.
+        qp = q[0].view(self.g, self.k, groups, rep, d).permute(0, 2, 1, 3, 4).reshape(self.g, groups, self.k * rep, d)
+        scores_p = (qp @ kp.transpose(-1, -2)).float()  # [G, groups, k*rep, L]
+        scores_p = scores_p.view(self.g, groups, self.k, rep, length).permute(0, 2, 1, 3, 4).reshape(b, groups, rep, length)
+        # The row's own part: [R, groups, rep, d] against [R, groups, t+1, d].
+        qr = q[0].view(b, groups, rep, d)
+        scores_o = (qr @ own_k[:, :, : t + 1].transpose(-1, -2)).float()  # [R, groups, rep, t+1]
         probs = torch.softmax(torch.cat([scores_p, scores_o], dim=-1) * scale, dim=-1).to(v.dtype)
-        length = scores_p.shape[-1]
-        probs_p = probs[..., :length].view(self.g, self.k, heads, length).transpose(1, 2)  # [G, heads, k, L]
-        context = (probs_p @ _heads(vp, rep)).transpose(1, 2).reshape(b, heads, d)
-        context = context + (probs[..., length:].unsqueeze(2) @ _heads(own_v[:, :, : t + 1], rep)).squeeze(2)
-        return context.unsqueeze(0)
-
-
-def _heads(kv: torch.Tensor, rep: int) -> torch.Tensor:
-    """Key/value groups repeated to the query heads (grouped-query attention), dim 1."""
-    return kv if rep == 1 else kv.repeat_interleave(rep, dim=1)
+        probs_p = probs[..., :length].reshape(self.g, self.k, groups, rep, length).permute(0, 2, 1, 3, 4)
+        context = (probs_p.reshape(self.g, groups, self.k * rep, length) @ vp)  # [G, groups, k*rep, d]
+        context = context.view(self.g, groups, self.k, rep, d).permute(0, 2, 1, 3, 4).reshape(b, groups, rep, d)
+        context = context + probs[..., length:] @ own_v[:, :, : t + 1]
+        return context.reshape(1, b, heads, d)
 
 
 def _forward_with(cache: SharedKV):
