@@ -15,7 +15,7 @@ from rlpt_plugin.config_judge import JudgeSection
 from rlpt_plugin.config_renames import renamed
 from rlpt_plugin.rl.candidates import PoolSpec
 from rlpt_plugin.rl.losses import LossConfig
-from rlpt_plugin.rl.pool import RULES
+from rlpt_plugin.rl.pool import FALLBACK_RF_NLL_ON_ORIGINAL, RULES
 from rlpt_plugin.rl.thinking import ThinkingSpec
 from rlpt_plugin.rl.weights import MixedWeights, WeightSchedule
 
@@ -343,7 +343,7 @@ class RLPTConfig:
         """Settings that would be accepted and then do nothing."""
         errors: list[str] = []
         loss, data, judge = self.loss, self.data, self.judge
-        if judge.fallback == "rf_nll_on_original" and in_loop:
+        if judge.fallback == FALLBACK_RF_NLL_ON_ORIGINAL and in_loop:
             if not self.candidates.original:
                 errors.append("`rlpt.judge.fallback` is 'rf_nll_on_original' (an unjudged pool trains RF-NLL "
                               "on its original suffix), but `rlpt.candidates.original` is False: the "
