@@ -16,7 +16,7 @@ CASES = [dict(), dict(cache=False), dict(share=False), dict(eos=50), dict(temper
          dict(spread=True), dict(spread=True, cache=False), dict(spread=True, buckets=False),
          dict(shared_kv=False), dict(spread=True, shared_kv=False), dict(eos=50, shared_kv=False),
          dict(temperature=0.7, top_p=0.5, shared_kv=False), dict(groups=2, spread=True),
-         dict(groups=2, spread=True, shared_kv=False)]
+         dict(groups=2, spread=True, shared_kv=False), dict(spread=True, buckets=False, shared_kv=False)]
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +41,24 @@ def test_kv_cache_and_shared_prefill_change_nothing(single):
 
 
 def test_shared_kv_samples_what_megatrons_static_cache_samples_from_one_prefix_copy(single):
-    """The K rollouts reading one copy of their prefix's KV entries (keys cached after RoPE) give
-    the tokens and log-probs of megatron's per-row cache, with spread prefixes (length buckets,
-    forced steps), EOS and top-p too, and hold less KV."""
+    """The K rollouts reading one copy of their prefix's KV entries (keys cached after RoPE),
+    prefixes of different lengths left-padded into one prefill, give the tokens and log-probs of
+    megatron's per-row cache (shared prefill of the shortest part, then forced steps), with spread
+    prefixes (megatron's length buckets), EOS and top-p too, push fewer tokens through the model
+    (no forced steps) and hold less KV."""
     for shared, megatron in ((0, 10), (7, 11), (3, 12), (4, 13), (14, 15)):  # 14, 15: grouped-query
         assert single[shared]["kv_path"] == "shared" and single[megatron]["kv_path"] == "megatron"
         assert single[shared]["tokens"] == single[megatron]["tokens"], single[shared]["case"]
         _close(single[shared]["logps"], single[megatron]["logps"])
-        assert single[shared]["forward_tokens"] == single[megatron]["forward_tokens"]
+        if not single[shared]["case"].get("spread"):  # PREFIXES: one static batch either way
+            assert single[shared]["forward_tokens"] < single[megatron]["forward_tokens"], single[shared]["case"]
+    # One static batch each: 4 prefixes padded to the longest (PREFIXES 6, SPREAD 20), then N - 1 = 5
+    # decode steps of the 12 rows; megatron's: 4 x 3 + 12 x (6 - 3 + 5) = 108 for PREFIXES.
+    assert single[0]["forward_tokens"] == 4 * 6 + 12 * 5 and single[10]["forward_tokens"] == 108
+    # SPREAD (3, 14, 4, 20): one padded prefill of 4 x 20 and 5 steps (6 forwards) where megatron's
+    # buckets push fewer tokens (106) in 3 static batches (18 forwards).
+    assert single[7]["forward_tokens"] == single[9]["forward_tokens"] == 4 * 20 + 12 * 5
+    assert single[11]["forward_tokens"] == 106
     # PREFIXES: one batch of 4 prefixes, K = 3, N = 6, prefixes 3-6 tokens: the shared cache holds
     # each prefix's shortest part once and each row its own <= 9 tokens, megatron's 12 rows x 12.
     assert single[0]["kv_cache_bytes"] < single[10]["kv_cache_bytes"]
@@ -94,18 +104,21 @@ def test_one_bucket_samples_what_one_static_batch_does(single):
 
 
 def test_length_buckets_cut_forced_steps_and_change_no_probability(single, tmp_path):
-    """Widely spread prefix lengths: separate static batches push fewer tokens through the
-    model than one batch, the KV cache still equals recomputation, and the recorded log-probs
-    are still the training forward's."""
-    bucketed, recomputed, one_batch = single[7], single[8], single[9]
-    assert recomputed["tokens"] == bucketed["tokens"]
+    """Widely spread prefix lengths on megatron's static context: separate static batches push
+    fewer tokens through the model than one batch (whose longer prefixes feed their tokens in
+    forced steps), sample the same tokens, the KV cache still equals recomputation, and the
+    recorded log-probs are still the training forward's."""
+    bucketed, recomputed, one_batch = single[11], single[8], single[16]
+    assert recomputed["tokens"] == bucketed["tokens"] == one_batch["tokens"] == single[7]["tokens"]
     _close(recomputed["logps"], bucketed["logps"])
+    _close(one_batch["logps"], bucketed["logps"])
     assert bucketed["forward_tokens"] < one_batch["forward_tokens"]
-    for run in (bucketed, one_batch):
+    for run in (bucketed, one_batch, single[7]):
         assert [len(samples) for samples in run["tokens"]] == [3] * len(SPREAD)
         assert all(len(s) == 6 for samples in run["tokens"] for s in samples)
     (reference,) = run_distributed(training_logps, 1, tmp_path, bucketed["tokens"], SPREAD)
     _close(bucketed["logps"], reference, atol=2e-5)
+    _close(single[7]["logps"], reference, atol=2e-5)  # shared KV, left-padded prefill
 
 
 def test_tp2_and_pp2_sample_what_tp1_samples(single, tmp_path):

@@ -1,22 +1,23 @@
 """K rollouts per prefix from the live policy: a lean sampler over megatron-core's GPTModel.
 
-- KV cache: megatron's ``StaticInferenceContext``; ``use_kv_cache=False`` recomputes the whole
-  sequence every step (the reference the cached path is tested against).
-- Shared KV (default where exact, :mod:`.shared_kv`): each prefix is prefilled ONCE and its KV
-  entries are kept once for its K rollouts; every row caches only the tokens it feeds itself,
-  and keys are cached after RoPE. Elsewhere (``shared_kv=False``, or a model the shared path does
-  not serve, :func:`~.shared_kv.unsupported`) megatron's ``StaticInferenceContext``:
-- Shared prefill: each prefix is prefilled ONCE, then its cache rows are copied to its K
-  rollout rows. All rows of a static batch share one sequence offset, so the shared part is the
-  batch's shortest prefix; longer prefixes feed their remaining tokens one step at a time (forced,
-  not sampled) and start sampling at their own end.
-- Length buckets: prefixes whose lengths differ by N or more run as separate static batches
-  (:func:`length_buckets`), so a batch never spends more forced one-token steps than it samples:
-  without them, one short prefix among long ones (store windows cut documents anywhere) makes
-  every row wait through the whole length difference, one decode step per token.
-- Tensor parallelism: logits are gathered over the vocabulary shards (``runtime_gather_output``),
-  identical on every TP rank, and the sampling generator is seeded from (seed, step, data-parallel
-  rank, position) -- never the TP rank -- so every rank of a TP group draws the same tokens.
+- Shared KV (default where exact, :mod:`.shared_kv`): all prefixes of a static batch are
+  prefilled ONCE, left-padded to the longest, and each prefix's KV entries are kept once for its K
+  rollouts; every row caches only the tokens it samples, keys after RoPE, each token at its own
+  position, so a static batch runs one prefill and N decode steps whatever its prefix lengths.
+- Elsewhere (``shared_kv=False``, or a model the shared path does not serve,
+  :func:`~.shared_kv.unsupported`) megatron's ``StaticInferenceContext``: each prefix's shortest
+  common part is prefilled once and its cache rows copied to its K rollout rows; all rows share
+  one sequence offset, so longer prefixes feed their remaining tokens one step at a time (forced,
+  not sampled) and start sampling at their own end. ``use_kv_cache=False`` recomputes the whole
+  sequence every step (the reference the cached paths are tested against).
+- Length buckets: prefixes whose lengths differ by N or more (shared KV: K x N or more, the
+  tokens a batch of their own would decode) run as separate static batches
+  (:func:`length_buckets`), so a batch never spends more forced steps (padded prefill positions)
+  than it samples: store windows cut documents anywhere.
+- Sampling: inverse transform on the (temperature, top-p) distribution with uniforms drawn per
+  prefix from (seed, step, data-parallel rank, the prefix's index) -- never the TP rank, nor the
+  batch or KV path -- so every rank of a TP group, every KV path and every bucketing draws the same
+  tokens. Logits are gathered over the vocabulary shards (``runtime_gather_output``).
 - Pipeline parallelism: stages pass activations point to point; the last stage samples and
   broadcasts the tokens to every stage, so all stages run the same number of steps.
 - Recorded log-probs are the policy's at temperature 1 over the full (padded) vocabulary, the
@@ -92,15 +93,19 @@ def length_buckets(lengths: Sequence[int], n: int) -> list[list[int]]:
     return [sorted(b) for b in buckets]
 
 
-def _generator(spec: RolloutSpec, step: int, dp_rank: int, position: int, device: torch.device,
-               bucket: int = 0) -> torch.Generator:
-    # bucket 0 keeps the stream of a single static batch: one bucket samples what no buckets did
-    key = f"{spec.seed}:{step}:{dp_rank}:{position}" + (f":{bucket}" if bucket else "")
-    digest = hashlib.sha256(key.encode()).digest()
-    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little"))
+def _uniforms(spec: RolloutSpec, step: int, dp_rank: int, prefix: int) -> torch.Tensor:
+    """``[K, N]`` float64 uniforms: row k of prefix ``prefix`` (its index in this rank's call)
+    samples its j-th token with ``[k, j]``. Drawn on the CPU from a generator seeded by (seed,
+    step, data-parallel rank, prefix) -- never the TP rank, nor the static batch the prefix runs
+    in -- so every TP rank, every KV path and every bucketing draws the same tokens."""
+    digest = hashlib.sha256(f"{spec.seed}:{step}:{dp_rank}:{prefix}".encode()).digest()
+    gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+    return torch.rand(spec.num_samples, spec.max_new_tokens, generator=gen, dtype=torch.float64)
 
 
-def _sample(logits_RV: torch.Tensor, spec: RolloutSpec, gen: torch.Generator) -> torch.Tensor:
+def _sample(logits_RV: torch.Tensor, spec: RolloutSpec, u_R: torch.Tensor) -> torch.Tensor:
+    """One token per row by inverse transform: the first id whose cumulative probability exceeds
+    ``u * total`` (about 20x cheaper than ``torch.multinomial`` on a CPU at the demo's shapes)."""
     if spec.temperature == 0:
         return logits_RV[:, : spec.vocab_size].argmax(dim=-1)
     logits_RV = logits_RV[:, : spec.vocab_size].float() / spec.temperature
@@ -111,7 +116,12 @@ def _sample(logits_RV: torch.Tensor, spec: RolloutSpec, gen: torch.Generator) ->
         keep = (sorted_p.cumsum(dim=-1) - sorted_p) < spec.top_p
         sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p))
         probs_RV = torch.zeros_like(probs_RV).scatter(-1, order, sorted_p)
-    return torch.multinomial(probs_RV, 1, generator=gen).squeeze(-1)
+    cdf_RV = probs_RV.double().cumsum(dim=-1)
+    target_R1 = u_R.to(cdf_RV.device)[:, None] * cdf_RV[:, -1:]
+    sampled = torch.searchsorted(cdf_RV, target_R1, right=True).squeeze(-1)  # skips zero-mass ids
+    # Rounding can put the target at the total: clamp to the last id with mass.
+    last = spec.vocab_size - 1 - (probs_RV > 0).flip(-1).to(torch.int8).argmax(dim=-1)
+    return torch.minimum(sampled, last)
 
 
 class _Runner:
@@ -128,14 +138,19 @@ class _Runner:
         self.dtype = next(model.parameters()).dtype
         self.set_input_tensor = get_attr_wrapped_model(model, "set_input_tensor")
 
-    def __call__(self, tokens_RS: torch.Tensor, start: int) -> torch.Tensor | None:
+    def __call__(self, tokens_RS: torch.Tensor, start: int, positions_RS: torch.Tensor | None = None,
+                 slot: int = 0) -> torch.Tensor | None:
+        """``start``: the static context's offset; ``positions_RS`` (shared KV): each token's own
+        position (default: ``start`` onwards in every row); ``slot``: the shared decode's own-entry index."""
         rows, seq = tokens_RS.shape
         if not self.lay.is_first_stage:
             self.set_input_tensor(parallel.pp_recv_from_prev((seq, rows, self.hidden), self.dtype, self.device))
-        positions = torch.arange(start, start + seq, device=self.device).expand(rows, seq)
+        if positions_RS is None:
+            positions_RS = torch.arange(start, start + seq).expand(rows, seq)
+        positions = positions_RS.to(self.device)
         mask = causal_attention_mask(seq, self.device) if seq > 1 else None
         if self.shared is not None:
-            self.shared.start = start
+            self.shared.positions, self.shared.slot = positions, slot
         out = self.model(tokens_RS.to(self.device), positions, mask, inference_context=self.context,
                          runtime_gather_output=True)
         if self.context is not None:
@@ -170,13 +185,19 @@ def generate_rollouts(model: torch.nn.Module, prefixes: Sequence[Sequence[int]],
 
 def _generate(model: torch.nn.Module, prefixes: list[list[int]], spec: RolloutSpec, step: int) -> Rollouts:
     shared = spec.use_kv_cache and spec.share_prefill and spec.shared_kv and unsupported(model) is None
+    dp_rank = parallel.layout().dp_rank
+    uniforms = [_uniforms(spec, step, dp_rank, i) for i in range(len(prefixes))]
     if not spec.length_buckets:
-        return _generate_batch(model, prefixes, spec, step, bucket=0, shared_kv=shared)
+        return _generate_batch(model, prefixes, spec, uniforms, shared_kv=shared)
     tokens: list[list[list[int]]] = [[] for _ in prefixes]
     logps: list[list[list[float]]] = [[] for _ in prefixes]
     forward_tokens, kv_bytes, per_prefix, path = 0, 0, 0.0, ""
-    for b, members in enumerate(length_buckets([len(p) for p in prefixes], spec.max_new_tokens)):
-        out = _generate_batch(model, [prefixes[i] for i in members], spec, step, bucket=b, shared_kv=shared)
+    # Shared KV pays for a length difference with padded prefill positions of that prefix only,
+    # megatron's static context with one forced decode step of every row per token of it.
+    spread = spec.num_samples * spec.max_new_tokens if shared else spec.max_new_tokens
+    for members in length_buckets([len(p) for p in prefixes], spread):
+        out = _generate_batch(model, [prefixes[i] for i in members], spec, [uniforms[i] for i in members],
+                              shared_kv=shared)
         for i, toks, lps in zip(members, out.tokens, out.logps):
             tokens[i], logps[i] = toks, lps
         forward_tokens += out.forward_tokens
@@ -186,22 +207,73 @@ def _generate(model: torch.nn.Module, prefixes: list[list[int]], spec: RolloutSp
                     kv_bytes_per_prefix=per_prefix, kv_path=path)
 
 
-def _generate_batch(model: torch.nn.Module, prefixes: list[list[int]], spec: RolloutSpec, step: int,
-                    bucket: int, shared_kv: bool) -> Rollouts:
-    """One static batch: every prefix's K rollouts, the rows sharing one sequence offset.
+def _generate_batch(model: torch.nn.Module, prefixes: list[list[int]], spec: RolloutSpec,
+                    uniforms: list[torch.Tensor], shared_kv: bool) -> Rollouts:
+    """One static batch: every prefix's K rollouts. ``uniforms``: each prefix's ``[K, N]`` draws;
     ``shared_kv``: the shared-KV decode serves this model (decided once per call)."""
     rows = len(prefixes) * spec.num_samples
-    shortest, total = min(map(len, prefixes)), max(map(len, prefixes)) + spec.max_new_tokens
-    context = StaticInferenceContext(rows, total) if spec.use_kv_cache else None
+    longest = max(map(len, prefixes))
+    u_RN = torch.cat(uniforms)
     if not shared_kv:
-        return _decode(_Runner(model, context), prefixes, spec, step, bucket, None)
-    shared = SharedKV(len(prefixes), spec.num_samples, max_own=total - shortest)
+        context = StaticInferenceContext(rows, longest + spec.max_new_tokens) if spec.use_kv_cache else None
+        return _decode(_Runner(model, context), prefixes, spec, u_RN)
+    # The static context only sizes megatron's RoPE table here (every position up to the end).
+    context = StaticInferenceContext(rows, longest + spec.max_new_tokens)
+    pad = torch.tensor([longest - len(p) for p in prefixes])
+    shared = SharedKV(len(prefixes), spec.num_samples, max_own=spec.max_new_tokens, pad=pad)
     with shared.installed(model):
-        return _decode(_Runner(model, context, shared), prefixes, spec, step, bucket, shared)
+        return _decode_shared(_Runner(model, context, shared), prefixes, spec, u_RN, shared)
 
 
-def _decode(run: _Runner, prefixes: list[list[int]], spec: RolloutSpec, step: int, bucket: int,
-            shared: SharedKV | None) -> Rollouts:
+def _decode_shared(run: _Runner, prefixes: list[list[int]], spec: RolloutSpec, u_RN: torch.Tensor,
+                   shared: SharedKV) -> Rollouts:
+    """All prefixes prefilled once in one left-padded forward, then one decode step per sampled
+    token: row r's j-th token at position len(prefix) + j (no forced steps)."""
+    k, n = spec.num_samples, spec.max_new_tokens
+    num_prefixes, rows = len(prefixes), len(prefixes) * spec.num_samples
+    longest = max(map(len, prefixes))
+    pad_G = shared.pad
+    prefill = torch.zeros(num_prefixes, longest, dtype=torch.long)
+    for g, p in enumerate(prefixes):
+        prefill[g, int(pad_G[g]):] = torch.tensor(p)
+    positions = (torch.arange(longest)[None, :] - pad_G[:, None]).clamp(min=0)
+    logits = run(prefill, 0, positions)
+    if logits is not None:
+        logits = logits.repeat_interleave(k, dim=0)
+    forward_tokens = num_prefixes * longest
+    lengths_R = torch.tensor([len(prefixes[r // k]) for r in range(rows)])
+    gen_RN = torch.zeros(rows, n, dtype=torch.long)
+    logps_RN = torch.zeros(rows, n)
+    finished_R = torch.zeros(rows, dtype=torch.bool)
+    for j in range(n):
+        new_R = torch.zeros(rows, dtype=torch.long)
+        done = torch.zeros(1, dtype=torch.long)
+        if logits is not None:  # last stage
+            sampled = _sample(logits, spec, u_RN[:, j]).cpu()
+            logp = torch.log_softmax(logits.float(), dim=-1).gather(1, sampled.to(logits.device)[:, None])
+            new_R = torch.where(finished_R, torch.zeros_like(sampled), sampled)
+            logps_RN[:, j] = torch.where(finished_R, torch.zeros(rows), logp.squeeze(1).cpu())
+            if spec.eos_id is not None:
+                finished_R |= sampled == spec.eos_id
+            done[0] = int(bool(finished_R.all()) or j + 1 >= n)
+        new_R = parallel.pp_broadcast_from_last(new_R.to(run.device)).cpu()
+        done = parallel.pp_broadcast_from_last(done.to(run.device)).cpu()
+        gen_RN[:, j] = new_R
+        if bool(done[0]):
+            break
+        logits = run(new_R[:, None], longest + j, (lengths_R + j)[:, None], slot=j)
+        forward_tokens += rows
+    stream_RT = torch.cat([torch.zeros(rows, longest, dtype=torch.long), gen_RN], dim=1)
+    logps_RT = torch.cat([torch.zeros(rows, longest), logps_RN], dim=1)
+    out = _collect(stream_RT, logps_RT, torch.full((rows,), longest), prefixes, spec, forward_tokens)
+    out.kv_cache_bytes, out.kv_path = shared.bytes(), "shared"
+    out.kv_bytes_per_prefix = out.kv_cache_bytes / num_prefixes
+    return out
+
+
+def _decode(run: _Runner, prefixes: list[list[int]], spec: RolloutSpec, u_RN: torch.Tensor) -> Rollouts:
+    """Megatron's static context (or recomputation): all rows share one sequence offset, so the
+    longer prefixes feed their remaining tokens one decode step at a time (forced, not sampled)."""
     k, n = spec.num_samples, spec.max_new_tokens
     num_prefixes, context = len(prefixes), run.context
     rows = num_prefixes * k
@@ -215,13 +287,12 @@ def _decode(run: _Runner, prefixes: list[list[int]], spec: RolloutSpec, step: in
     logps_RT = torch.zeros(rows, total)
     finished_R = torch.zeros(rows, dtype=torch.bool)
     forward_tokens = 0
-    dp_rank = run.lay.dp_rank
+    rows_R = torch.arange(rows)
 
     if spec.use_kv_cache and spec.share_prefill:
         prefill = torch.tensor([p[:shortest] for p in prefixes])
         logits = run(prefill, 0)
-        if shared is None:
-            _expand_cache(context, num_prefixes, k)
+        _expand_cache(context, num_prefixes, k)
         context.max_batch_size = rows
         if logits is not None:
             logits = logits.repeat_interleave(k, dim=0)
@@ -234,8 +305,8 @@ def _decode(run: _Runner, prefixes: list[list[int]], spec: RolloutSpec, step: in
         new_R = torch.zeros(rows, dtype=torch.long)
         done = torch.zeros(1, dtype=torch.long)
         if logits is not None:  # last stage: sample position `position` for rows past their prefix
-            gen = _generator(spec, step, dp_rank, position, logits.device, bucket)
-            sampled = _sample(logits, spec, gen).cpu()
+            u_R = u_RN[rows_R, (position - lengths).clamp(0, n - 1)]  # row r's (position - len)-th draw
+            sampled = _sample(logits, spec, u_R).cpu()
             logp = torch.log_softmax(logits.float(), dim=-1).gather(1, sampled.to(logits.device)[:, None])
             generating = (lengths <= position) & ~finished_R
             new_R = torch.where(generating, sampled, stream_RT[:, position])
@@ -256,9 +327,7 @@ def _decode(run: _Runner, prefixes: list[list[int]], spec: RolloutSpec, step: in
             forward_tokens += rows * (position + 1)
         position += 1
     out = _collect(stream_RT, logps_RT, lengths, prefixes, spec, forward_tokens)
-    if shared is not None:
-        out.kv_cache_bytes, out.kv_path = shared.bytes(), "shared"
-    elif context is not None:
+    if context is not None:
         out.kv_cache_bytes = sum(t.numel() * t.element_size() for kv in context.key_value_memory_dict.values() for t in kv)
         out.kv_path = "megatron"
     else:
@@ -269,6 +338,7 @@ def _decode(run: _Runner, prefixes: list[list[int]], spec: RolloutSpec, step: in
 
 def _collect(stream_RT: torch.Tensor, logps_RT: torch.Tensor, lengths: torch.Tensor,
              prefixes: list[list[int]], spec: RolloutSpec, forward_tokens: int) -> Rollouts:
+    """Row r's rollout: ``stream_RT[r]`` from ``lengths[r]`` on (at most N tokens, cut after EOS)."""
     k, n = spec.num_samples, spec.max_new_tokens
     tokens: list[list[list[int]]] = [[] for _ in prefixes]
     logps: list[list[list[float]]] = [[] for _ in prefixes]

@@ -15,6 +15,12 @@ softmax over [the prefix's keys, shared by its K rows ; the row's own keys]: the
 the prefix cache (one row per prefix), every later step (one token per row) appends to the row's
 own cache. Norms, residuals, the MLP and the pipeline hand-offs stay megatron's.
 
+Prefixes of different lengths share one static batch without forced decode steps: the prefill
+left-pads them to the longest (``pad`` tokens each; a padded key is never attended, a padded query
+attends to itself only, so every value stays finite), and every token carries its own position
+(``positions``, for RoPE), so row r's j-th sampled token sits at position len(prefix) + j, as in
+an unpadded run, while every row writes its j-th own entry into the same slot.
+
 Where a model has something this attention does not compute (multi-latent attention, an output
 gate, sliding windows, a non-vanilla softmax, sequence or context parallelism, flash decode,
 packed sequences), :func:`unsupported` names it and the sampler keeps megatron's path.
@@ -69,15 +75,21 @@ def unsupported(model: torch.nn.Module) -> str | None:
 class SharedKV:
     """The KV entries of one static batch: ``num_prefixes`` prefixes, ``k`` rows each (prefix-major).
 
-    ``prefix[layer]``: (key, value) ``[G, groups, L, d]`` written by the prefill (G rows);
-    ``own[layer]``: ``[G*k, groups, T, d]`` preallocated for ``max_own`` tokens, one per later step.
-    The runner sets :attr:`start` (the position of the forward's first token) before each forward.
+    ``prefix[layer]``: (key, value) ``[G, groups, L, d]`` written by the prefill (G rows, each
+    left-padded by ``pad[g]`` tokens to the longest prefix, L); ``own[layer]``: ``[G*k, groups, T,
+    d]`` preallocated for ``max_own`` tokens, one per later step. Before each forward the runner
+    sets :attr:`positions` (``[rows, s]``: each token's position, for RoPE) and :attr:`slot` (the
+    decode step's own-entry index; the prefill ignores it).
     """
 
-    def __init__(self, num_prefixes: int, k: int, max_own: int):
+    def __init__(self, num_prefixes: int, k: int, max_own: int, pad: torch.Tensor):
         self.g, self.k, self.max_own = num_prefixes, k, max_own
-        self.start = 0
+        self.pad = pad  # [G] left padding of each prefix in the prefill
+        self.positions = torch.zeros(0, 0, dtype=torch.long)
+        self.slot = 0
         self.prefix_length = 0
+        self._prefill_mask: torch.Tensor | None = None
+        self._prefix_bias: torch.Tensor | None = None
         self.prefix: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.own: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -116,14 +128,13 @@ class SharedKV:
             self.prefix_length = s
             qg = q.view(s, b, groups, rep, d).permute(1, 2, 3, 0, 4).reshape(b, groups, rep * s, d)
             scores = (qg @ kp.transpose(-1, -2)).float().view(b, groups, rep, s, s) * scale
-            causal = torch.ones(s, s, dtype=torch.bool, device=q.device).triu(1)
-            probs = torch.softmax(scores.masked_fill(causal, float("-inf")), dim=-1).to(v.dtype)
+            probs = torch.softmax(scores.masked_fill(self._masks(s, q.device), float("-inf")), dim=-1).to(v.dtype)
             context = probs.view(b, groups, rep * s, s) @ vp  # [G, groups, rep*s, d]
             return context.view(b, groups, rep, s, d).permute(3, 0, 1, 2, 4).reshape(s, b, heads, d)
         if s != 1 or b != self.g * self.k:
             raise RuntimeError(f"SharedKV: a decode step feeds one token to each of {self.g * self.k} rows, "
                                f"got {s} x {b}")
-        t = self.start - self.prefix_length  # this token's slot among the row's own entries
+        t = self.slot  # this token's slot among the row's own entries
         if layer not in self.own:
             shape = (b, groups, self.max_own, d)
             self.own[layer] = (k.new_empty(shape), v.new_empty(shape))
@@ -135,6 +146,8 @@ class SharedKV:
         # The prefix part: the k rows of a prefix and the rep heads of a group in one matmul.
         qp = q[0].view(self.g, self.k, groups, rep, d).permute(0, 2, 1, 3, 4).reshape(self.g, groups, self.k * rep, d)
         scores_p = (qp @ kp.transpose(-1, -2)).float()  # [G, groups, k*rep, L]
+        if self._prefix_bias is not None:  # -inf on the padded keys
+            scores_p = scores_p + self._prefix_bias
         scores_p = scores_p.view(self.g, groups, self.k, rep, length).permute(0, 2, 1, 3, 4).reshape(b, groups, rep, length)
         # The row's own part: [R, groups, rep, d] against [R, groups, t+1, d].
         qr = q[0].view(b, groups, rep, d)
@@ -147,6 +160,19 @@ class SharedKV:
         return context.reshape(1, b, heads, d)
 
 
+    def _masks(self, s: int, device: torch.device) -> torch.Tensor:
+        """The prefill's mask ``[G, 1, 1, s, s]`` (True = not attended): causal, and no padded key
+        but a padded query's own; keeps the decode steps' bias for the padded prefix keys."""
+        causal = torch.ones(s, s, dtype=torch.bool, device=device).triu(1)
+        if self._prefill_mask is None or self._prefill_mask.shape[-1] != s:
+            padded = torch.arange(s, device=device)[None, :] < self.pad.to(device)[:, None]  # [G, s]
+            own = torch.eye(s, dtype=torch.bool, device=device)
+            self._prefill_mask = (causal | (padded[:, None, :] & ~own))[:, None, None]
+            bias = torch.zeros(self.g, 1, 1, s, device=device)
+            self._prefix_bias = bias.masked_fill(padded[:, None, None, :], float("-inf")) if bool(padded.any()) else None
+        return self._prefill_mask
+
+
 def _forward_with(cache: SharedKV):
     def forward(self: SelfAttention, hidden_states: torch.Tensor, attention_mask: Any = None,
                 key_value_states: Any = None, inference_context: Any = None, rotary_pos_emb: Any = None,
@@ -154,7 +180,7 @@ def _forward_with(cache: SharedKV):
         query, key, value = self.get_query_key_value_tensors(hidden_states, key_value_states)
         if rotary_pos_emb is not None:
             freqs = rotary_pos_emb[0] if isinstance(rotary_pos_emb, tuple) else rotary_pos_emb
-            window = freqs[cache.start: cache.start + query.shape[0]]
+            window = freqs[cache.positions.t().to(freqs.device)].squeeze(2)  # [s, b, 1, d]: each token's own
             query = apply_rotary_pos_emb(query, window, config=self.config)
             key = apply_rotary_pos_emb(key, window, config=self.config)
         d = query.shape[-1]
