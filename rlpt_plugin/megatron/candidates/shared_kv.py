@@ -34,6 +34,7 @@ from types import MethodType
 from typing import Any, Iterator
 
 import torch
+import torch.nn.functional as F
 from megatron.core.models.common.embeddings.rope_utils import apply_rotary_pos_emb
 from megatron.core.transformer.attention import SelfAttention
 
@@ -126,11 +127,16 @@ class SharedKV:
             kp, vp = k.permute(1, 2, 0, 3).contiguous(), v.permute(1, 2, 0, 3).contiguous()  # [G, groups, s, d]
             self.prefix[layer] = (kp, vp)
             self.prefix_length = s
-            qg = q.view(s, b, groups, rep, d).permute(1, 2, 3, 0, 4).reshape(b, groups, rep * s, d)
-            scores = (qg @ kp.transpose(-1, -2)).float().view(b, groups, rep, s, s) * scale
-            probs = torch.softmax(scores.masked_fill(self._masks(s, q.device), float("-inf")), dim=-1).to(v.dtype)
-            context = probs.view(b, groups, rep * s, s) @ vp  # [G, groups, rep*s, d]
-            return context.view(b, groups, rep, s, d).permute(3, 0, 1, 2, 4).reshape(s, b, heads, d)
+            # One fused kernel (torch's scaled-dot-product attention: flash attention on a CPU too):
+            # the prefill is the part of a rollout whose attention grows with the prefix squared.
+            masked = self._masks(s, q.device)
+            qh = q.permute(1, 2, 0, 3)  # [G, heads, s, d]
+            if self._prefix_bias is None:  # no padding: plain causal attention
+                context = F.scaled_dot_product_attention(qh, kp, vp, is_causal=True, scale=scale, enable_gqa=rep > 1)
+            else:
+                context = F.scaled_dot_product_attention(qh, kp, vp, attn_mask=~masked[:, 0], scale=scale,
+                                                         enable_gqa=rep > 1)
+            return context.permute(2, 0, 1, 3)  # [s, G, heads, d]
         if s != 1 or b != self.g * self.k:
             raise RuntimeError(f"SharedKV: a decode step feeds one token to each of {self.g * self.k} rows, "
                                f"got {s} x {b}")
