@@ -3,12 +3,13 @@ the KV cache, one run.
 
 A 4-layer GPT (hidden 256) generates K rollouts of N tokens for B prefixes on this machine.
 Prefixes have P tokens, or (``--min-prefix``) lengths spread evenly over [min, P] like store
-windows cut anywhere in a document. Shared KV (the default) prefills each prefix once and keeps
-its KV entries once for its K rows (rlpt_plugin/megatron/candidates/shared_kv.py); "megatron
-cache" is megatron's static inference context, the prefill shared and its cache copied to the K
-rows; unshared prefills all B*K rows. Length buckets run prefixes N or more tokens apart as
-separate static batches; "one batch" feeds every longer prefix's extra tokens one decode step at a
-time. Prints generated tokens per second, the ratios, and the KV cache per prefix (the largest
+windows cut anywhere in a document. Shared KV (the default) prefills the prefixes once, left-padded
+to the longest, and keeps each prefix's KV entries once for its K rows
+(rlpt_plugin/megatron/candidates/shared_kv.py); "megatron cache" is megatron's static inference
+context, the shortest common part prefilled once and its cache copied to the K rows, the longer
+prefixes' extra tokens fed one decode step at a time; unshared prefills all B*K rows. Length
+buckets run prefixes N (shared KV: K x N) or more tokens apart as separate static batches; "one
+batch" does not. Prints generated tokens per second, the ratios, and the KV cache per prefix (the largest
 static batch's cache over its prefixes).
 
     .venv/bin/python bench/rollout_prefill.py [--prefix 256] [--min-prefix 256] [--k 8] [--new 32] [--batch 4]
