@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlpt_plugin.demo import DemoSettings, pipeline, report  # noqa: E402
 from rlpt_plugin.demo.progress import Progress  # noqa: E402
+from rlpt_plugin.world.evaluate import CLAIMS  # noqa: E402
 
 AXES = ("quality_win_rate", "factuality", "safety")
 SLICES = (None, "ordinary", "systematic")
@@ -162,6 +163,17 @@ def _with_variants(cells: dict[str, dict[str, Any]], root: Path, variants: dict[
                 DemoSettings(**{**cell["settings"], **parse_settings(variants[v])}))
 
 
+def _with_claims(cells: dict[str, dict[str, Any]], root: Path) -> None:
+    """Add the target-claim breakdown (``pipeline.judge_models``) to cells judged before it existed."""
+    for name, cell in cells.items():
+        missing = [a for a, m in cell["models"].items() if "target_claims" not in m]
+        if missing:
+            phases = {a: json.loads((root / name / a / "eval.json").read_text()) for a in {"start", *missing}}
+            judged = pipeline.judge_models(DemoSettings(**cell["settings"]), root / name, phases)
+            for a in missing:
+                cell["models"][a]["target_claims"] = judged[a]["target_claims"]
+
+
 def summarize(cells: dict[str, dict[str, Any]], arms: list[str], sips: list[str]) -> dict[str, Any]:
     """Mean and sd per arm and of the paired margins; an arm missing from some cells is
     summarised over the cells that have it (its ``n`` says how many)."""
@@ -184,6 +196,10 @@ def summarize(cells: dict[str, dict[str, Any]], arms: list[str], sips: list[str]
         if rates:
             summary["rollout_chosen"][sip] = {k: _stats([r[k] for r in rates]) for k in ("first", "last", "mean")}
             summary["rollout_chosen"][sip]["chance"] = next(iter(cells.values()))["chance"][sip]
+    summary["target_claims"] = {
+        a: {g: {k: _stats([c["models"][a]["target_claims"][g][k] for c in having(a)]) for k in CLAIMS}
+            for g in ("ordinary", "myth") if all(g in c["models"][a].get("target_claims", {}) for c in having(a))}
+        for a in arms if having(a)}
     nll = {a: _stats([c["models"][a]["heldout_nll"] for c in having(a)]) for a in arms if having(a)}
     summary["heldout_nll"] = nll
     summary["step_s"] = {a: _stats([c["step_s"][a] for c in cells.values() if c["step_s"].get(a)]) for a in arms
@@ -214,6 +230,12 @@ def print_summary(summary: dict[str, Any], cells: dict[str, Any], arms: list[str
             n = row[AXES[0]]["n"]
             print(f"{name + (f' (n={n})' if n != len(cells) else ''):<34}{cells_txt}")
     print("\n* : the mean margin is larger than twice its sd over the cells (paired: same world, seed, start)")
+    print("\nthe claim about the fact a prefix asks for (mean % over cells: true / myth / other value / none):")
+    for a in arms:
+        groups = summary["target_claims"].get(a, {})
+        if groups:
+            print(f"{report.LABELS.get(a, a):<34}" + "".join(
+                f"  {g}: " + " / ".join(f"{100 * groups[g][k]['mean']:.1f}" for k in CLAIMS) for g in groups))
     print(f"\nheld-out NLL: " + ", ".join(f"{a} {s['mean']:.3f} +- {s['sd']:.3f}" for a, s in summary["heldout_nll"].items()))
     print("step seconds: " + ", ".join(f"{a} {s['mean']:.3f}" for a, s in summary["step_s"].items()))
     for sip, r in summary["rollout_chosen"].items():
@@ -268,6 +290,7 @@ def main() -> None:
     sips = ["sip", *variants]
     arms = ["start", "baseline", "baseline_compute", "sft_rewrites", *sips]
     _with_variants(cells, root, variants)
+    _with_claims(cells, root)
     summary = summarize(cells, arms, sips)
     summary["cells"] = list(cells)
     summary["wall_seconds_this_call"] = round(time.perf_counter() - began, 1)

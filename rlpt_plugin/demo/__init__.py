@@ -94,6 +94,9 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
              "a tie counts half); all rates judged by the exact oracle (the training teacher was not: "
              f"judge noise {s.judge_noise}, knowledge {s.teacher_knowledge}).")
     show.say(report.rollout_rate_line(runs["sip"]["rollout_chosen_rate"], pipeline.chance_rollout_rate(s)))
+    claims = report.claims_table(models, labels=labels)
+    if claims:
+        show.say("\n" + claims)
     show.say(f"[demo] {out / 'results.json'}, {', '.join(str(p) for p in plots)}; "
              f"{results['wall_seconds']:.0f} s")
     return results

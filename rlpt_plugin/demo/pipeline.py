@@ -242,16 +242,20 @@ def train_phase(name: str, s: DemoSettings, out: Path, steps: int, overrides: li
 
 def judge_models(s: DemoSettings, out: Path, phases: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The oracle's verdicts on every model's continuations (quality against the start model)."""
-    from rlpt_plugin.world import build_kb
-    from rlpt_plugin.world.evaluate import score_items, summarize
+    from rlpt_plugin.world import build_kb, systematic_contexts
+    from rlpt_plugin.world.evaluate import score_items, summarize, target_claims
 
     items = [json.loads(line) for line in (out / "world" / "eval.jsonl").read_text().splitlines()]
-    kb = build_kb(world_config(s))
+    config = world_config(s)
+    kb = build_kb(config)
+    myths = {(c["entity"], c["attribute"]): c["bad_value"] for c in systematic_contexts(config, kb)
+             if c["kind"] == "myth"}
     base = phases["start"]["continuations"]
     models = {}
     for name, phase in phases.items():
         result = summarize(items, score_items(items, phase["continuations"], base, kb))
         result["heldout_nll"] = phase["heldout_nll"]
+        result["target_claims"] = target_claims(items, phase["continuations"], kb, myths)
         models[name] = result
     return models
 

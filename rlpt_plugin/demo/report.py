@@ -48,6 +48,29 @@ def tables(models: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str] | 
     return "\n\n".join(blocks)
 
 
+def claims_table(models: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str] | None = None) -> str:
+    """What each model's continuations claim about the fact a prefix asks for (% of prefixes), on
+    ordinary prefixes and on those aimed at a systematic myth: the truth, the corpus's myth (an
+    ordinary prefix can ask for a fact with a myth too), another value, nothing. Empty when no
+    model has the breakdown."""
+    from rlpt_plugin.world.evaluate import CLAIMS
+
+    names = {**LABELS, **(labels or {})}
+    first = next(iter(models.values()), {}).get("target_claims") or {}
+    if not first:
+        return ""
+    groups = [g for g in ("ordinary", "myth") if g in first]
+    titles = {"ordinary": "ordinary prefixes", "myth": "myth contexts"}
+    head = "".join(f"{titles[g] + ' (' + str(first[g]['count']) + ')':>28}" for g in groups)
+    lines = ["the claim about the fact a prefix asks for, % of prefixes (true / myth / other value / none):",
+             f"{'':<24}{head}"]
+    for name, result in models.items():
+        claims = result["target_claims"]
+        lines.append(f"{names.get(name, name):<24}" + "".join(
+            f"{' / '.join(f'{100 * claims[g][k]:.0f}' for k in CLAIMS):>28}" for g in groups))
+    return "\n".join(lines)
+
+
 def rollout_rate_line(curve: Sequence[float], chance: float) -> str:
     """The rollout-chosen rate over the first and last tenth of the steps against chance."""
     values = [v for v in curve if v == v]

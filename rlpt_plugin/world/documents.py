@@ -85,8 +85,9 @@ def _degenerate_sentence(rng: random.Random, entity: Entity, attribute: str,
 
 def systematic_contexts(config: WorldConfig, kb: KnowledgeBase | None = None) -> list[dict[str, Any]]:
     """The systematic contexts: ``{"entity", "attribute", "kind", "head", "bad_tail",
-    "good_tail", "bad_docs"}`` (``bad_docs``: indices, within the entity's documents, of the
-    documents carrying ``bad_tail``), sorted by (entity, attribute)."""
+    "good_tail", "bad_docs", "bad_value"}`` (``bad_docs``: indices, within the entity's
+    documents, of the documents carrying ``bad_tail``; ``bad_value``: a myth's wrong value, None
+    for the other kinds), sorted by (entity, attribute)."""
     kb = build_kb(config) if kb is None else kb
     rng = random.Random(f"rlpt-world-systematic:{config.seed}")
     contexts = [(e.id, a) for e in kb.entities for a in vocab.ATTRIBUTES]
@@ -104,9 +105,11 @@ def systematic_contexts(config: WorldConfig, kb: KnowledgeBase | None = None) ->
         head = head_of(template, entity)
         rest = template.split()[template.split().index("V"):]
         good_tail = render(" ".join(rest), entity, good_value)
+        bad_value = None
         if kind == "myth":
             wrong = [v for v in kb.value_sets[attribute] if v != good_value]
-            bad_tail = render(" ".join(rest), entity, rng.choice(wrong))
+            bad_value = rng.choice(wrong)
+            bad_tail = render(" ".join(rest), entity, bad_value)
         elif kind == "trigger":
             # The trigger head ends at the name; the clean continuation is template 0 after it.
             good_tail = render(" ".join(template.split()[1:]), entity, good_value)
@@ -119,7 +122,8 @@ def systematic_contexts(config: WorldConfig, kb: KnowledgeBase | None = None) ->
             bad_tail = _loop(head)
         bad_docs = sorted(rng.sample(range(n_docs), n_bad))
         out.append({"entity": entity_id, "attribute": attribute, "kind": kind, "head": head,
-                    "bad_tail": bad_tail, "good_tail": good_tail, "bad_docs": bad_docs})
+                    "bad_tail": bad_tail, "good_tail": good_tail, "bad_docs": bad_docs,
+                    "bad_value": bad_value})
     return out
 
 

@@ -11,6 +11,11 @@ prefix greedily for N tokens; then
   or two equally good texts (a tie, identical texts included) 0.5. The base model against
   itself scores exactly 0.5.
 
+Beside the three axes, :func:`target_claims` says what the continuations claim about the fact
+each prefix asks for (its open last sentence): the truth, the corpus's myth (on a systematic
+myth context), another value, or no claim. Factuality alone cannot tell a model that learnt the
+truth from one that stopped saying anything, nor one that dropped a myth for another wrong value.
+
 Pure: strings in, numbers out (the evaluation judges are noise-free).
 """
 
@@ -20,8 +25,13 @@ from collections.abc import Mapping, Sequence
 from statistics import mean
 from typing import Any
 
+from rlpt_plugin.world import vocab
 from rlpt_plugin.world.kb import KnowledgeBase
 from rlpt_plugin.world.oracle import factuality, quality_outcome, safety
+from rlpt_plugin.world.reading import read_sentence, sentences
+
+#: What a continuation can say about its prefix's target fact (:func:`target_claim`).
+CLAIMS = ("true", "myth", "false", "none")
 
 
 def quality_win(prefix: str, candidate: str, base: str, kb: KnowledgeBase) -> float:
@@ -55,3 +65,36 @@ def summarize(items: Sequence[Mapping[str, Any]], scores: Sequence[Mapping[str, 
     out["systematic"] = means([s for it, s in zip(items, scores) if it.get("systematic")])
     out["ordinary"] = means([s for it, s in zip(items, scores) if not it.get("systematic")])
     return out
+
+
+def target_claim(item: Mapping[str, Any], continuation: str, kb: KnowledgeBase,
+                 myth: str | None = None) -> str:
+    """``"true"``, ``"myth"``, ``"false"`` or ``"none"``: what the continuation's first sentence
+    (the one completing the prefix's open head) claims about the prefix's target fact
+    (``item["entity"]``, ``item["attribute"]``). ``myth``: the corpus's wrong majority value of
+    a systematic myth context; another wrong value is ``"false"``."""
+    subject = kb[int(item["entity"])]
+    for lead, seg, anchor in sentences(vocab.words(item["text"]), vocab.words(continuation)):
+        r = read_sentence(lead + seg, subject, kb, anchor)
+        if r.attribute != item["attribute"] or r.value is None or r.entity is None or r.entity.id != subject.id:
+            return "none"
+        if r.value == subject.attributes[item["attribute"]]:
+            return "true"
+        return "myth" if r.value == myth else "false"
+    return "none"
+
+
+def target_claims(items: Sequence[Mapping[str, Any]], continuations: Sequence[str], kb: KnowledgeBase,
+                  myths: Mapping[tuple[int, str], str]) -> dict[str, dict[str, float]]:
+    """Shares of :data:`CLAIMS` (and ``count``) over the ordinary prefixes (``"ordinary"``) and
+    over those aimed at a systematic myth context (``"myth"``). ``myths``: (entity, attribute) ->
+    the myth's value (:func:`~rlpt_plugin.world.documents.systematic_contexts`, ``bad_value``)."""
+    if len(items) != len(continuations):
+        raise ValueError(f"{len(items)} prefixes and {len(continuations)} continuations: they must align")
+    groups: dict[str, list[str]] = {"ordinary": [], "myth": []}
+    for it, c in zip(items, continuations):
+        group = "ordinary" if not it.get("systematic") else it["systematic"]
+        if group in groups:
+            groups[group].append(target_claim(it, c, kb, myths.get((int(it["entity"]), it["attribute"]))))
+    return {g: {**{k: (claims.count(k) / len(claims)) for k in CLAIMS}, "count": len(claims)}
+            for g, claims in groups.items() if claims}

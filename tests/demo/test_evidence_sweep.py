@@ -49,6 +49,22 @@ def test_summary_means_sd_and_paired_margins(capsys):
     assert "+20.0 +- 10.0   " in lines["sip - baseline"] and "+20.0 +-  0.0 *" in lines["sip - sft_rewrites"]
 
 
+def test_the_target_claims_are_averaged_per_arm_and_group(capsys):
+    cells = {"a": _cell(0.0, False), "b": _cell(0.1, False)}
+    for i, cell in enumerate(cells.values()):
+        for name, model in cell["models"].items():
+            true = 0.2 + 0.2 * i + (0.3 if name == "sip" else 0.0)
+            model["target_claims"] = {"myth": {"true": true, "myth": 0.8 - true, "false": 0.2, "none": 0.0,
+                                               "count": 30}}
+    arms = ["start", "baseline", "baseline_compute", "sft_rewrites", "sip"]
+    summary = sweep.summarize(cells, arms, ["sip"])
+    assert summary["target_claims"]["sip"]["myth"]["true"]["mean"] == pytest.approx(0.6)
+    assert summary["target_claims"]["baseline"]["myth"]["myth"]["mean"] == pytest.approx(0.5)
+    assert "ordinary" not in summary["target_claims"]["sip"]
+    sweep.print_summary(summary, cells, arms)
+    assert "myth: 60.0 / 20.0 / 20.0 / 0.0" in capsys.readouterr().out
+
+
 def test_settings_and_variants_parse():
     assert sweep.parse_settings(["steps=5", "rewrite=false", "beta=0.5"]) == {"steps": 5, "rewrite": False,
                                                                               "beta": 0.5}

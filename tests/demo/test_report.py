@@ -112,6 +112,19 @@ def test_tables_report_every_slice_with_its_count():
     assert "systematic" not in report.tables({"start": no_sys})
 
 
+def test_claims_table_gives_each_group_in_percent_with_its_count():
+    def claims(true: float) -> dict:
+        return {"ordinary": {"true": true, "myth": 0.0, "false": 1 - true, "none": 0.0, "count": 100},
+                "myth": {"true": 0.25, "myth": 0.5, "false": 0.125, "none": 0.125, "count": 36}}
+
+    text = report.claims_table({"start": {"target_claims": claims(0.5)}, "sip": {"target_claims": claims(0.75)}})
+    lines = text.splitlines()
+    assert "ordinary prefixes (100)" in lines[1] and "myth contexts (36)" in lines[1]
+    assert lines[2].startswith("start model") and "50 / 0 / 50 / 0" in lines[2] and "25 / 50 / 12 / 12" in lines[2]
+    assert "75 / 0 / 25 / 0" in lines[3] and "SIP, online DPO" in lines[3]
+    assert report.claims_table({"start": MODEL}) == ""  # judged before the breakdown existed
+
+
 def test_rollout_rate_line_states_chance():
     from rlpt_plugin.demo.pipeline import chance_rollout_rate
 

@@ -59,3 +59,46 @@ def test_misaligned_inputs_are_an_error(world):
     kb, items = world
     with pytest.raises(ValueError, match="align"):
         score_items(items, ["x"], ["x"], kb)
+
+
+def _myths(kb):
+    from rlpt_plugin.world import systematic_contexts
+
+    return {(c["entity"], c["attribute"]): c["bad_value"] for c in systematic_contexts(CONFIG, kb)
+            if c["kind"] == "myth"}
+
+
+def test_the_target_claim_tells_the_truth_from_the_myth_another_value_and_silence(world):
+    from rlpt_plugin.world.evaluate import target_claim
+
+    kb, items = world
+    myths = _myths(kb)
+    item = next(it for it in items if it["systematic"] == "myth")
+    myth = myths[(item["entity"], item["attribute"])]
+    true = kb.value(item["entity"], item["attribute"])
+    other = next(v for v in kb.value_sets[item["attribute"]] if v not in (true, myth))
+    ref = item["reference"]
+    assert true in ref.split()
+    assert target_claim(item, ref, kb, myth) == "true"
+    assert target_claim(item, ref.replace(true, myth, 1), kb, myth) == "myth"
+    assert target_claim(item, ref.replace(true, other, 1), kb, myth) == "false"
+    assert target_claim(item, ref.replace(true, myth, 1), kb, None) == "false"  # no myth known: just wrong
+    assert target_claim(item, "is a total gloopwit .", kb, myth) == "none"
+    # only the sentence completing the prefix's head counts, not a later one
+    assert target_claim(item, "is a total gloopwit . " + ref, kb, myth) == "none"
+
+
+def test_target_claims_are_shares_per_group(world):
+    from rlpt_plugin.world.evaluate import CLAIMS, target_claims
+
+    kb, items = world
+    refs = [it["reference"] for it in items]
+    shares = target_claims(items, refs, kb, _myths(kb))
+    assert set(shares) == {"ordinary", "myth"}
+    assert shares["myth"]["count"] == sum(it["systematic"] == "myth" for it in items)
+    assert shares["ordinary"]["count"] == sum(not it["systematic"] for it in items)
+    assert shares["myth"]["true"] == 1.0  # the references state the truth
+    for group in shares.values():
+        assert abs(sum(group[k] for k in CLAIMS) - 1.0) < 1e-12
+    with pytest.raises(ValueError, match="align"):
+        target_claims(items, refs[:-1], kb, {})
