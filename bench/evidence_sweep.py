@@ -143,6 +143,7 @@ def run_variants_only(out: Path, variants: dict[str, DemoSettings], show: Progre
     """Only the ``--variant`` SIP arms of an existing cell (its start model must exist): extra
     arms for some cells without retraining the others; the next full call judges them."""
     for name, v in variants.items():
+        pipeline.limit_threads(v)  # as run_cell: one torch thread unless the settings say otherwise
         pipeline.train_phase(name, v, out, v.steps, pipeline.sip_overrides(v, v.loss),
                              start_from=out / "start" / "ckpt", progress=show)
 
