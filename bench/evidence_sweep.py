@@ -54,9 +54,10 @@ def parse_settings(pairs: list[str], base: dict[str, Any] | None = None) -> dict
         key, _, raw = pair.partition("=")
         if key not in types:
             raise SystemExit(f"unknown demo setting {key!r} (rlpt demo --help lists them)")
+        optional = types[key].endswith(" | None")  # a task-dependent default (settings.py)
         kind = {"int": int, "float": float, "str": str,
-                "bool": lambda v: v.lower() in ("1", "true", "yes")}[types[key]]
-        values[key] = kind(raw)
+                "bool": lambda v: v.lower() in ("1", "true", "yes")}[types[key].removesuffix(" | None")]
+        values[key] = None if optional and raw.lower() == "none" else kind(raw)
     return values
 
 

@@ -70,6 +70,9 @@ def test_settings_and_variants_parse():
                                                                               "beta": 0.5}
     assert sweep.parse_variant("no_rw:rewrite=false,rollouts=8") == ("no_rw", ["rewrite=false", "rollouts=8"])
     assert sweep.parse_variant("qs:reward=quality,safety,beta=0.5") == ("qs", ["reward=quality,safety", "beta=0.5"])
+    # settings whose default depends on the task (float | None, int | None) parse too
+    assert sweep.parse_settings(["defect_rate=0.07", "start_steps=900", "lr=none"]) == {
+        "defect_rate": 0.07, "start_steps": 900, "lr": None}
     with pytest.raises(SystemExit):
         sweep.parse_settings(["nope=1"])
     with pytest.raises(SystemExit):
