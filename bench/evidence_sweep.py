@@ -84,6 +84,7 @@ def shared_start(root: Path, s: DemoSettings, start_seed: int, show: Progress) -
     ``start_seed``) that every cell of this world continues from."""
     out = root / f"world{s.world_seed}_start"
     s0 = dataclasses.replace(s, seed=start_seed)
+    pipeline.limit_threads(s0)  # as run_cell: one torch thread unless the settings say otherwise
     pipeline.build_world(s0, out)
     pipeline.rewrite(s0, out)
     pipeline.train_phase("start", s0, out, s0.start_steps, pipeline.start_overrides(s0), start_from=None,
