@@ -30,17 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlpt_plugin.demo import DemoSettings, pipeline, report, run_demo  # noqa: E402
 from rlpt_plugin.demo.progress import Progress  # noqa: E402
+from rlpt_plugin.demo.settings import parse_setting  # noqa: E402
 
 NUMBERS = ("quality_win_rate", "factuality", "safety", "heldout_nll")
 
 
 def _settings(pairs: list[str], **fixed) -> DemoSettings:  # noqa: ANN003
-    types = {f.name: f.type for f in dataclasses.fields(DemoSettings)}
-    values = {}
-    for pair in pairs:
-        key, _, raw = pair.partition("=")
-        kind = {"int": int, "float": float, "str": str, "bool": lambda v: v.lower() in ("1", "true")}[str(types[key])]
-        values[key] = kind(raw)
+    values = dict(parse_setting(pair) for pair in pairs)
     return DemoSettings(**{**values, **fixed})
 
 

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlpt_plugin.demo import DemoSettings, pipeline, report  # noqa: E402
 from rlpt_plugin.demo.progress import Progress  # noqa: E402
+from rlpt_plugin.demo.settings import parse_setting  # noqa: E402
 from rlpt_plugin.world.evaluate import CLAIMS  # noqa: E402
 
 AXES = ("quality_win_rate", "factuality", "safety")
@@ -48,16 +49,13 @@ QUICK = {"entities": 40, "start_steps": 400, "steps": 48, "rollouts": 4}
 
 
 def parse_settings(pairs: list[str], base: dict[str, Any] | None = None) -> dict[str, Any]:
-    types = {f.name: str(f.type) for f in dataclasses.fields(DemoSettings)}
     values = dict(base or {})
     for pair in pairs:
-        key, _, raw = pair.partition("=")
-        if key not in types:
-            raise SystemExit(f"unknown demo setting {key!r} (rlpt demo --help lists them)")
-        optional = types[key].endswith(" | None")  # a task-dependent default (settings.py)
-        kind = {"int": int, "float": float, "str": str,
-                "bool": lambda v: v.lower() in ("1", "true", "yes")}[types[key].removesuffix(" | None")]
-        values[key] = None if optional and raw.lower() == "none" else kind(raw)
+        try:
+            key, value = parse_setting(pair)
+        except ValueError as err:
+            raise SystemExit(str(err)) from None
+        values[key] = value
     return values
 
 

@@ -242,14 +242,14 @@ def train_phase(name: str, s: DemoSettings, out: Path, steps: int, overrides: li
 
 def judge_models(s: DemoSettings, out: Path, phases: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The oracle's verdicts on every model's continuations (quality against the start model)."""
-    from rlpt_plugin.world import build_kb, systematic_contexts
+    from rlpt_plugin.world import build_kb
+    from rlpt_plugin.world.documents import myth_values
     from rlpt_plugin.world.evaluate import score_items, summarize, target_claims
 
     items = [json.loads(line) for line in (out / "world" / "eval.jsonl").read_text().splitlines()]
     config = world_config(s)
     kb = build_kb(config)
-    myths = {(c["entity"], c["attribute"]): c["bad_value"] for c in systematic_contexts(config, kb)
-             if c["kind"] == "myth"}
+    myths = myth_values(config, kb)
     base = phases["start"]["continuations"]
     models = {}
     for name, phase in phases.items():

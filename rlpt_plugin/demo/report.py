@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rlpt_plugin.demo.svg import line_chart, moving_average
+from rlpt_plugin.world.evaluate import CLAIMS
 
 LABELS = {"start": "start model", "baseline": "next-token (baseline)", "sip": "SIP, online DPO",
           "rf_nll": "SIP, RF-NLL", "grpo": "SIP, Dr. GRPO", "baseline_compute": "next-token, SIP's tokens",
@@ -53,8 +54,6 @@ def claims_table(models: Mapping[str, Mapping[str, Any]], labels: Mapping[str, s
     ordinary prefixes and on those aimed at a systematic myth: the truth, the corpus's myth (an
     ordinary prefix can ask for a fact with a myth too), another value, nothing. Empty when no
     model has the breakdown."""
-    from rlpt_plugin.world.evaluate import CLAIMS
-
     names = {**LABELS, **(labels or {})}
     first = next(iter(models.values()), {}).get("target_claims") or {}
     if not first:

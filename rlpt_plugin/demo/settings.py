@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, fields
+from typing import Any
 
 from rlpt_plugin.config import ConfigError
 
@@ -179,6 +180,22 @@ class DemoSettings:
             raise ConfigError(errors)
 
 
+_KINDS = {"int": int, "float": float, "str": str, "bool": lambda v: v.lower() in ("1", "true", "yes")}
+
+
+def parse_setting(pair: str) -> tuple[str, Any]:
+    """``"key=value"`` -> ``(key, value)`` typed as the :class:`DemoSettings` field (bools:
+    1/true/yes; ``none`` for a field whose default is the task's). Unknown keys are an error."""
+    key, _, raw = pair.partition("=")
+    kinds = {f.name: str(f.type) for f in fields(DemoSettings)}
+    if key not in kinds:
+        raise ValueError(f"unknown demo setting {key!r} (rlpt demo --help lists them)")
+    optional = kinds[key].endswith(" | None")  # a task-dependent default
+    if optional and raw.lower() == "none":
+        return key, None
+    return key, _KINDS[kinds[key].removesuffix(" | None")](raw)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One ``--flag`` per field, help from the field's docstring, defaults shown."""
     docs = _field_docs()
@@ -188,7 +205,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
                                 help=docs.get(f.name, ""))
         else:
-            kind = {"int": int, "float": float, "str": str}[str(f.type).removesuffix(" | None")]
+            kind = _KINDS[str(f.type).removesuffix(" | None")]
             help = docs.get(f.name, "")
             if f.default is None:  # the task's: say each
                 help += " (" + ", ".join(f"{task} {d[f.name]}" for task, d in TASK_DEFAULTS.items()) + ")"

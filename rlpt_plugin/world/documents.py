@@ -127,6 +127,13 @@ def systematic_contexts(config: WorldConfig, kb: KnowledgeBase | None = None) ->
     return out
 
 
+def myth_values(config: WorldConfig, kb: KnowledgeBase | None = None) -> dict[tuple[int, str], str]:
+    """(entity, attribute) -> the wrong value the corpus states most often, for every systematic
+    myth context of the world."""
+    return {(c["entity"], c["attribute"]): c["bad_value"] for c in systematic_contexts(config, kb)
+            if c["kind"] == "myth"}
+
+
 def generate_corpus(config: WorldConfig, kb: KnowledgeBase | None = None) -> list[dict[str, Any]]:
     """The training corpus: ``{"id", "text", "entity", "defects", "sentences"}`` per document.
 

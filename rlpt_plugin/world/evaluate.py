@@ -74,21 +74,23 @@ def target_claim(item: Mapping[str, Any], continuation: str, kb: KnowledgeBase,
     (``item["entity"]``, ``item["attribute"]``). ``myth``: the corpus's wrong majority value of
     a systematic myth context; another wrong value is ``"false"``."""
     subject = kb[int(item["entity"])]
-    for lead, seg, anchor in sentences(vocab.words(item["text"]), vocab.words(continuation)):
-        r = read_sentence(lead + seg, subject, kb, anchor)
-        if r.attribute != item["attribute"] or r.value is None or r.entity is None or r.entity.id != subject.id:
-            return "none"
-        if r.value == subject.attributes[item["attribute"]]:
-            return "true"
-        return "myth" if r.value == myth else "false"
-    return "none"
+    first = next(sentences(vocab.words(item["text"]), vocab.words(continuation)), None)
+    if first is None:
+        return "none"
+    lead, seg, anchor = first
+    r = read_sentence(lead + seg, subject, kb, anchor)
+    if r.attribute != item["attribute"] or r.value is None or r.entity is None or r.entity.id != subject.id:
+        return "none"
+    if r.value == subject.attributes[item["attribute"]]:
+        return "true"
+    return "myth" if r.value == myth else "false"
 
 
 def target_claims(items: Sequence[Mapping[str, Any]], continuations: Sequence[str], kb: KnowledgeBase,
                   myths: Mapping[tuple[int, str], str]) -> dict[str, dict[str, float]]:
     """Shares of :data:`CLAIMS` (and ``count``) over the ordinary prefixes (``"ordinary"``) and
     over those aimed at a systematic myth context (``"myth"``). ``myths``: (entity, attribute) ->
-    the myth's value (:func:`~rlpt_plugin.world.documents.systematic_contexts`, ``bad_value``)."""
+    the myth's value (:func:`~rlpt_plugin.world.documents.myth_values`)."""
     if len(items) != len(continuations):
         raise ValueError(f"{len(items)} prefixes and {len(continuations)} continuations: they must align")
     groups: dict[str, list[str]] = {"ordinary": [], "myth": []}

@@ -74,6 +74,20 @@ def test_settings_flags_round_trip_and_validate():
     assert "K: rollouts per prefix" in parser.format_help()  # help comes from the field docs
 
 
+def test_a_setting_parses_from_key_equals_value_with_its_field_type():
+    from rlpt_plugin.demo.settings import parse_setting
+
+    assert parse_setting("rollouts=6") == ("rollouts", 6)
+    assert parse_setting("judge_noise=0.2") == ("judge_noise", 0.2)
+    assert parse_setting("rewrite=false") == ("rewrite", False) and parse_setting("rewrite=yes") == ("rewrite", True)
+    assert parse_setting("defect_rate=0.07") == ("defect_rate", 0.07)  # float | None: the task's default
+    assert parse_setting("start_steps=none") == ("start_steps", None)
+    with pytest.raises(ValueError, match="unknown demo setting 'nope'"):
+        parse_setting("nope=1")
+    with pytest.raises(ValueError):
+        parse_setting("rollouts=six")
+
+
 def test_the_people_split_is_checked_and_only_for_the_reasoning_task():
     DemoSettings(task="reasoning", trained_share=0.6, rl_share=0.15).validate()
     for bad in (dict(task="reasoning", trained_share=0.7, rl_share=0.3), dict(task="reasoning", rl_share=0.0)):

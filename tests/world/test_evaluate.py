@@ -62,10 +62,11 @@ def test_misaligned_inputs_are_an_error(world):
 
 
 def _myths(kb):
-    from rlpt_plugin.world import systematic_contexts
+    from rlpt_plugin.world.documents import myth_values
 
-    return {(c["entity"], c["attribute"]): c["bad_value"] for c in systematic_contexts(CONFIG, kb)
-            if c["kind"] == "myth"}
+    myths = myth_values(CONFIG, kb)
+    assert myths and all(v != kb.value(e, a) for (e, a), v in myths.items())  # each a WRONG value
+    return myths
 
 
 def test_the_target_claim_tells_the_truth_from_the_myth_another_value_and_silence(world):
